@@ -1,0 +1,250 @@
+"""The HTTP endpoints of the contract (`shared/api-contract.md`)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from rq import Queue
+from rq.worker_registration import REDIS_WORKER_KEYS
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from jobcast.errors import InvalidJson, NotFound, PayloadTooLarge, ValidationFailed
+from jobcast.record import QUEUED, QUEUED_STAGE, STATUSES, TERMINAL, job_object, now_iso
+from jobcast.schemas import SubmitRequest, validation_details
+from jobcast.services import Services, links
+from jobcast.sse import EventStream, backlog
+from jobcast.store import Snapshot
+
+__all__ = ["JSON", "healthz", "job_events", "job_types", "list_jobs", "readyz", "get_job", "submit_job"]
+
+RUN_JOB = "jobcast.runner.run_job"
+ANONYMOUS = "anonymous"
+LIST_SCAN_LIMIT = 5000
+"""A filtered listing reads at most this many of the owner's jobs per page, then hands back a cursor."""
+
+_CURSOR = re.compile(r"^\d{15}:[0-9a-f]{32}$")
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def owner_of(request: Request) -> str:
+    """Who is asking: every job belongs to `anonymous` until API keys are configured."""
+    return ANONYMOUS
+
+
+def _with_links(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["links"] = links(obj["id"])
+    return obj
+
+
+def _invalid(path: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{path}: {message}", [{"path": path, "message": message}])
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit} (JOBCAST_MAX_BODY).")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes (JOBCAST_MAX_BODY).")
+    return bytes(body)
+
+
+async def _owned_snapshot(request: Request, job_id: str) -> Snapshot:
+    snap = await _services(request).store.snapshot(job_id) if len(job_id) <= 64 else None
+    if snap is None or snap.owner != owner_of(request):
+        raise NotFound(f"no job {job_id!r} (unknown, expired, deleted, or not yours).")
+    return snap
+
+
+async def submit_job(request: Request) -> Response:
+    svc = _services(request)
+    body = await _read_body(request, svc.settings.max_body_bytes)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(f"the body is not valid JSON ({exc}); send a JSON object such as "
+                          '{"type": "demo", "payload": {}}.') from None
+    if not isinstance(data, dict):
+        raise InvalidJson(f"the body is JSON {type(data).__name__}, not an object; send "
+                          '{"type": "demo", "payload": {}}.')
+    try:
+        req = SubmitRequest.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed("the submission does not fit; see details.", validation_details(exc)) from None
+    jtype = svc.registry.get(req.type)
+    if jtype is None:
+        raise _invalid("type", f"unknown job type {req.type!r}; known types: {', '.join(svc.registry.names())}")
+    payload = jtype.validate(req.payload)
+    if req.webhook is not None:
+        raise _invalid("webhook", "webhook delivery is not available in this version of jobcast; submit without it")
+
+    owner = owner_of(request)
+    job_id = uuid.uuid4().hex
+    created_ms = time.time_ns() // 1_000_000
+    created_at = now_iso()
+    timeout_s = req.timeout_s or jtype.timeout_s
+    fields = {
+        "id": job_id, "type": jtype.name, "owner": owner, "status": QUEUED, "progress": "0",
+        "stage": QUEUED_STAGE, "attempt": "1", "max_attempts": str(req.max_attempts or jtype.max_attempts),
+        "timeout_s": str(timeout_s), "tags": orjson.dumps(req.tags).decode(),
+        "payload": payload.model_dump_json(), "queue": svc.settings.queue, "created_at": created_at,
+    }
+
+    def create() -> int:
+        with svc.sync_redis.pipeline(transaction=True) as pipe:
+            pipe.multi()  # RQ's enqueue joins an explicit MULTI; it would start its own otherwise
+            svc.sync_store.create(pipe, job_id, owner, created_ms, created_at, fields)
+            Queue(svc.settings.queue, connection=svc.sync_redis).enqueue_call(
+                RUN_JOB, args=(job_id,), job_id=job_id, timeout=timeout_s, failure_ttl=svc.settings.job_ttl_s,
+                description=f"{jtype.name} {job_id}", pipeline=pipe,
+            )
+            ahead: int = pipe.execute()[0]
+        return ahead
+
+    ahead = await run_in_threadpool(create)
+    record = {**fields, "seq": "1", "message": "", "queue_position": str(ahead)}
+    obj = _with_links(job_object(record, [], ahead))
+    return JSON(obj, status_code=202, headers={"Location": obj["links"]["self"]})
+
+
+async def get_job(request: Request) -> Response:
+    snap = await _owned_snapshot(request, request.path_params["job_id"])
+    return JSON(_with_links(snap.job_object()))
+
+
+def _last_event_id(request: Request) -> int | None:
+    for name, raw in (("Last-Event-ID", request.headers.get("last-event-id")),
+                      ("last_event_id", request.query_params.get("last_event_id"))):
+        if raw is not None and raw.strip() != "":
+            if not raw.strip().isdigit():
+                raise _invalid(name, f"{raw!r} is not an event id; event ids are whole numbers (1, 2, 3, ...)")
+            return int(raw)
+    return None
+
+
+async def job_events(request: Request) -> Response:
+    svc = _services(request)
+    job_id = request.path_params["job_id"]
+    after = _last_event_id(request)
+    head = await svc.store.head(job_id) if len(job_id) <= 64 else None
+    if head is None or head[0] != owner_of(request):
+        raise NotFound(f"no job {job_id!r} (unknown, expired, deleted, or not yours).")
+    _, status, seq = head
+    if after is not None and status in TERMINAL and after >= seq:
+        return Response(status_code=204)
+    listener = await svc.hub.listen(job_id)
+    try:
+        first = await backlog(svc.store, svc.encode, job_id, after)
+    except BaseException:
+        await svc.hub.unlisten(listener)
+        raise
+    if first is None:
+        await svc.hub.unlisten(listener)
+        raise NotFound(f"no job {job_id!r} (it was deleted just now).")
+    return EventStream(svc.hub, svc.store, svc.encode, svc.settings, listener, first)
+
+
+def _list_params(request: Request) -> tuple[str | None, str | None, list[tuple[str, str]], int, str | None]:
+    allowed = {"status", "type", "tag", "limit", "cursor"}
+    params = request.query_params
+    for name in params:
+        if name not in allowed:
+            raise _invalid(name, f"unknown query parameter; use {', '.join(sorted(allowed))}")
+    status = params.get("status")
+    if status is not None and status not in STATUSES:
+        raise _invalid("status", f"{status!r} is not a status; use one of {', '.join(STATUSES)}")
+    tags = []
+    for tag in params.getlist("tag"):
+        key, sep, value = tag.partition(":")
+        if not sep or not key:
+            raise _invalid("tag", f"{tag!r} is not key:value")
+        tags.append((key, value))
+    raw_limit = params.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+        raise _invalid("limit", f"{raw_limit!r} is not a whole number from 1 to 500")
+    cursor = params.get("cursor")
+    if cursor is not None and not _CURSOR.match(cursor):
+        raise _invalid("cursor", "not a cursor this API handed out; pass next_cursor from the previous page")
+    return status, params.get("type"), tags, int(raw_limit), cursor
+
+
+async def list_jobs(request: Request) -> Response:
+    svc = _services(request)
+    status, jtype, tags, limit, cursor = _list_params(request)
+    owner = owner_of(request)
+    filtered = bool(status or jtype or tags)
+    jobs: list[dict[str, Any]] = []
+    scanned = 0
+    while True:
+        entries = await svc.store.owner_page(owner, cursor, limit - len(jobs) if not filtered else 200)
+        if not entries:
+            cursor = None
+            break
+        snaps = await svc.store.snapshots([e.split(":", 1)[1] for e in entries])
+        await svc.store.forget_owner_entries(owner, [e for e, s in zip(entries, snaps, strict=True) if s is None])
+        for entry, snap in zip(entries, snaps, strict=True):
+            cursor = entry
+            if snap is None or (status and snap.status != status) or (jtype and snap.record["type"] != jtype):
+                continue
+            if tags:
+                job_tags = orjson.loads(snap.record.get("tags") or "{}")
+                if any(job_tags.get(k) != v for k, v in tags):
+                    continue
+            jobs.append(_with_links(snap.job_object()))
+            if len(jobs) == limit:
+                break
+        scanned += len(entries)
+        if len(jobs) == limit or scanned >= LIST_SCAN_LIMIT:
+            break
+    if cursor is not None and not await svc.store.owner_page(owner, cursor, 1):
+        cursor = None
+    return JSON({"jobs": jobs, "next_cursor": cursor})
+
+
+async def job_types(request: Request) -> Response:
+    types = [
+        {
+            "name": t.name,
+            "description": t.description,
+            "schema": t.schema(),
+            "available": True,
+            "unavailable_reason": None,
+            "max_attempts": t.max_attempts,
+            "timeout_s": t.timeout_s,
+        }
+        for t in _services(request).registry
+    ]
+    return JSON({"job_types": types})
+
+
+async def healthz(request: Request) -> Response:
+    return JSON({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    redis = _services(request).redis
+    await redis.ping()
+    keys = await redis.smembers(REDIS_WORKER_KEYS)
+    alive = await redis.exists(*keys) if keys else 0
+    return JSON({"status": "ready", "redis": "ok", "workers": alive})

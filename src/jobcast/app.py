@@ -1,0 +1,126 @@
+"""`create_app(settings)`: the Starlette application, its lifespan and its one error handler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
+from contextlib import asynccontextmanager
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from jobcast import api
+from jobcast.connections import RedisFactory
+from jobcast.errors import JobcastError, Unavailable
+from jobcast.registry import Registry, load_job_types
+from jobcast.services import Services
+from jobcast.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("jobcast.app")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def _jobcast_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, JobcastError)
+    return api.JSON(exc.to_json(), status_code=exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = {404: f"no route {request.url.path!r}; see GET /openapi.json for the routes.",
+               405: f"{request.method} is not allowed on {request.url.path!r}."}.get(exc.status_code, str(exc.detail))
+    body = {"error": {"code": code, "message": message, "details": None}}
+    return api.JSON(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _redis_down(request: Request, exc: Exception) -> Response:
+    log.warning("Redis unreachable while serving %s %s: %s", request.method, request.url.path, exc)
+    return await _jobcast_error(request, Unavailable())
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error serving %s %s", request.method, request.url.path, exc_info=exc)
+    body = {"error": {"code": "internal_error", "message": "an unexpected error occurred; the server log has the details.",
+                      "details": None}}
+    return api.JSON(body, status_code=500)
+
+
+def _end_streams_on_exit(services: Services) -> Callable[[], None]:
+    """On SIGTERM or SIGINT, end every open event stream at once, then let the server stop.
+
+    The server waits for open connections to close before it runs the lifespan's
+    shutdown, so without this a stream could hold a stop until its time-out.
+    Streams resume with Last-Event-ID, so ending them early loses nothing. Only
+    possible in the main thread (where the server installed its handlers).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(services.hub.close_all)
+        chained = previous[signal.Signals(sig)]
+        if callable(chained):
+            chained(sig, frame)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, old)
+
+    return restore
+
+
+def create_app(settings: Settings, factory: RedisFactory | None = None, registry: Registry | None = None) -> Starlette:
+    """The jobcast API for `settings`; Redis comes from `factory` (default: `settings.redis_url`)."""
+    if factory is None:
+        factory = RedisFactory(settings.redis_url or "redis://127.0.0.1:6379/0")
+    registry = registry or load_job_types(settings.job_modules)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services = Services.build(settings, factory, registry)
+        app.state.services = services
+        await services.start()
+        restore = _end_streams_on_exit(services)
+        try:
+            yield
+        finally:
+            restore()
+            await services.stop()
+
+    routes = [
+        Route("/jobs", api.submit_job, methods=["POST"]),
+        Route("/jobs", api.list_jobs, methods=["GET"]),
+        Route("/jobs/{job_id}", api.get_job, methods=["GET"]),
+        Route("/jobs/{job_id}/events", api.job_events, methods=["GET"]),
+        Route("/job-types", api.job_types, methods=["GET"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+    ]
+    handlers = {
+        JobcastError: _jobcast_error,
+        HTTPException: _http_error,
+        RedisConnectionError: _redis_down,
+        RedisTimeoutError: _redis_down,
+        ConnectionError: _redis_down,
+        Exception: _internal_error,
+    }
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

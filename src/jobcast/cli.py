@@ -1,0 +1,184 @@
+"""The `jobcast` command: a thin layer over the library. Every option has an environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from jobcast.connections import RedisFactory
+from jobcast.errors import ConfigError
+from jobcast.settings import Settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("jobcast.cli")
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _factory(settings: Settings) -> RedisFactory:
+    return RedisFactory(settings.redis_url or "redis://127.0.0.1:6379/0")
+
+
+def _serve(settings: Settings, factory: RedisFactory, workers: int = 1) -> None:
+    import uvicorn
+
+    from jobcast.app import create_app
+
+    if workers > 1:
+        os.environ.setdefault("REDIS_URL", factory.url or "")
+        uvicorn.run("jobcast.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
+                    workers=workers, log_level=settings.log_level, timeout_graceful_shutdown=5)
+        return
+    config = uvicorn.Config(create_app(settings, factory), host=settings.host, port=settings.port,
+                            log_level=settings.log_level, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run()
+
+
+def app_from_env() -> object:
+    """The app for `uvicorn --factory jobcast.cli:app_from_env` (and `jobcast serve --workers N`)."""
+    from jobcast.app import create_app
+
+    settings = Settings.from_env()
+    return create_app(settings, _factory(settings))
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    settings = settings.with_(host=args.host or settings.host, port=args.port or settings.port)
+    _serve(settings, _factory(settings), args.workers)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from jobcast.runtime import Runtime
+    from jobcast.worker import SimpleWorker, Worker, make_worker
+
+    if args.queues:
+        settings = settings.with_(queue=args.queues)
+    runtime = Runtime.build(settings, _factory(settings))
+    worker = make_worker(runtime, SimpleWorker if args.simple else Worker, name=args.name)
+    log.info("worker %s on queue %r at %s", worker.name, settings.queue, settings.redis_url or "redis://127.0.0.1:6379/0")
+    worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=False)
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def embedded_redis() -> Iterator[RedisFactory]:
+    """A private Redis for `jobcast dev`: a `redis-server` child if one is installed, else in memory."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        import fakeredis
+
+        log.warning("no redis-server installed: using an in-memory Redis inside this process (data is lost on exit)")
+        yield RedisFactory(fake_server=fakeredis.FakeServer())
+        return
+    with tempfile.TemporaryDirectory(prefix="jobcast-redis-") as tmp:
+        port = _free_port()
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )
+        factory = RedisFactory(f"redis://127.0.0.1:{port}/0")
+        client = factory.sync()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise ConfigError(f"the private redis-server ({binary}) did not start on port {port}") from None
+                time.sleep(0.05)
+        log.info("started a private redis-server on 127.0.0.1:%d", port)
+        try:
+            yield factory
+        finally:
+            client.close()
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from jobcast.runtime import Runtime
+    from jobcast.worker import ThreadWorker, make_worker
+
+    settings = settings.with_(host=args.host or settings.host, port=args.port or settings.port)
+    with contextlib.ExitStack() as stack:
+        factory = RedisFactory(settings.redis_url) if settings.redis_url else stack.enter_context(embedded_redis())
+        for i in range(args.workers):
+            worker = make_worker(Runtime.build(settings, factory), ThreadWorker, name=f"dev-{os.getpid()}-{i}")
+            threading.Thread(target=worker.work, kwargs={"logging_level": settings.log_level.upper()},
+                             name=worker.name, daemon=True).start()
+        print(f"jobcast is running at http://{settings.host}:{settings.port}/ with {args.workers} workers "
+              f"(Ctrl-C stops it)", flush=True)
+        _serve(settings, factory)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobcast", description="Background jobs with live progress.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API server (uvicorn)")
+    serve.add_argument("--host", help="bind address (JOBCAST_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (JOBCAST_PORT, default 8000)")
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("JOBCAST_API_WORKERS", "1")),
+                       help="API processes (JOBCAST_API_WORKERS, default 1)")
+    serve.set_defaults(run=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run an RQ worker for jobcast jobs")
+    worker.add_argument("--queues", help="the queue to work on (JOBCAST_QUEUE, default 'default')")
+    worker.add_argument("--burst", action="store_true", default=os.environ.get("JOBCAST_WORKER_BURST") == "1",
+                        help="quit once the queue is empty (JOBCAST_WORKER_BURST=1)")
+    worker.add_argument("--simple", action="store_true", default=os.environ.get("JOBCAST_WORKER_SIMPLE") == "1",
+                        help="run jobs in the worker process instead of a forked one (JOBCAST_WORKER_SIMPLE=1)")
+    worker.add_argument("--name", default=os.environ.get("JOBCAST_WORKER_NAME"),
+                        help="the worker's name (JOBCAST_WORKER_NAME, default RQ's)")
+    worker.set_defaults(run=cmd_worker)
+
+    dev = sub.add_parser("dev", help="run everything in one process, with a private Redis if REDIS_URL is unset")
+    dev.add_argument("--host", help="bind address (JOBCAST_HOST, default 127.0.0.1)")
+    dev.add_argument("--port", type=int, help="port (JOBCAST_PORT, default 8000)")
+    dev.add_argument("--workers", type=int, default=int(os.environ.get("JOBCAST_DEV_WORKERS", "2")),
+                     help="in-process workers (JOBCAST_DEV_WORKERS, default 2)")
+    dev.set_defaults(run=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        _setup_logging(settings)
+        code: int = args.run(settings, args)
+        return code
+    except ConfigError as exc:
+        print(f"jobcast: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Where Redis connections come from: a URL, or the in-memory server of `jobcast dev`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+
+from jobcast.errors import ConfigError
+
+__all__ = ["RedisFactory"]
+
+
+@dataclass(frozen=True)
+class RedisFactory:
+    """Makes sync and asyncio clients for one Redis: a real one at `url`, or a fakeredis server."""
+
+    url: str | None = None
+    fake_server: Any = None
+
+    def __post_init__(self) -> None:
+        if (self.url is None) == (self.fake_server is None):
+            raise ConfigError("give Redis either as a URL or as an in-memory server, not both or neither")
+
+    def sync(self) -> Redis:
+        """A client speaking bytes (as RQ requires)."""
+        if self.fake_server is not None:
+            import fakeredis
+
+            return fakeredis.FakeRedis(server=self.fake_server)
+        try:
+            return Redis.from_url(self.url, socket_connect_timeout=5, health_check_interval=30)
+        except ValueError as exc:
+            raise ConfigError(f"REDIS_URL={self.url!r} is not a Redis URL ({exc}); use redis://host:port/db.") from None
+
+    def asyncio(self, *, retries: bool = True) -> AsyncRedis:
+        """An asyncio client speaking bytes; `retries=False` makes every connection loss raise at once."""
+        if self.fake_server is not None:
+            import fakeredis
+
+            return fakeredis.FakeAsyncRedis(server=self.fake_server)
+        options: dict[str, Any] = {"socket_connect_timeout": 2, "health_check_interval": 30}
+        if not retries:
+            options["retry"] = AsyncRetry(NoBackoff(), 0)
+        try:
+            return AsyncRedis.from_url(self.url, **options)
+        except ValueError as exc:
+            raise ConfigError(f"REDIS_URL={self.url!r} is not a Redis URL ({exc}); use redis://host:port/db.") from None

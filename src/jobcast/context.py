@@ -1,0 +1,306 @@
+"""What job code calls: progress, nested stages, parallel trackers, output, cancel.
+
+A job function gets a `JobContext`. Everything it reports goes to Redis through
+the atomic emit (`lua/emit.lua`), but not one call at a time: pure progress
+changes are coalesced to at most one write per `JOBCAST_PROGRESS_INTERVAL_MS`
+(50 ms) with the latest value always sent, and text deltas are merged the same
+way; a change of message or stage, and every output item, is sent at once.
+A tight loop of 100,000 `progress()` calls therefore costs about 20 writes a
+second. The methods are thread-safe, and async job functions may call them
+too (each write is one short Redis round trip).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from jobcast.record import RUNNING, format_progress, now_iso
+from jobcast.store import EmitResult, Store
+
+__all__ = ["JobCanceled", "JobContext", "JobFailed", "Scope", "Tracker"]
+
+
+class JobCanceled(Exception):
+    """Raised by `check()` and `sleep()` once the job has been canceled; let it propagate."""
+
+
+class JobFailed(Exception):
+    """Raise it to end the job `failed` with your own error code and message."""
+
+    def __init__(self, message: str, code: str = "job_error") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _to_json(obj: Any) -> bytes:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump_json().encode()
+    return orjson.dumps(obj)
+
+
+class Scope:
+    """A slice `[start, end]` of the job's 0..100 progress: its own 0..100 maps onto it.
+
+    The job's context is the outermost scope; `stage()` and `tracker()` make
+    inner ones, which nest as deep as the work does.
+    """
+
+    def __init__(self, root: JobContext, start: float, end: float, stage: str | None) -> None:
+        if not 0 <= start <= end <= 100:
+            raise ValueError(f"a stage range must satisfy 0 <= start <= end <= 100, got {start}..{end}")
+        self._root = root
+        self._start = start
+        self._span = end - start
+        self._stage = stage
+
+    def _global(self, pct: float) -> float:
+        if not 0 <= pct <= 100:
+            raise ValueError(f"progress must be from 0 to 100, got {pct!r}")
+        return self._start + self._span * pct / 100
+
+    def progress(self, pct: float, message: str | None = None, *, stage: str | None = None) -> None:
+        """Report `pct` (0..100 of this scope); `message` and `stage` replace the current ones when given."""
+        self._root._report(self._global(pct), message, stage or self._stage)
+
+    def stage(self, name: str, start: float, end: float, message: str | None = None) -> Scope:
+        """The sub-range `start..end` of this scope as a named phase.
+
+        Entering it (as a context manager or not) reports the stage name at once;
+        leaving a `with` block without an error reports the end of the range.
+        """
+        scope = Scope(self._root, self._global(start), self._global(end), name)
+        self._root._report(scope._start, message, name)
+        return scope
+
+    def tracker(self, items: int, steps: int = 1, message: str | None = None) -> Tracker:
+        """Progress over `items` pieces of work done in parallel, each of `steps` steps."""
+        return Tracker(self, items, steps, message)
+
+    def __enter__(self) -> Scope:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
+        if exc_type is None:
+            self._root._report(self._start + self._span, None, self._stage)
+
+
+class Tracker:
+    """Aggregates `items × steps` units of work into one progress value of its scope."""
+
+    def __init__(self, scope: Scope, items: int, steps: int, message: str | None) -> None:
+        if items < 1 or steps < 1:
+            raise ValueError(f"a tracker needs at least one item and one step, got items={items}, steps={steps}")
+        self._scope = scope
+        self._total = items * steps
+        self._steps = steps
+        self._done = [0] * items
+        self._lock = threading.Lock()
+        if message is not None:
+            scope.progress(0, message)
+
+    @property
+    def done(self) -> int:
+        """Steps finished so far, over all items."""
+        return sum(self._done)
+
+    def advance(self, item: int, steps: int = 1, message: str | None = None) -> None:
+        """Mark `steps` more steps of item `item` (0-based) finished."""
+        with self._lock:
+            self._done[item] = min(self._steps, self._done[item] + steps)
+            pct = 100 * sum(self._done) / self._total
+        self._scope.progress(pct, message)
+
+    def finish(self, item: int, message: str | None = None) -> None:
+        """Mark every step of item `item` finished."""
+        self.advance(item, self._steps, message)
+
+
+class JobContext(Scope):
+    """The job's handle on jobcast: report progress and output, and notice a cancel."""
+
+    def __init__(
+        self,
+        store: Store,
+        record: dict[str, str],
+    ) -> None:
+        super().__init__(self, 0, 100, None)
+        self.id = record["id"]
+        self.type = record["type"]
+        self.attempt = int(record["attempt"])
+        self.max_attempts = int(record["max_attempts"])
+        self._store = store
+        self._interval = store.settings.progress_interval_s
+        self._cond = threading.Condition(threading.RLock())
+        self._sent_progress = float(record["progress"])
+        self._progress = self._sent_progress
+        self._message = record["message"]
+        self._stage: str | None = record.get("stage") or None
+        self._progress_pending = False
+        self._text: list[str] = []
+        self._pending_text: list[str] = []
+        self._items: deque[bytes] = deque(maxlen=store.settings.items_kept)
+        self._last_flush = -1e9
+        self._started = time.monotonic()
+        self._canceled = False
+        self._stopped = False
+        self._last_cancel_poll = -1e9
+        self._flusher = threading.Thread(target=self._flush_loop, name=f"jobcast-flush-{self.id}", daemon=True)
+        self._flusher.start()
+
+    # -- what job code reads ------------------------------------------------
+
+    @property
+    def canceled(self) -> bool:
+        """True once a cancel was requested; code that can stop early should do so."""
+        return self._canceled
+
+    def check(self) -> None:
+        """Raise JobCanceled if the job has been canceled (asks Redis at most 4 times a second)."""
+        now = time.monotonic()
+        if not self._canceled and now - self._last_cancel_poll >= 0.25:
+            self._last_cancel_poll = now
+            self._canceled = self._store.cancel_requested(self.id)
+        if self._canceled:
+            raise JobCanceled(f"job {self.id} was canceled")
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep like `time.sleep`, but wake up and raise JobCanceled when the job is canceled."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.check()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.25))
+
+    # -- output ---------------------------------------------------------------
+
+    def item(self, obj: Any) -> None:
+        """Send one finished piece of output (a dict, list or pydantic model) as an `output` item."""
+        raw = _to_json(obj)
+        with self._cond:
+            self._flush_text()
+            self._items.append(raw)
+            self._send("item", data=b'{"kind":"item","item":' + raw + b"}", raw=raw)
+
+    def delta(self, text: str) -> None:
+        """Append streamed text; deltas are merged and sent at most every 50 ms, never lost."""
+        if not text:
+            return
+        with self._cond:
+            self._text.append(text)
+            self._pending_text.append(text)
+            if time.monotonic() - self._last_flush >= self._interval:
+                self._flush_text()
+            else:
+                self._cond.notify()
+
+    @property
+    def output_items(self) -> list[bytes]:
+        """The items sent in this attempt (the latest `JOBCAST_ITEMS_KEPT`), as JSON."""
+        return list(self._items)
+
+    @property
+    def output_text(self) -> str:
+        return "".join(self._text)
+
+    # -- reporting ----------------------------------------------------------
+
+    @property
+    def current(self) -> tuple[float, str, str | None]:
+        """The progress, message and stage last sent."""
+        return self._sent_progress, self._message, self._stage
+
+    def _report(self, pct: float, message: str | None, stage: str | None) -> None:
+        message = message or None
+        with self._cond:
+            if pct > self._progress:
+                self._progress = pct
+            changed = (message is not None and message != self._message) or (stage is not None and stage != self._stage)
+            if changed:
+                if message is not None:
+                    self._message = message
+                if stage is not None:
+                    self._stage = stage
+                self._flush_state()
+            elif format_progress(self._progress) != format_progress(self._sent_progress):
+                if time.monotonic() - self._last_flush >= self._interval:
+                    self._flush_state()
+                else:
+                    self._progress_pending = True
+                    self._cond.notify()
+
+    def _eta(self) -> str:
+        elapsed = time.monotonic() - self._started
+        pct = self._progress
+        if pct < 1 or elapsed < 1 or pct >= 100:
+            return ""
+        return str(round(elapsed * (100 - pct) / pct))
+
+    def _flush_state(self) -> None:
+        self._progress_pending = False
+        self._sent_progress = self._progress
+        fields = {
+            "progress": format_progress(self._progress),
+            "message": self._message,
+            "stage": self._stage or "",
+            "eta_s": self._eta(),
+        }
+        self._send("state", ts=now_iso(), fields=fields)
+
+    def _flush_text(self) -> None:
+        if self._pending_text:
+            text = "".join(self._pending_text)
+            self._pending_text.clear()
+            self._send("delta", data=b'{"kind":"delta","text":' + orjson.dumps(text) + b"}", raw=text)
+
+    def _send(self, kind: Any, **kw: Any) -> None:
+        if self._stopped:
+            return
+        self._last_flush = time.monotonic()
+        result: EmitResult = self._store.emit(
+            self.id, kind, event="output" if kind in ("item", "delta") else "state",
+            guard_status=(RUNNING,), guard_attempt=self.attempt, **kw,
+        )
+        if result.cancel:
+            self._canceled = True
+        if result.outcome in ("refused", "missing"):
+            # The job ended or moved on without us (canceled, retried elsewhere, deleted):
+            # write nothing more, and let check() stop the code.
+            self._stopped = True
+            self._canceled = True
+
+    def flush(self) -> None:
+        """Send whatever is pending now (the runner calls this before the job ends)."""
+        with self._cond:
+            self._flush_text()
+            if self._progress_pending:
+                self._flush_state()
+
+    def _flush_loop(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if not (self._progress_pending or self._pending_text):
+                    self._cond.wait()
+                    continue
+                wait = self._last_flush + self._interval - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                self.flush()
+
+    def close(self) -> None:
+        """Flush and stop the background flusher; nothing is sent after this."""
+        with self._cond:
+            self.flush()
+            self._stopped = True
+            self._cond.notify_all()
+        self._flusher.join(timeout=5)
+

@@ -1,0 +1,50 @@
+"""Every Redis key jobcast writes, in one place, so the data layout reads in one screen.
+
+| key                        | type   | holds                                                      |
+|----------------------------|--------|------------------------------------------------------------|
+| `{p}:job:{id}`             | hash   | the job record: the job object's fields, `seq`, `cancel`   |
+| `{p}:ev:{id}`              | stream | the job's events, entry id `0-{seq}`, about 1,000 kept     |
+| `{p}:out:{id}`             | list   | the current attempt's output items (raw JSON), 1,000 kept  |
+| `{p}:ch:{id}`              | pubsub | the same events, live: `"{seq} {event} {data}"`            |
+| `{p}:owner:{owner}`        | zset   | the owner's job ids scored by creation time (ms)           |
+
+The braces are literal: they are Redis Cluster hash tags, so one job's keys live
+on one shard and one Lua script may touch them all. The per-job keys get the
+job TTL (`JOBCAST_JOB_TTL`) when the job ends; an owner's index loses ids lazily
+when a listing finds their record gone.
+
+RQ's own keys (`rq:job:{id}`, `rq:queue:{name}`, ...) keep RQ's layout; the RQ
+job id is the jobcast id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rq.queue import Queue
+
+__all__ = ["Keys"]
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "jc"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{{{job_id}}}"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}:ev:{{{job_id}}}"
+
+    def items(self, job_id: str) -> str:
+        return f"{self.prefix}:out:{{{job_id}}}"
+
+    def channel(self, job_id: str) -> str:
+        return f"{self.prefix}:ch:{{{job_id}}}"
+
+    def owner(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{{{owner}}}"
+
+    @staticmethod
+    def rq_queue(name: str) -> str:
+        return f"{Queue.redis_queue_namespace_prefix}{name}"

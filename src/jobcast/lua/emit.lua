@@ -1,0 +1,90 @@
+-- The one way a job changes: update the record, append the event to the job's
+-- log and publish it, in one atomic step, so the record, the log and the live
+-- message can never disagree. Returns {seq, cancel, outcome}, outcome being
+-- 'ok', 'same' (nothing a client sees changed: no event), 'refused' (a guard
+-- failed: a stale writer) or 'missing' (no such job).
+--
+-- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list
+-- ARGV[1] channel
+-- ARGV[2] kind: 'state' | 'start' (a new attempt begins: output reset) |
+--               'item' | 'delta' | 'end' (a terminal event)
+-- ARGV[3] event name
+-- ARGV[4] event data: the item or delta event's JSON; for 'end' the job object's
+--         JSON without its opening brace ('last_event_id' is put in front here)
+-- ARGV[5] raw output: the item's JSON, or the delta's text
+-- ARGV[6] guard: allowed current statuses as ',a,b,' ('' = any)
+-- ARGV[7] guard: the attempt the writer belongs to ('' = any)
+-- ARGV[8] events kept   ARGV[9] items kept   ARGV[10] TTL in seconds for 'end'
+-- ARGV[11] ts (ISO 8601) for 'state' and 'start' events
+-- ARGV[12..] field, value pairs to set on the record
+-- cjson writes '/' as '\\/': valid JSON, but noise on the wire; unescape it.
+local function json_string(s) return (string.gsub(cjson.encode(s), '\\/', '/')) end
+local job, events, items = KEYS[1], KEYS[2], KEYS[3]
+local kind = ARGV[2]
+
+local cur = redis.call('HMGET', job, 'status', 'attempt', 'progress', 'message', 'stage',
+                       'queue_position', 'cancel', 'seq')
+if not cur[1] then return {0, 0, 'missing'} end
+local cancel = (cur[7] == '1') and 1 or 0
+local seq = tonumber(cur[8])
+if ARGV[6] ~= '' and not string.find(ARGV[6], ',' .. cur[1] .. ',', 1, true) then
+  return {seq, cancel, 'refused'}
+end
+if ARGV[7] ~= '' and ARGV[7] ~= cur[2] then return {seq, cancel, 'refused'} end
+
+local set = {}
+for i = 12, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
+
+local name, data = ARGV[3], ARGV[4]
+if kind == 'state' or kind == 'start' then
+  -- Progress never goes down within one attempt: a lower value is ignored.
+  if set.progress and (set.attempt == nil or set.attempt == cur[2])
+     and tonumber(set.progress) < tonumber(cur[3]) then
+    set.progress = nil
+  end
+  local new = {}
+  local names = {'status', 'attempt', 'progress', 'message', 'stage', 'queue_position'}
+  local changed = false
+  for i, f in ipairs(names) do
+    new[f] = set[f] or cur[i] or ''
+    if new[f] ~= (cur[i] or '') then changed = true end
+  end
+  if not changed then
+    if set.eta_s then redis.call('HSET', job, 'eta_s', set.eta_s) end
+    return {seq, cancel, 'same'}
+  end
+  local eta = set.eta_s or redis.call('HGET', job, 'eta_s') or ''
+  local function str(v) if v == '' then return 'null' end return json_string(v) end
+  local function num(v) if v == '' then return 'null' end return v end
+  data = '{"status":' .. json_string(new.status) .. ',"progress":' .. new.progress ..
+         ',"message":' .. json_string(new.message) .. ',"stage":' .. str(new.stage) ..
+         ',"attempt":' .. new.attempt .. ',"queue_position":' .. num(new.queue_position) ..
+         ',"eta_s":' .. num(eta) .. ',"ts":"' .. ARGV[11] .. '"}'
+  if kind == 'start' then
+    redis.call('DEL', items)
+    set.text = ''
+  end
+elseif kind == 'item' then
+  redis.call('RPUSH', items, ARGV[5])
+  redis.call('LTRIM', items, -tonumber(ARGV[9]), -1)
+elseif kind == 'delta' then
+  set.text = (redis.call('HGET', job, 'text') or '') .. ARGV[5]
+end
+
+local flat = {}
+for f, v in pairs(set) do flat[#flat + 1] = f; flat[#flat + 1] = v end
+seq = seq + 1
+flat[#flat + 1] = 'seq'; flat[#flat + 1] = seq
+redis.call('HSET', job, unpack(flat))
+
+if kind == 'end' then data = '{"last_event_id":' .. seq .. ',' .. data end
+redis.call('XADD', events, 'MAXLEN', '~', ARGV[8], '0-' .. seq, 'e', name, 'd', data)
+redis.call('PUBLISH', ARGV[1], seq .. ' ' .. name .. ' ' .. data)
+
+if kind == 'end' then
+  local ttl = tonumber(ARGV[10])
+  redis.call('EXPIRE', job, ttl)
+  redis.call('EXPIRE', events, ttl)
+  redis.call('EXPIRE', items, ttl)
+end
+return {seq, cancel, 'ok'}

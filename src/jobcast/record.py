@@ -1,0 +1,119 @@
+"""The job record as Redis holds it, and the job object the contract shows for it.
+
+A record is a flat hash of strings; an empty string stands for `null`. The
+fields that hold JSON (`tags`, `payload`, `result`, `error`, `webhook`) are
+stored as JSON text and passed through to clients without being parsed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "CANCELED",
+    "COMPLETED",
+    "FAILED",
+    "QUEUED",
+    "RUNNING",
+    "STATUSES",
+    "TERMINAL",
+    "QUEUED_MESSAGE",
+    "decode",
+    "format_progress",
+    "job_object",
+    "now_iso",
+    "queued_message",
+]
+
+QUEUED: Final = "queued"
+RUNNING: Final = "running"
+COMPLETED: Final = "completed"
+FAILED: Final = "failed"
+CANCELED: Final = "canceled"
+STATUSES: Final = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELED)
+TERMINAL: Final = frozenset({COMPLETED, FAILED, CANCELED})
+
+QUEUED_MESSAGE: Final = "Queued ({n} ahead)"
+"""The message of a job waiting in its RQ queue; `{n}` is how many jobs are ahead."""
+
+QUEUED_STAGE: Final = "queued"
+
+
+def queued_message(ahead: int) -> str:
+    return QUEUED_MESSAGE.replace("{n}", str(ahead))
+
+
+def now_iso() -> str:
+    """The current time as the contract writes it: ISO 8601, UTC, milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def format_progress(pct: float) -> str:
+    """Clamp to 0..100 and keep at most one decimal: `42`, `42.5`."""
+    value = round(min(100.0, max(0.0, float(pct))), 1)
+    return str(int(value)) if value.is_integer() else str(value)
+
+
+def decode(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _number(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def _json(text: str | None) -> orjson.Fragment | None:
+    return orjson.Fragment(text) if text else None
+
+
+def _opt(text: str | None) -> str | None:
+    return text or None
+
+
+def job_object(
+    record: Mapping[str, str],
+    items: Sequence[bytes | str],
+    queue_position: int | None,
+    *,
+    include_last_event_id: bool = True,
+) -> dict[str, Any]:
+    """The contract's job object (without `links`, which depend on who asks).
+
+    `queue_position` is the live count of jobs ahead in the RQ queue, or None;
+    a job still waiting there gets its message from it, so the two agree.
+    """
+    status = record["status"]
+    message = record["message"]
+    if status != QUEUED:
+        queue_position = None
+    elif queue_position is not None and record.get("stage") == QUEUED_STAGE:
+        message = queued_message(queue_position)
+    eta = record.get("eta_s")
+    obj: dict[str, Any] = {
+        "id": record["id"],
+        "type": record["type"],
+        "status": status,
+        "progress": _number(record["progress"]),
+        "message": message,
+        "stage": _opt(record.get("stage")),
+        "attempt": int(record["attempt"]),
+        "max_attempts": int(record["max_attempts"]),
+        "queue_position": queue_position,
+        "eta_s": int(eta) if eta and status not in TERMINAL else None,
+        "tags": orjson.Fragment(record.get("tags") or "{}"),
+        "created_at": record["created_at"],
+        "started_at": _opt(record.get("started_at")),
+        "ended_at": _opt(record.get("ended_at")),
+    }
+    if include_last_event_id:
+        obj["last_event_id"] = int(record["seq"])
+    obj["output"] = {"items": [orjson.Fragment(i) for i in items], "text": record.get("text", "")}
+    obj["result"] = _json(record.get("result"))
+    obj["error"] = _json(record.get("error"))
+    obj["webhook"] = _json(record.get("webhook"))
+    return obj

@@ -1,0 +1,51 @@
+"""What the API process holds while it runs: its Redis clients, store, hub and job types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from jobcast.connections import RedisFactory
+from jobcast.hub import Hub
+from jobcast.keys import Keys
+from jobcast.registry import Registry
+from jobcast.settings import Settings
+from jobcast.sse import EventEncoder
+from jobcast.store import AsyncStore, Store
+
+__all__ = ["Services", "links"]
+
+
+def links(job_id: str) -> dict[str, str]:
+    base = f"/jobs/{job_id}"
+    return {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"}
+
+
+@dataclass
+class Services:
+    settings: Settings
+    registry: Registry
+    redis: AsyncRedis
+    sync_redis: Redis
+    store: AsyncStore
+    sync_store: Store
+    hub: Hub
+    encode: EventEncoder
+
+    @classmethod
+    def build(cls, settings: Settings, factory: RedisFactory, registry: Registry) -> Services:
+        redis = factory.asyncio()
+        sync_redis = factory.sync()
+        encode = EventEncoder(links)
+        hub = Hub(factory.asyncio(retries=False), Keys(settings.prefix), encode)
+        return cls(settings, registry, redis, sync_redis, AsyncStore(redis, settings), Store(sync_redis, settings), hub, encode)
+
+    async def start(self) -> None:
+        await self.hub.start()
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        await self.redis.aclose()
+        self.sync_redis.close()

@@ -1,0 +1,103 @@
+"""One frozen `Settings` object, built from the environment and validated at start-up.
+
+Every knob jobcast has is here, with its environment variable and default; the
+README's configuration table is written from this file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from jobcast.errors import ConfigError
+
+__all__ = ["Settings"]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to an integer from {lo} to {hi}.") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range; set it to an integer from {lo} to {hi}.")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name)
+    return default if raw is None or raw.strip() == "" else raw.strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a jobcast process needs to know; see the README for each variable."""
+
+    redis_url: str | None = None
+    """`REDIS_URL`. `None` only in `jobcast dev`, which then brings its own Redis."""
+    prefix: str = "jc"
+    """`JOBCAST_PREFIX`: the first part of every jobcast Redis key."""
+    queue: str = "default"
+    """`JOBCAST_QUEUE`: the RQ queue that jobs are enqueued on and workers listen to."""
+    job_ttl_s: int = 86400
+    """`JOBCAST_JOB_TTL`: how long a finished job, its events and output stay readable."""
+    max_body_bytes: int = 256 * 1024
+    """`JOBCAST_MAX_BODY`: the largest request body the API reads."""
+    events_kept: int = 1000
+    """`JOBCAST_EVENTS_KEPT`: at least this many of a job's latest events are kept for resuming."""
+    items_kept: int = 1000
+    """`JOBCAST_ITEMS_KEPT`: at least this many of a job's latest output items are kept."""
+    sse_retry_ms: int = 2000
+    """`JOBCAST_SSE_RETRY_MS`: the reconnect delay the event stream tells browsers."""
+    ping_interval_s: float = 15.0
+    """`JOBCAST_PING_MS` (at most 15000): the longest an idle event stream goes without a `: ping` comment."""
+    send_timeout_s: float = 30.0
+    """`JOBCAST_SEND_TIMEOUT_S`: a stream whose client takes longer than this to accept a write is closed."""
+    progress_interval_s: float = 0.05
+    """`JOBCAST_PROGRESS_INTERVAL_MS`: pure progress changes of one job are sent at most this often."""
+    job_modules: tuple[str, ...] = ()
+    """`JOBCAST_JOB_MODULES`: comma-separated modules to import for their `@job_type` functions."""
+    host: str = "127.0.0.1"
+    """`JOBCAST_HOST`: the address `jobcast serve` and `jobcast dev` bind to."""
+    port: int = 8000
+    """`JOBCAST_PORT`: the port `jobcast serve` and `jobcast dev` listen on."""
+    log_level: str = "info"
+    """`JOBCAST_LOG_LEVEL`: debug, info, warning or error."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from `env` (default: the process environment); raise ConfigError on a bad one."""
+        env = os.environ if env is None else env
+        log_level = _str(env, "JOBCAST_LOG_LEVEL", "info").lower()
+        if log_level not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(f"JOBCAST_LOG_LEVEL={log_level!r} is not a level; use debug, info, warning or error.")
+        prefix = _str(env, "JOBCAST_PREFIX", "jc")
+        if any(c in prefix for c in " {}"):
+            raise ConfigError(f"JOBCAST_PREFIX={prefix!r} may not contain spaces or braces.")
+        modules = tuple(m.strip() for m in env.get("JOBCAST_JOB_MODULES", "").split(",") if m.strip())
+        return cls(
+            redis_url=env.get("REDIS_URL") or None,
+            prefix=prefix,
+            queue=_str(env, "JOBCAST_QUEUE", "default"),
+            job_ttl_s=_int(env, "JOBCAST_JOB_TTL", 86400, 1, 365 * 86400),
+            max_body_bytes=_int(env, "JOBCAST_MAX_BODY", 256 * 1024, 1024, 64 * 1024 * 1024),
+            events_kept=_int(env, "JOBCAST_EVENTS_KEPT", 1000, 1000, 1_000_000),
+            items_kept=_int(env, "JOBCAST_ITEMS_KEPT", 1000, 1000, 1_000_000),
+            sse_retry_ms=_int(env, "JOBCAST_SSE_RETRY_MS", 2000, 100, 600_000),
+            ping_interval_s=_int(env, "JOBCAST_PING_MS", 15000, 100, 15000) / 1000,
+            send_timeout_s=_int(env, "JOBCAST_SEND_TIMEOUT_S", 30, 1, 3600),
+            progress_interval_s=_int(env, "JOBCAST_PROGRESS_INTERVAL_MS", 50, 10, 10_000) / 1000,
+            job_modules=modules,
+            host=_str(env, "JOBCAST_HOST", "127.0.0.1"),
+            port=_int(env, "JOBCAST_PORT", 8000, 1, 65535),
+            log_level=log_level,
+        )
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (for the CLI's flags and for tests)."""
+        return replace(self, **changes)

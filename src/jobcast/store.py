@@ -1,0 +1,211 @@
+"""Reading and changing job records in Redis, through the Lua scripts in `lua/`.
+
+`Store` is synchronous (workers, and the API's submit, which shares a MULTI with
+RQ's enqueue); `AsyncStore` serves the API's reads. Both speak bytes to Redis,
+as RQ requires, and decode only what they must.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, Literal
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.client import Pipeline
+
+from jobcast.keys import Keys
+from jobcast.record import QUEUED_MESSAGE, decode, job_object
+from jobcast.settings import Settings
+
+__all__ = ["AsyncStore", "EmitResult", "Event", "Snapshot", "Store"]
+
+
+def _lua(name: str) -> str:
+    return files("jobcast").joinpath(f"lua/{name}.lua").read_text()
+
+
+EMIT_LUA = _lua("emit")
+CREATE_LUA = _lua("create")
+SNAPSHOT_LUA = _lua("snapshot")
+
+EmitKind = Literal["state", "start", "item", "delta", "end"]
+
+
+@dataclass(frozen=True, slots=True)
+class EmitResult:
+    seq: int
+    """The job's last event id after the call."""
+    cancel: bool
+    """Whether a cancel has been requested for the job."""
+    outcome: str
+    """`ok`, `same` (nothing visible changed, no event), `refused` (a guard failed) or `missing`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One consistent read of a job: its record, output items and live queue position."""
+
+    record: dict[str, str]
+    items: list[bytes]
+    queue_position: int | None
+
+    @property
+    def owner(self) -> str:
+        return self.record["owner"]
+
+    @property
+    def status(self) -> str:
+        return self.record["status"]
+
+    @property
+    def seq(self) -> int:
+        return int(self.record["seq"])
+
+    def job_object(self) -> dict[str, Any]:
+        return job_object(self.record, self.items, self.queue_position)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    name: bytes
+    data: bytes
+
+
+def owner_entry(created_ms: int, job_id: str) -> str:
+    """A job's entry in its owner's index (see `AsyncStore.owner_page`)."""
+    return f"{created_ms:015d}:{job_id}"
+
+
+def _seq(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[1])
+
+
+class Store:
+    """Synchronous access: what workers emit, and the record a submit creates."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self._emit = redis.register_script(EMIT_LUA)
+        self._create = redis.register_script(CREATE_LUA)
+
+    def create(self, pipe: Pipeline, job_id: str, owner: str, created_ms: int, ts: str, fields: Mapping[str, str]) -> None:
+        """Queue the creation of a record in `pipe` (a MULTI that RQ's enqueue joins next)."""
+        k = self.keys
+        keys = [k.job(job_id), k.events(job_id), k.owner(owner), k.rq_queue(fields["queue"])]
+        args: list[str | int] = [job_id, owner_entry(created_ms, job_id), ts, QUEUED_MESSAGE]
+        for name, value in fields.items():
+            args += [name, value]
+        self._create(keys=keys, args=args, client=pipe)
+
+    def load(self, job_id: str) -> dict[str, str] | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        return decode(raw) if raw else None
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.redis.hget(self.keys.job(job_id), "cancel") == b"1"
+
+    def emit(
+        self,
+        job_id: str,
+        kind: EmitKind,
+        *,
+        event: str = "state",
+        data: str | bytes = "",
+        raw: str | bytes = "",
+        ts: str = "",
+        fields: Mapping[str, str] | None = None,
+        guard_status: Iterable[str] = (),
+        guard_attempt: int | None = None,
+    ) -> EmitResult:
+        """Apply one change to a job atomically; see `lua/emit.lua` for what each kind does."""
+        k, s = self.keys, self.settings
+        statuses = "".join(f",{st}" for st in guard_status)
+        args: list[str | bytes | int] = [
+            k.channel(job_id),
+            kind,
+            event,
+            data,
+            raw,
+            statuses + "," if statuses else "",
+            "" if guard_attempt is None else guard_attempt,
+            s.events_kept,
+            s.items_kept,
+            s.job_ttl_s,
+            ts,
+        ]
+        for name, value in (fields or {}).items():
+            args += [name, value]
+        seq, cancel, outcome = self._emit(keys=[k.job(job_id), k.events(job_id), k.items(job_id)], args=args)
+        return EmitResult(int(seq), bool(cancel), outcome.decode())
+
+
+class AsyncStore:
+    """Asynchronous reads for the API."""
+
+    def __init__(self, redis: AsyncRedis, settings: Settings) -> None:
+        self.redis = redis
+        self.keys = Keys(settings.prefix)
+        self._snapshot = redis.register_script(SNAPSHOT_LUA)
+        self._queue_prefix = Keys.rq_queue("")
+
+    @staticmethod
+    def _to_snapshot(reply: Any) -> Snapshot | None:
+        if reply is None:
+            return None
+        flat, items, position = reply
+        record = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+        return Snapshot(record, items, position)
+
+    async def snapshot(self, job_id: str) -> Snapshot | None:
+        k = self.keys
+        reply = await self._snapshot(keys=[k.job(job_id), k.items(job_id)], args=[self._queue_prefix])
+        return self._to_snapshot(reply)
+
+    async def snapshots(self, job_ids: list[str]) -> list[Snapshot | None]:
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                await self._snapshot(keys=[k.job(job_id), k.items(job_id)], args=[self._queue_prefix], client=pipe)
+            replies = await pipe.execute()
+        return [self._to_snapshot(r) for r in replies]
+
+    async def head(self, job_id: str) -> tuple[str, str, int] | None:
+        """The owner, status and last event id of a job, or None if there is no such job."""
+        owner, status, seq = await self.redis.hmget(self.keys.job(job_id), ["owner", "status", "seq"])
+        if owner is None:
+            return None
+        return owner.decode(), status.decode(), int(seq)
+
+    async def events_after(self, job_id: str, after: int) -> tuple[int, int, list[Event]]:
+        """The oldest and newest event ids still kept (0, 0 if none), and every kept event after `after`."""
+        key = self.keys.events(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xrange(key, "-", "+", count=1)
+            pipe.xrevrange(key, "+", "-", count=1)
+            pipe.xrange(key, f"(0-{after}", "+")
+            oldest, newest, entries = await pipe.execute()
+        events = [Event(_seq(eid), f[b"e"], f[b"d"]) for eid, f in entries]
+        return (_seq(oldest[0][0]) if oldest else 0), (_seq(newest[0][0]) if newest else 0), events
+
+    async def owner_page(self, owner: str, after: str | None, count: int) -> list[str]:
+        """Up to `count` entries of the owner's index, newest first, strictly after the entry `after`.
+
+        Entries are `"{created_ms:015d}:{id}"`, all at score 0, so the index is
+        ordered by creation time and then id, and a cursor is exact even for jobs
+        created in the same millisecond.
+        """
+        rows = await self.redis.zrange(
+            self.keys.owner(owner), f"({after}" if after else "+", "-", desc=True, bylex=True, offset=0, num=count
+        )
+        return [r.decode() for r in rows]
+
+    async def forget_owner_entries(self, owner: str, entries: list[str]) -> None:
+        """Drop entries whose records have expired from the owner's index."""
+        if entries:
+            await self.redis.zrem(self.keys.owner(owner), *entries)

@@ -1,0 +1,64 @@
+"""RQ worker classes that run jobcast jobs.
+
+`Worker` forks a work horse per job (RQ's default, the one for production);
+`SimpleWorker` runs jobs in its own process; `ThreadWorker` runs in a thread
+(the in-process workers of `jobcast dev`): RQ installs signal handlers and
+uses SIGALRM for time limits, which only work in the main thread, so it skips
+the first and keeps time with a timer thread instead.
+
+Each class carries a `Runtime` and makes it current while a job runs; one built
+by RQ itself (`rq worker -w jobcast.worker.Worker`) reads it from the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import rq
+from rq.timeouts import TimerDeathPenalty
+
+from jobcast.connections import RedisFactory
+from jobcast.runner import _runtime
+from jobcast.runtime import Runtime
+from jobcast.settings import Settings
+
+__all__ = ["SimpleWorker", "ThreadWorker", "Worker", "make_worker"]
+
+
+class _RuntimeMixin:
+    """Makes the worker's `Runtime` current for the job it performs."""
+
+    runtime: Runtime | None = None
+
+    def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
+        if self.runtime is None:
+            settings = Settings.from_env()
+            self.runtime = Runtime.build(settings, RedisFactory(settings.redis_url or "redis://127.0.0.1:6379/0"))
+        token = _runtime.set(self.runtime)
+        try:
+            return super().perform_job(job, queue, execution)  # type: ignore[misc, no-any-return]
+        finally:
+            _runtime.reset(token)
+
+
+class Worker(_RuntimeMixin, rq.Worker):
+    pass
+
+
+class SimpleWorker(_RuntimeMixin, rq.SimpleWorker):
+    pass
+
+
+class ThreadWorker(SimpleWorker):
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        """Signals can only be handled in the main thread; the dev server stops these workers itself."""
+
+
+def make_worker(runtime: Runtime, cls: type[rq.worker.BaseWorker] = Worker, name: str | None = None) -> Any:
+    """A worker of `cls` on the configured queue, carrying `runtime`."""
+    queue = rq.Queue(runtime.settings.queue, connection=runtime.redis)
+    worker = cls([queue], connection=runtime.redis, name=name)
+    worker.runtime = runtime
+    return worker

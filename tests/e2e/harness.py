@@ -1,0 +1,259 @@
+"""Real processes for end-to-end tests: redis-server, the API under uvicorn, `worker.py` workers.
+
+Everything binds to 127.0.0.1 on free ports, and is waited on until it answers,
+never slept on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (httpx.TransportError, redis.ConnectionError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    """A private redis-server on a free port; it can be stopped and started again on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed; `.ci/run` installs it (apt-get install redis-server)")
+        self.binary = binary
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.r = redis.Redis.from_url(self.url)
+        """A client for tests to look inside with."""
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(self.r.ping, 10, f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self.r.close()
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@dataclass
+class Stack:
+    """An API server and workers over one Redis, with their own key prefix and queue."""
+
+    redis: RedisServer
+    workdir: Path
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
+    api: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def queue(self) -> str:
+        return f"q-{self.prefix}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBCAST_", "REDIS_"))}
+        env.update({
+            "REDIS_URL": self.redis.url, "JOBCAST_PORT": str(self.port), "JOBCAST_HOST": "127.0.0.1",
+            "JOBCAST_PREFIX": self.prefix, "JOBCAST_QUEUE": self.queue, "JOBCAST_PING_MS": "1000",
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(self.env_overrides)
+        return env
+
+    def start_api(self) -> None:
+        self.api = _spawn([sys.executable, "-m", "jobcast", "serve"], self.env(), self.workdir / "api.log")
+        with self.client(timeout=1) as c:
+            wait_for(lambda: c.get("/healthz").status_code == 200, 20, "the API's /healthz")
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        proc = _spawn([sys.executable, "worker.py"], self.env(), self.workdir / f"worker-{len(self.workers)}.log")
+        self.workers.append(proc)
+        return proc
+
+    def wait_workers(self, count: int) -> None:
+        with self.client() as c:
+            wait_for(lambda: c.get("/readyz").json()["workers"] >= count, 20, f"{count} workers to register")
+
+    def stop_api(self, sig: int = signal.SIGTERM) -> None:
+        if self.api is not None:
+            self.api.send_signal(sig)
+            self.api.wait(timeout=15)
+            self.api = None
+
+    def stop(self) -> None:
+        for proc in [*self.workers, *([self.api] if self.api else [])]:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        self.workers.clear()
+        self.api = None
+
+    def client(self, **kw: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 10), **kw)
+
+    def submit(self, payload: dict[str, Any] | None = None, **body: Any) -> dict[str, Any]:
+        with self.client() as c:
+            r = c.post("/jobs", json={"type": "demo", "payload": payload or {}, **body})
+            assert r.status_code == 202, r.text
+            job: dict[str, Any] = r.json()
+            return job
+
+    def log(self, name: str) -> str:
+        return (self.workdir / name).read_text(errors="replace")
+
+
+@contextmanager
+def running_stack(redis_server: RedisServer, workdir: Path, workers: int = 2, **env: str) -> Iterator[Stack]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(redis_server, workdir, env_overrides=env)
+    try:
+        stack.start_api()
+        for _ in range(workers):
+            stack.start_worker()
+        if workers:
+            stack.wait_workers(workers)
+        yield stack
+    finally:
+        stack.stop()
+
+
+# -- a raw server-sent events reader --------------------------------------------
+
+
+@dataclass
+class Event:
+    id: int | None
+    event: str
+    data: Any
+
+    @property
+    def terminal(self) -> bool:
+        return self.event in ("completed", "failed", "canceled")
+
+
+@dataclass
+class Stream:
+    """What one SSE response said, as read off the wire."""
+
+    status: int
+    headers: httpx.Headers
+    retry: int | None = None
+    events: list[Event] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    first_line: str | None = None
+    ended_by_server: bool = False
+
+
+def parse_lines(lines: Iterator[str], stream: Stream, stop: Callable[[Stream], bool]) -> None:
+    """Parse the WHATWG event-stream format, appending to `stream` until `stop` says so or the body ends."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if stream.first_line is None:
+            stream.first_line = line
+        if line == "":
+            if "data" in fields:
+                stream.events.append(Event(
+                    int(fields["id"]) if "id" in fields else None,
+                    fields.get("event", "message"),
+                    orjson.loads(fields["data"]),
+                ))
+            fields = {}
+            if stop(stream):
+                return
+            continue
+        if line.startswith(":"):
+            stream.comments.append(line[1:].strip())
+            if stop(stream):
+                return
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "retry":
+            stream.retry = int(value)
+        elif name == "data":
+            fields["data"] = fields["data"] + "\n" + value if "data" in fields else value
+        else:
+            fields[name] = value
+    stream.ended_by_server = True
+
+
+def read_stream(
+    base_url: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    stop: Callable[[Stream], bool] = lambda s: False,
+    timeout: float = 30,
+) -> Stream:
+    """GET an event stream and read it until the server ends it or `stop(stream)` is true."""
+    with httpx.Client(base_url=base_url, timeout=httpx.Timeout(timeout)) as c:
+        with c.stream("GET", path, headers=headers or {}) as r:
+            stream = Stream(r.status_code, r.headers)
+            if r.status_code == 200:
+                parse_lines(r.iter_lines(), stream, stop)
+            else:
+                r.read()
+            return stream
+
+
+def count_events(n: int) -> Callable[[Stream], bool]:
+    return lambda s: len(s.events) >= n
