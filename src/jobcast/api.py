@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 from rq import Queue
-from rq.worker_registration import REDIS_WORKER_KEYS
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -243,8 +243,9 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    redis = _services(request).redis
+    svc = _services(request)
+    redis = svc.redis
     await redis.ping()
-    keys = await redis.smembers(REDIS_WORKER_KEYS)
+    keys = await redis.smembers(WORKERS_BY_QUEUE_KEY % svc.settings.queue)
     alive = await redis.exists(*keys) if keys else 0
-    return JSON({"status": "ready", "redis": "ok", "workers": alive})
+    return JSON({"status": "ready", "redis": "ok", "queue": svc.settings.queue, "workers": alive})

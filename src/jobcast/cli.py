@@ -178,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"jobcast: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and re-raised it
+        return 0
 
 
 if __name__ == "__main__":

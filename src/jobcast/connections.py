@@ -28,7 +28,7 @@ class RedisFactory:
 
     def sync(self) -> Redis:
         """A client speaking bytes (as RQ requires)."""
-        if self.fake_server is not None:
+        if self.url is None:
             import fakeredis
 
             return fakeredis.FakeRedis(server=self.fake_server)
@@ -39,7 +39,7 @@ class RedisFactory:
 
     def asyncio(self, *, retries: bool = True) -> AsyncRedis:
         """An asyncio client speaking bytes; `retries=False` makes every connection loss raise at once."""
-        if self.fake_server is not None:
+        if self.url is None:
             import fakeredis
 
             return fakeredis.FakeAsyncRedis(server=self.fake_server)

@@ -202,10 +202,10 @@ class Hub:
             await self._serve(pubsub)
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _serve(self, pubsub: PubSub) -> None:
-        await pubsub.connect()
+        await pubsub.connect()  # type: ignore[no-untyped-call]
         channels = list(self._channels)
         for channel in channels:
             self._confirms.setdefault(channel, deque()).append(_RESYNC)

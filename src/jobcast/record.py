@@ -58,7 +58,8 @@ def format_progress(pct: float) -> str:
     return str(int(value)) if value.is_integer() else str(value)
 
 
-def decode(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+def decode(raw: Mapping[Any, Any]) -> dict[str, str]:
+    """A record as redis-py returns it (bytes) as text."""
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -177,8 +177,9 @@ class AsyncStore:
 
     async def head(self, job_id: str) -> tuple[str, str, int] | None:
         """The owner, status and last event id of a job, or None if there is no such job."""
-        owner, status, seq = await self.redis.hmget(self.keys.job(job_id), ["owner", "status", "seq"])
-        if owner is None:
+        reply = await self.redis.hmget(self.keys.job(job_id), ["owner", "status", "seq"])
+        owner, status, seq = cast(list[bytes | None], reply)
+        if owner is None or status is None or seq is None:
             return None
         return owner.decode(), status.decode(), int(seq)
 
@@ -203,7 +204,7 @@ class AsyncStore:
         rows = await self.redis.zrange(
             self.keys.owner(owner), f"({after}" if after else "+", "-", desc=True, bylex=True, offset=0, num=count
         )
-        return [r.decode() for r in rows]
+        return [r.decode() for r in cast(list[bytes], rows)]
 
     async def forget_owner_entries(self, owner: str, entries: list[str]) -> None:
         """Drop entries whose records have expired from the owner's index."""

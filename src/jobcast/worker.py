@@ -56,9 +56,9 @@ class ThreadWorker(SimpleWorker):
         """Signals can only be handled in the main thread; the dev server stops these workers itself."""
 
 
-def make_worker(runtime: Runtime, cls: type[rq.worker.BaseWorker] = Worker, name: str | None = None) -> Any:
+def make_worker(runtime: Runtime, cls: type[Worker | SimpleWorker] = Worker, name: str | None = None) -> Any:
     """A worker of `cls` on the configured queue, carrying `runtime`."""
     queue = rq.Queue(runtime.settings.queue, connection=runtime.redis)
-    worker = cls([queue], connection=runtime.redis, name=name)
+    worker: Any = cls([queue], connection=runtime.redis, name=name)
     worker.runtime = runtime
     return worker

@@ -138,7 +138,15 @@ class Stack:
             self.api = None
 
     def stop(self) -> None:
-        for proc in [*self.workers, *([self.api] if self.api else [])]:
+        procs = [*self.workers, *([self.api] if self.api else [])]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make run` (the whole system) and `make test` (the whole suite).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test check serve worker clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+## run: API + 2 workers + a private Redis (REDIS_URL if set), at http://127.0.0.1:8000/
+run: $(VENV)/.installed
+	$(BIN)/jobcast dev
+
+## test: type check, then every unit and end-to-end test (needs redis-server; .ci/run installs it)
+test: $(VENV)/.installed check
+	$(BIN)/python -m pytest
+
+check: $(VENV)/.installed
+	$(BIN)/mypy
+
+serve: $(VENV)/.installed
+	$(BIN)/jobcast serve
+
+worker: $(VENV)/.installed
+	$(BIN)/python worker.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -1,0 +1,128 @@
+"""Bad input of every kind gets the contract's JSON error, and creates or changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.harness import Stack, read_stream
+
+
+def _state(stack: Stack) -> tuple[int, int, int]:
+    """How many job records, RQ queue entries and owner-index entries there are."""
+    r = stack.redis.r
+    return (
+        len(list(r.scan_iter(f"{stack.prefix}:job:*"))),
+        r.llen(f"rq:queue:{stack.queue}"),
+        r.zcard(f"{stack.prefix}:owner:{{anonymous}}"),
+    )
+
+
+@pytest.fixture
+def unchanged(stack: Stack) -> Iterator[None]:
+    before = _state(stack)
+    yield
+    assert _state(stack) == before, "a rejected request changed the store"
+
+
+def _error(r: httpx.Response, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code
+    assert body["error"]["message"] and "Traceback" not in r.text
+    return body["error"]
+
+
+BAD_JSON = [b"", b"{", b'{"type": "demo",}', b"not json", b"\xff\xfe"]
+NOT_OBJECT = [b"[]", b'"demo"', b"42", b"null", b'[{"type": "demo"}]']
+
+
+@pytest.mark.parametrize("body", BAD_JSON + NOT_OBJECT)
+def test_body_that_is_not_a_json_object_is_400(stack: Stack, unchanged: None, body: bytes) -> None:
+    with stack.client() as c:
+        _error(c.post("/jobs", content=body, headers={"content-type": "application/json"}), 400, "invalid_json")
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"payload": {}}, "type"),
+        ({"type": "nope"}, "type"),
+        ({"type": 7}, "type"),
+        ({"type": "demo", "payload": {"steps": 0}}, "payload.steps"),
+        ({"type": "demo", "payload": {"steps": 100001}}, "payload.steps"),
+        ({"type": "demo", "payload": {"steps": "10"}}, "payload.steps"),
+        ({"type": "demo", "payload": {"interval_ms": -1}}, "payload.interval_ms"),
+        ({"type": "demo", "payload": {"emit_output": "yes"}}, "payload.emit_output"),
+        ({"type": "demo", "payload": {"stepz": 3}}, "payload.stepz"),
+        ({"type": "demo", "payload": []}, "payload"),
+        ({"type": "demo", "tags": {f"k{i}": "v" for i in range(17)}}, "tags"),
+        ({"type": "demo", "tags": {"k": "v" * 129}}, "tags.k"),
+        ({"type": "demo", "tags": {"k": 1}}, "tags.k"),
+        ({"type": "demo", "max_attempts": 0}, "max_attempts"),
+        ({"type": "demo", "max_attempts": 11}, "max_attempts"),
+        ({"type": "demo", "timeout_s": 0}, "timeout_s"),
+        ({"type": "demo", "timeout_s": 86401}, "timeout_s"),
+        ({"type": "demo", "priority": 1}, "priority"),
+        ({"type": "demo", "webhook": {"url": "https://example.com/hook"}}, "webhook"),
+    ],
+)
+def test_body_breaking_the_schema_is_422_with_the_field_path(stack: Stack, unchanged: None, body: dict, path: str) -> None:
+    with stack.client() as c:
+        err = _error(c.post("/jobs", json=body), 422, "validation_error")
+    assert path in [d["path"] for d in err["details"]], err
+    assert all(set(d) == {"path", "message"} and d["message"] for d in err["details"])
+
+
+def test_unknown_type_names_the_known_ones(stack: Stack, unchanged: None) -> None:
+    with stack.client() as c:
+        err = _error(c.post("/jobs", json={"type": "nope"}), 422, "validation_error")
+    assert "demo" in err["message"]
+
+
+def test_body_over_the_limit_is_413(stack: Stack, unchanged: None) -> None:
+    big = b'{"type": "demo", "payload": {}, "tags": {"x": "' + b"a" * (300 * 1024) + b'"}}'
+    with stack.client() as c:
+        _error(c.post("/jobs", content=big), 413, "payload_too_large")
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the server must count as it reads
+            for i in range(0, len(big), 16384):
+                yield big[i:i + 16384]
+
+        _error(c.post("/jobs", content=chunks()), 413, "payload_too_large")
+
+
+def test_unknown_job_is_404_everywhere(stack: Stack) -> None:
+    with stack.client() as c:
+        for path in ("/jobs/0123456789abcdef0123456789abcdef", "/jobs/nope", "/jobs/" + "x" * 500,
+                     "/jobs/0123456789abcdef0123456789abcdef/events"):
+            _error(c.get(path), 404, "not_found")
+
+
+def test_bad_last_event_id_is_422(stack: Stack) -> None:
+    job = stack.submit({"steps": 1, "interval_ms": 0})
+    for headers, path in (({"Last-Event-ID": "abc"}, job["links"]["events"]),
+                          ({"Last-Event-ID": "-1"}, job["links"]["events"]),
+                          ({}, job["links"]["events"] + "?last_event_id=1.5")):
+        s = read_stream(stack.url, path, headers=headers)
+        assert s.status == 422
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["status=done", "limit=0", "limit=501", "limit=ten", "tag=nocolon", "tag=:v", "cursor=abc", "sort=asc"],
+)
+def test_bad_list_parameters_are_422(stack: Stack, query: str) -> None:
+    with stack.client() as c:
+        err = _error(c.get(f"/jobs?{query}"), 422, "validation_error")
+    assert err["details"][0]["path"] == query.split("=")[0]
+
+
+def test_unknown_route_and_method_are_json(stack: Stack, unchanged: None) -> None:
+    with stack.client() as c:
+        _error(c.get("/nope"), 404, "not_found")
+        _error(c.put("/jobs"), 405, "method_not_allowed")
+        _error(c.delete("/job-types"), 405, "method_not_allowed")

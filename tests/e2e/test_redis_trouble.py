@@ -1,0 +1,68 @@
+"""Redis going away: clear 503s while it is gone, nothing lost when only the pub/sub link drops."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import RedisServer, Stack, Stream, read_stream, wait_for
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.close()
+
+
+def test_pubsub_link_dropped_mid_stream_loses_no_event(stack: Stack) -> None:
+    job = stack.submit({"steps": 60, "interval_ms": 30, "emit_output": True})
+    killed = []
+
+    def kill_pubsub_once(s: Stream) -> bool:
+        if len(s.events) == 10 and not killed:
+            killed.append(stack.redis.r.client_kill_filter(_type="pubsub"))
+        return False
+
+    s = read_stream(stack.url, job["links"]["events"], stop=kill_pubsub_once)
+    assert killed and killed[0] >= 1
+    ids = [e.id for e in s.events]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
+    assert s.events[-1].event == "completed"
+    steps = [e.data["item"]["step"] for e in s.events if e.event == "output"]
+    first_step = s.events[0].data["output"]["items"]
+    assert [i["step"] for i in first_step] + steps == list(range(1, 61))
+
+
+def test_redis_down_answers_503_and_ends_streams_then_recovers(make_stack, own_redis: RedisServer) -> None:
+    st: Stack = make_stack(workers=1, redis=own_redis)
+    job = st.submit({"steps": 200, "interval_ms": 50})
+    result: list[Stream] = []
+    reader = threading.Thread(target=lambda: result.append(read_stream(st.url, job["links"]["events"], timeout=30)))
+    reader.start()
+    wait_for(lambda: st.redis.r.pubsub_numsub(f"{st.prefix}:ch:{{{job['id']}}}")[0][1] == 1, 10, "the stream to subscribe")
+    own_redis.stop()
+
+    reader.join(timeout=15)
+    assert not reader.is_alive(), "the open stream did not end when Redis went away"
+    assert result[0].ended_by_server
+
+    with st.client() as c:
+        for r in (c.get(f"/jobs/{job['id']}"), c.post("/jobs", json={"type": "demo"}), c.get("/jobs"),
+                  c.get(f"/jobs/{job['id']}/events"), c.get("/readyz")):
+            assert r.status_code == 503, (r.request.url, r.text)
+            assert r.json()["error"]["code"] == "unavailable" and r.headers["retry-after"]
+            assert "Traceback" not in r.text
+        assert c.get("/healthz").status_code == 200
+
+    own_redis.start()  # an empty Redis on the same port: the API reconnects by itself
+    with st.client() as c:
+        wait_for(lambda: c.get("/readyz").status_code == 200, 15, "readiness after Redis returned")
+        again = c.post("/jobs", json={"type": "demo", "payload": {"steps": 1, "interval_ms": 0}})
+        assert again.status_code == 202
+        s = read_stream(st.url, again.json()["links"]["events"], stop=lambda s: bool(s.events))
+        assert s.status == 200 and s.events[0].data["id"] == again.json()["id"]

@@ -1,0 +1,103 @@
+"""The atomic emit (lua/emit.lua) and the record it keeps."""
+
+from __future__ import annotations
+
+import orjson
+
+from jobcast.record import now_iso
+from jobcast.store import Store
+from tests.unit.conftest import events
+
+
+def test_create_writes_the_record_and_a_first_queued_event(store: Store, new_job) -> None:
+    job = new_job(running=False)
+    assert job["seq"] == "1" and job["message"] == "Queued (0 ahead)" and job["queue_position"] == "0"
+    [(seq, name, data)] = events(store, job["id"])
+    assert (seq, name) == (1, "state")
+    assert data["status"] == "queued" and data["message"] == "Queued (0 ahead)" and data["queue_position"] == 0
+
+
+def test_create_counts_the_jobs_ahead_in_the_rq_queue(store: Store, new_job) -> None:
+    store.redis.rpush("rq:queue:default", "a", "b")
+    assert new_job(running=False)["message"] == "Queued (2 ahead)"
+
+
+def test_each_change_gets_the_next_id_and_is_published(store: Store, new_job) -> None:
+    job = new_job()
+    pubsub = store.redis.pubsub()
+    pubsub.subscribe(store.keys.channel(job["id"]))
+    pubsub.get_message(timeout=1)
+    r1 = store.emit(job["id"], "state", ts=now_iso(), fields={"progress": "10", "message": "a"})
+    r2 = store.emit(job["id"], "item", event="output", data=b'{"kind":"item","item":{"n":1}}', raw=b'{"n":1}')
+    assert (r1.seq, r2.seq) == (3, 4) and r1.outcome == r2.outcome == "ok"
+    messages = [pubsub.get_message(timeout=1)["data"] for _ in range(2)]
+    assert messages[0].startswith(b"3 state {") and messages[1] == b'4 output {"kind":"item","item":{"n":1}}'
+    assert [e[0] for e in events(store, job["id"])] == [1, 2, 3, 4]
+    assert store.redis.lrange(store.keys.items(job["id"]), 0, -1) == [b'{"n":1}']
+    pubsub.close()
+
+
+def test_progress_never_goes_down_within_an_attempt(store: Store, new_job) -> None:
+    job = new_job()
+    store.emit(job["id"], "state", ts=now_iso(), fields={"progress": "50"})
+    lower = store.emit(job["id"], "state", ts=now_iso(), fields={"progress": "30"})
+    assert lower.outcome == "same"
+    mixed = store.emit(job["id"], "state", ts=now_iso(), fields={"progress": "20", "message": "still going"})
+    assert mixed.outcome == "ok"
+    assert events(store, job["id"])[-1][2]["progress"] == 50
+    assert store.load(job["id"])["progress"] == "50"
+
+
+def test_a_stale_writer_is_refused_and_changes_nothing(store: Store, new_job) -> None:
+    job = new_job()
+    before = store.load(job["id"])
+    refused = store.emit(job["id"], "state", ts=now_iso(), fields={"progress": "90"}, guard_status=("queued",))
+    assert refused.outcome == "refused" and refused.seq == int(before["seq"])
+    other_attempt = store.emit(job["id"], "state", ts=now_iso(), fields={"progress": "90"}, guard_attempt=2)
+    assert other_attempt.outcome == "refused"
+    assert store.load(job["id"]) == before
+    assert store.emit("nope", "state", ts=now_iso(), fields={"progress": "1"}).outcome == "missing"
+
+
+def test_the_cancel_flag_comes_back_with_every_emit(store: Store, new_job) -> None:
+    job = new_job()
+    assert not store.emit(job["id"], "state", ts=now_iso(), fields={"progress": "1"}).cancel
+    store.redis.hset(store.keys.job(job["id"]), "cancel", "1")
+    assert store.emit(job["id"], "state", ts=now_iso(), fields={"progress": "2"}).cancel
+    assert store.cancel_requested(job["id"])
+
+
+def test_deltas_are_joined_into_the_record(store: Store, new_job) -> None:
+    job = new_job()
+    for part in ("Hel", "lo, ", "wörld"):
+        store.emit(job["id"], "delta", event="output", data=orjson.dumps({"kind": "delta", "text": part}), raw=part)
+    assert store.load(job["id"])["text"] == "Hello, wörld"
+
+
+def test_the_end_puts_the_id_first_and_sets_the_ttl(store: Store, new_job, settings) -> None:
+    job = new_job()
+    res = store.emit(job["id"], "end", event="completed", data=b'"id":"x","status":"completed"}',
+                     fields={"status": "completed"})
+    [*_, (seq, name, data)] = events(store, job["id"])
+    assert (seq, name, data) == (res.seq, "completed", {"last_event_id": res.seq, "id": "x", "status": "completed"})
+    for key in (store.keys.job(job["id"]), store.keys.events(job["id"])):
+        assert 0 < store.redis.ttl(key) <= settings.job_ttl_s
+
+
+def test_a_new_attempt_clears_the_previous_output(store: Store, new_job) -> None:
+    job = new_job()
+    store.emit(job["id"], "item", event="output", data=b'{"kind":"item","item":1}', raw=b"1")
+    store.emit(job["id"], "delta", event="output", data=b'{"kind":"delta","text":"x"}', raw="x")
+    store.redis.hset(store.keys.job(job["id"]), mapping={"status": "queued", "attempt": "2"})
+    store.emit(job["id"], "start", ts=now_iso(), fields={"status": "running", "attempt": "2", "progress": "0"})
+    assert store.redis.exists(store.keys.items(job["id"])) == 0
+    assert store.load(job["id"])["text"] == ""
+
+
+def test_the_log_keeps_at_least_the_configured_number_of_events(store: Store, new_job, settings) -> None:
+    job = new_job()
+    for i in range(settings.events_kept + 300):
+        store.emit(job["id"], "state", ts=now_iso(), fields={"message": f"m{i}"})
+    log = events(store, job["id"])
+    assert len(log) >= settings.events_kept
+    assert log[-1][0] == settings.events_kept + 302
