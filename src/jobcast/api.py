@@ -29,6 +29,7 @@ ANONYMOUS = "anonymous"
 LIST_SCAN_LIMIT = 5000
 """A filtered listing reads at most this many of the owner's jobs per page, then hands back a cursor."""
 
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _CURSOR = re.compile(r"^\d{15}:[0-9a-f]{32}$")
 
 
@@ -70,10 +71,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _not_found(job_id: str) -> NotFound:
+    shown = job_id if len(job_id) <= 64 else job_id[:64] + "..."
+    return NotFound(f"no job {shown!r} (unknown, expired, deleted, or not yours).")
+
+
 async def _owned_snapshot(request: Request, job_id: str) -> Snapshot:
-    snap = await _services(request).store.snapshot(job_id) if len(job_id) <= 64 else None
+    snap = await _services(request).store.snapshot(job_id) if _JOB_ID.match(job_id) else None
     if snap is None or snap.owner != owner_of(request):
-        raise NotFound(f"no job {job_id!r} (unknown, expired, deleted, or not yours).")
+        raise _not_found(job_id)
     return snap
 
 
@@ -147,9 +153,9 @@ async def job_events(request: Request) -> Response:
     svc = _services(request)
     job_id = request.path_params["job_id"]
     after = _last_event_id(request)
-    head = await svc.store.head(job_id) if len(job_id) <= 64 else None
+    head = await svc.store.head(job_id) if _JOB_ID.match(job_id) else None
     if head is None or head[0] != owner_of(request):
-        raise NotFound(f"no job {job_id!r} (unknown, expired, deleted, or not yours).")
+        raise _not_found(job_id)
     _, status, seq = head
     if after is not None and status in TERMINAL and after >= seq:
         return Response(status_code=204)
@@ -161,7 +167,7 @@ async def job_events(request: Request) -> Response:
         raise
     if first is None:
         await svc.hub.unlisten(listener)
-        raise NotFound(f"no job {job_id!r} (it was deleted just now).")
+        raise _not_found(job_id)
     return EventStream(svc.hub, svc.store, svc.encode, svc.settings, listener, first)
 
 

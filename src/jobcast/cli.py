@@ -69,11 +69,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from jobcast.runtime import Runtime
     from jobcast.worker import SimpleWorker, Worker, make_worker
 
-    if args.queues:
-        settings = settings.with_(queue=args.queues)
+    queues = [q.strip() for q in (args.queues or settings.queue).split(",") if q.strip()]
     runtime = Runtime.build(settings, _factory(settings))
-    worker = make_worker(runtime, SimpleWorker if args.simple else Worker, name=args.name)
-    log.info("worker %s on queue %r at %s", worker.name, settings.queue, settings.redis_url or "redis://127.0.0.1:6379/0")
+    worker = make_worker(runtime, SimpleWorker if args.simple else Worker, name=args.name, queues=queues)
+    log.info("worker %s on queues %s at %s", worker.name, queues, settings.redis_url or "redis://127.0.0.1:6379/0")
     worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=False)
     return 0
 
@@ -150,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     worker = sub.add_parser("worker", help="run an RQ worker for jobcast jobs")
-    worker.add_argument("--queues", help="the queue to work on (JOBCAST_QUEUE, default 'default')")
+    worker.add_argument("--queues", help="comma-separated queues to work on, first first (JOBCAST_QUEUE, default 'default')")
     worker.add_argument("--burst", action="store_true", default=os.environ.get("JOBCAST_WORKER_BURST") == "1",
                         help="quit once the queue is empty (JOBCAST_WORKER_BURST=1)")
     worker.add_argument("--simple", action="store_true", default=os.environ.get("JOBCAST_WORKER_SIMPLE") == "1",

@@ -56,9 +56,14 @@ class ThreadWorker(SimpleWorker):
         """Signals can only be handled in the main thread; the dev server stops these workers itself."""
 
 
-def make_worker(runtime: Runtime, cls: type[Worker | SimpleWorker] = Worker, name: str | None = None) -> Any:
-    """A worker of `cls` on the configured queue, carrying `runtime`."""
-    queue = rq.Queue(runtime.settings.queue, connection=runtime.redis)
-    worker: Any = cls([queue], connection=runtime.redis, name=name)
+def make_worker(
+    runtime: Runtime,
+    cls: type[Worker | SimpleWorker] = Worker,
+    name: str | None = None,
+    queues: list[str] | None = None,
+) -> Any:
+    """A worker of `cls` on `queues` (default: the configured queue), carrying `runtime`."""
+    names = queues or [runtime.settings.queue]
+    worker: Any = cls([rq.Queue(q, connection=runtime.redis) for q in names], connection=runtime.redis, name=name)
     worker.runtime = runtime
     return worker

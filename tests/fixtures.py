@@ -1,0 +1,53 @@
+"""Job types for the tests, importable by worker processes (`JOBCAST_JOB_MODULES=tests.fixtures`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobcast import JobContext, JobFailed, job_type
+
+
+class Personas(BaseModel):
+    count: int = Field(ge=1, le=200)
+
+
+# The README's example, verbatim apart from this comment.
+@job_type("make_personas", payload=Personas, max_attempts=1, timeout_s=600,
+          description="Generate personas in batches.")
+def make_personas(ctx: JobContext, p: Personas) -> dict:
+    people = []
+    with ctx.stage("generate", 0, 90) as gen:          # this phase is 0-90% of the bar
+        for i in range(p.count):
+            ctx.check()                                # raises JobCanceled once canceled
+            person = {"name": f"Person {i + 1}"}
+            people.append(person)
+            ctx.item(person)                           # an `output` item, seen live and by late viewers
+            gen.progress(100 * (i + 1) / p.count, f"Generated {i + 1}/{p.count} personas")
+    ctx.progress(95, "Saving", stage="save")
+    if not people:
+        raise JobFailed("nothing was generated", code="empty")
+    return {"personas": people}
+
+
+class Chat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    words: list[str]
+
+
+@job_type("async_chat", payload=Chat, description="Streams words as text deltas from async code.")
+async def async_chat(ctx: JobContext, p: Chat) -> dict:
+    for w in p.words:
+        await asyncio.sleep(0)
+        ctx.delta(w)
+    return {"text": "".join(p.words)}
+
+
+class Nothing(BaseModel):
+    pass
+
+
+@job_type("bad_result", payload=Nothing, description="Returns something that is not JSON.")
+def bad_result(ctx: JobContext, p: Nothing) -> object:
+    return object()
