@@ -30,6 +30,7 @@ LIST_SCAN_LIMIT = 5000
 """A filtered listing reads at most this many of the owner's jobs per page, then hands back a cursor."""
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_EVENT_ID = re.compile(r"^[0-9]{1,18}$")
 _CURSOR = re.compile(r"^\d{15}:[0-9a-f]{32}$")
 
 
@@ -61,7 +62,7 @@ def _invalid(path: str, message: str) -> ValidationFailed:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and re.fullmatch(r"[0-9]{1,18}", declared) and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit} (JOBCAST_MAX_BODY).")
     body = bytearray()
     async for chunk in request.stream():
@@ -143,7 +144,7 @@ def _last_event_id(request: Request) -> int | None:
     for name, raw in (("Last-Event-ID", request.headers.get("last-event-id")),
                       ("last_event_id", request.query_params.get("last_event_id"))):
         if raw is not None and raw.strip() != "":
-            if not raw.strip().isdigit():
+            if not _EVENT_ID.match(raw.strip()):
                 raise _invalid(name, f"{raw!r} is not an event id; event ids are whole numbers (1, 2, 3, ...)")
             return int(raw)
     return None
@@ -187,7 +188,7 @@ def _list_params(request: Request) -> tuple[str | None, str | None, list[tuple[s
             raise _invalid("tag", f"{tag!r} is not key:value")
         tags.append((key, value))
     raw_limit = params.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+    if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= 500:
         raise _invalid("limit", f"{raw_limit!r} is not a whole number from 1 to 500")
     cursor = params.get("cursor")
     if cursor is not None and not _CURSOR.match(cursor):

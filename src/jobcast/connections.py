@@ -38,7 +38,12 @@ class RedisFactory:
             raise ConfigError(f"REDIS_URL={self.url!r} is not a Redis URL ({exc}); use redis://host:port/db.") from None
 
     def asyncio(self, *, retries: bool = True) -> AsyncRedis:
-        """An asyncio client speaking bytes; `retries=False` makes every connection loss raise at once."""
+        """An asyncio client speaking bytes.
+
+        `retries=False` is for the pub/sub hub: every connection loss raises at
+        once (a silent reconnect would lose messages unseen), and redis-py's
+        health check is off (it would read the socket beside the hub's reader).
+        """
         if self.url is None:
             import fakeredis
 
@@ -46,6 +51,7 @@ class RedisFactory:
         options: dict[str, Any] = {"socket_connect_timeout": 2, "health_check_interval": 30}
         if not retries:
             options["retry"] = AsyncRetry(NoBackoff(), 0)
+            options["health_check_interval"] = 0
         try:
             return AsyncRedis.from_url(self.url, **options)
         except ValueError as exc:

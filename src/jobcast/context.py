@@ -12,6 +12,7 @@ too (each write is one short Redis round trip).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -24,6 +25,8 @@ from jobcast.record import RUNNING, format_progress, now_iso
 from jobcast.store import EmitResult, Store
 
 __all__ = ["JobCanceled", "JobContext", "JobFailed", "Scope", "Tracker"]
+
+log = logging.getLogger("jobcast.context")
 
 
 class JobCanceled(Exception):
@@ -245,21 +248,22 @@ class JobContext(Scope):
         return str(round(elapsed * (100 - pct) / pct))
 
     def _flush_state(self) -> None:
-        self._progress_pending = False
-        self._sent_progress = self._progress
+        progress = self._progress
         fields = {
-            "progress": format_progress(self._progress),
+            "progress": format_progress(progress),
             "message": self._message,
             "stage": self._stage or "",
             "eta_s": self._eta(),
         }
         self._send("state", ts=now_iso(), fields=fields)
+        self._progress_pending = False
+        self._sent_progress = progress
 
     def _flush_text(self) -> None:
         if self._pending_text:
             text = "".join(self._pending_text)
-            self._pending_text.clear()
             self._send("delta", data=b'{"kind":"delta","text":' + orjson.dumps(text) + b"}", raw=text)
+            self._pending_text.clear()
 
     def _send(self, kind: Any, **kw: Any) -> None:
         if self._stopped:
@@ -294,7 +298,11 @@ class JobContext(Scope):
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
-                self.flush()
+                try:
+                    self.flush()
+                except Exception:  # Redis hiccup: the value stays pending and is tried again
+                    log.warning("job %s: flushing progress failed; retrying", self.id, exc_info=True)
+                    self._cond.wait(1.0)
 
     def close(self) -> None:
         """Flush and stop the background flusher; nothing is sent after this."""

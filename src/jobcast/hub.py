@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from jobcast.errors import Unavailable
@@ -37,6 +38,9 @@ MAX_BUFFERED = 256
 """Events a listener may hold unsent before it is told to catch up from the log instead."""
 
 SUBSCRIBE_TIMEOUT_S = 5.0
+
+KEEPALIVE_S = 5.0
+"""After this long without a word from Redis the hub sends PING; after twice as long it reconnects."""
 
 _RESYNC = object()
 """In a channel's confirmation queue: when this subscription is confirmed, tell its listeners to catch up."""
@@ -97,6 +101,7 @@ class Hub:
         self._pubsub: PubSub | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._stopping = False
 
     @property
     def connected(self) -> bool:
@@ -114,6 +119,7 @@ class Hub:
             log.warning("Redis pub/sub is not reachable yet; streams answer 503 until it is")
 
     async def stop(self) -> None:
+        self._stopping = True
         self.close_all()
         if self._task is not None:
             self._task.cancel()
@@ -139,24 +145,22 @@ class Hub:
         group = self._channels.setdefault(channel, set())
         group.add(listener)
         confirms = self._confirms.setdefault(channel, deque())
-        if len(group) == 1:
-            confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            confirms.append(confirmed)
-            try:
-                await pubsub.execute_command("SUBSCRIBE", channel)
-            except (RedisError, OSError):
-                await self.unlisten(listener)
-                raise Unavailable() from None
-        else:
-            futures = [c for c in confirms if isinstance(c, asyncio.Future)]
-            if not futures:
-                return listener
-            confirmed = futures[-1]
         try:
+            if len(group) == 1:
+                confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                confirms.append(confirmed)
+                await pubsub.execute_command("SUBSCRIBE", channel)
+            else:
+                futures = [c for c in confirms if isinstance(c, asyncio.Future)]
+                if not futures:
+                    return listener
+                confirmed = futures[-1]
             await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_TIMEOUT_S)
-        except (TimeoutError, Unavailable):
+        except BaseException as exc:
             await self.unlisten(listener)
-            raise Unavailable() from None
+            if isinstance(exc, (RedisError, OSError, TimeoutError, Unavailable)):
+                raise Unavailable() from None
+            raise
         return listener
 
     async def unlisten(self, listener: Listener) -> None:
@@ -177,14 +181,19 @@ class Hub:
 
     async def _run(self) -> None:
         delay = 0.0
-        while True:
+        while not self._stopping:
             try:
                 await self._session()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # whatever broke the link, the cure is the same: reconnect
+                if self._stopping:
+                    # Python 3.11's asyncio.timeout can turn our cancellation into a TimeoutError.
+                    return
                 was_connected = self.connected
                 self._lost(exc)
+                if not isinstance(exc, (RedisError, OSError)):
+                    log.exception("Redis pub/sub reader failed unexpectedly; reconnecting")
                 if was_connected:
                     log.warning("Redis pub/sub connection lost (%s); reconnecting", exc)
                     delay = 0.0
@@ -215,10 +224,22 @@ class Hub:
             await pubsub.execute_command("PING")
         self._connected.set()
         log.info("Redis pub/sub connected; %d job channels resubscribed", len(channels))
-        while True:
-            reply = await pubsub.parse_response(block=False, timeout=5.0)
+        # redis-py's own health check would read this socket beside the loop below, so it is
+        # off for this connection (connections.py); the loop pings instead when all is quiet.
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        pinged = False
+        while not self._stopping:
+            reply = await pubsub.parse_response(block=False, timeout=KEEPALIVE_S)
+            now = loop.time()
             if reply is not None:
+                heard, pinged = now, False
                 self._dispatch(reply)
+            elif now - heard >= 2 * KEEPALIVE_S and pinged:
+                raise RedisConnectionError(f"Redis did not answer a PING within {KEEPALIVE_S:.0f}s")
+            elif now - heard >= KEEPALIVE_S and not pinged:
+                await pubsub.execute_command("PING")
+                pinged = True
 
     def _dispatch(self, reply: list[bytes]) -> None:
         kind = reply[0]

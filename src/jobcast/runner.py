@@ -104,6 +104,7 @@ def run_job(job_id: str) -> None:
         return
     record.update(start_fields, text="", seq=str(res.seq))
     log.info("job %s: %s attempt %s started", job_id, record["type"], record["attempt"])
+    store.tell_positions(record["queue"])
 
     ctx: JobContext | None = None
 

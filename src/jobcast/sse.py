@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -129,6 +130,8 @@ class EventStream(Response):
                     await self._send(send, out)
         except (TimeoutError, OSError):
             log.info("stream of job %s: client too slow or gone; closing", listener.job_id)
+        except RedisError as exc:  # catching up failed: end the stream; the client resumes from its last id
+            log.warning("stream of job %s: Redis failed while catching up (%s); closing", listener.job_id, exc)
         finally:
             watcher.cancel()
             await self.hub.unlisten(listener)

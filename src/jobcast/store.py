@@ -17,7 +17,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.client import Pipeline
 
 from jobcast.keys import Keys
-from jobcast.record import QUEUED_MESSAGE, decode, job_object
+from jobcast.record import QUEUED_MESSAGE, decode, job_object, now_iso
 from jobcast.settings import Settings
 
 __all__ = ["AsyncStore", "EmitResult", "Event", "Snapshot", "Store"]
@@ -27,9 +27,17 @@ def _lua(name: str) -> str:
     return files("jobcast").joinpath(f"lua/{name}.lua").read_text()
 
 
-EMIT_LUA = _lua("emit")
-CREATE_LUA = _lua("create")
+_LIB = _lua("lib")
+EMIT_LUA = _LIB + _lua("emit")
+CREATE_LUA = _LIB + _lua("create")
+POSITIONS_LUA = _LIB + _lua("positions")
 SNAPSHOT_LUA = _lua("snapshot")
+
+LIVE_POSITIONS = 20
+"""The jobs at the front of a queue that get a `state` event whenever their place in line changes.
+
+Further back, a job's place shows in its snapshot and `GET`, and as events once it nears the front.
+"""
 
 EmitKind = Literal["state", "start", "item", "delta", "end"]
 
@@ -93,6 +101,7 @@ class Store:
         self.keys = Keys(settings.prefix)
         self._emit = redis.register_script(EMIT_LUA)
         self._create = redis.register_script(CREATE_LUA)
+        self._positions = redis.register_script(POSITIONS_LUA)
 
     def create(self, pipe: Pipeline, job_id: str, owner: str, created_ms: int, ts: str, fields: Mapping[str, str]) -> None:
         """Queue the creation of a record in `pipe` (a MULTI that RQ's enqueue joins next)."""
@@ -102,6 +111,20 @@ class Store:
         for name, value in fields.items():
             args += [name, value]
         self._create(keys=keys, args=args, client=pipe)
+
+    def tell_positions(self, queue: str) -> int:
+        """Send the jobs at the front of `queue` their new place in line; return how many changed."""
+        k = self.keys
+        ids = [i.decode() for i in cast(list[bytes], self.redis.lrange(k.rq_queue(queue), 0, LIVE_POSITIONS - 1))]
+        if not ids:
+            return 0
+        keys = [k.rq_queue(queue)]
+        args: list[str | int] = [now_iso(), QUEUED_MESSAGE, self.settings.events_kept]
+        for job_id in ids:
+            keys += [k.job(job_id), k.events(job_id)]
+            args += [job_id, k.channel(job_id)]
+        told: int = self._positions(keys=keys, args=args)
+        return told
 
     def load(self, job_id: str) -> dict[str, str] | None:
         raw = self.redis.hgetall(self.keys.job(job_id))

@@ -106,6 +106,8 @@ def test_bad_last_event_id_is_422(stack: Stack) -> None:
     job = stack.submit({"steps": 1, "interval_ms": 0})
     for headers, path in (({"Last-Event-ID": "abc"}, job["links"]["events"]),
                           ({"Last-Event-ID": "-1"}, job["links"]["events"]),
+                          ({"Last-Event-ID": "99999999999999999999999"}, job["links"]["events"]),
+                          ({}, job["links"]["events"] + "?last_event_id=%C2%B2"),
                           ({}, job["links"]["events"] + "?last_event_id=1.5")):
         s = read_stream(stack.url, path, headers=headers)
         assert s.status == 422
@@ -113,7 +115,8 @@ def test_bad_last_event_id_is_422(stack: Stack) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["status=done", "limit=0", "limit=501", "limit=ten", "tag=nocolon", "tag=:v", "cursor=abc", "sort=asc"],
+    ["status=done", "limit=0", "limit=501", "limit=ten", "limit=%C2%B2", "tag=nocolon", "tag=:v", "cursor=abc",
+     "sort=asc"],
 )
 def test_bad_list_parameters_are_422(stack: Stack, query: str) -> None:
     with stack.client() as c:

@@ -80,6 +80,21 @@ def test_snapshot_comes_at_once_while_the_job_waits_behind_busy_workers(make_sta
         assert c.get(f"/jobs/{behind['id']}").json()["queue_position"] == 0
 
 
+def test_a_waiting_job_hears_its_place_in_line_count_down(make_stack) -> None:
+    st: Stack = make_stack(workers=1)
+    blocker = st.submit({"steps": 2, "interval_ms": 1000})
+    read_stream(st.url, blocker["links"]["events"], stop=lambda s: any(e.data.get("status") == "running" for e in s.events))
+    ahead = [st.submit({"steps": 2, "interval_ms": 200}) for _ in range(2)]
+    waiting = st.submit({"steps": 1, "interval_ms": 0})
+    s = read_stream(st.url, waiting["links"]["events"])
+    said = [(e.data["status"], e.data["queue_position"], e.data["message"]) for e in s.events[:-1]]
+    assert said[:3] == [("queued", 2, "Queued (2 ahead)"), ("queued", 1, "Queued (1 ahead)"),
+                        ("queued", 0, "Queued (0 ahead)")]
+    assert said[3][0] == "running" and said[3][1] is None
+    assert s.events[-1].event == "completed"
+    assert all(read_stream(st.url, j["links"]["events"]).events[-1].event == "completed" for j in ahead)
+
+
 def test_idle_stream_sends_pings(make_stack) -> None:
     st: Stack = make_stack(workers=0)
     job = st.submit()

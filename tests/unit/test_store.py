@@ -101,3 +101,17 @@ def test_the_log_keeps_at_least_the_configured_number_of_events(store: Store, ne
     log = events(store, job["id"])
     assert len(log) >= settings.events_kept
     assert log[-1][0] == settings.events_kept + 302
+
+
+def test_jobs_at_the_front_of_the_queue_are_told_their_new_place(store: Store, new_job) -> None:
+    queue = "rq:queue:default"
+    jobs = [new_job(running=False) for _ in range(3)]
+    store.redis.rpush(queue, *[j["id"] for j in jobs])
+    assert store.tell_positions("default") == 2  # the 2nd and 3rd were created with fewer ahead
+    store.redis.lpop(queue)  # a worker takes the first
+    assert store.tell_positions("default") == 2
+    for job, position in zip(jobs[1:], (0, 1), strict=True):
+        *_, (seq, name, data) = events(store, job["id"])
+        assert (name, data["queue_position"], data["message"]) == ("state", position, f"Queued ({position} ahead)")
+        assert store.load(job["id"])["seq"] == str(seq)
+    assert store.tell_positions("default") == 0  # nothing moved: nothing said

@@ -79,3 +79,33 @@ def test_a_slow_client_catches_up_from_the_log(server: fakeredis.FakeServer, sto
     assert body.startswith(b"retry: 2000\n\n")
     last = body.rstrip(b"\n").rsplit(b"\n", 1)[1]
     assert last.startswith(b"data: ") and orjson.loads(last[6:])["links"]["self"] == f"/jobs/{job_id}"
+
+
+def test_the_hub_keeps_its_link_alive_and_serves_many_listens_at_once(
+    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job, monkeypatch
+) -> None:
+    monkeypatch.setattr(hub_module, "KEEPALIVE_S", 0.05)
+    jobs = [new_job() for _ in range(10)]
+
+    async def scenario() -> list[list]:
+        hub = Hub(fakeredis.FakeAsyncRedis(server=server), Keys(settings.prefix), EventEncoder(links))
+        await hub.start()
+        await asyncio.sleep(0.3)  # quiet for several keep-alive rounds: the hub pings, Redis answers
+        assert hub.connected
+        listeners = await asyncio.gather(*(hub.listen(j["id"]) for j in jobs for _ in range(3)))
+        for j in jobs:
+            await asyncio.to_thread(store.emit, j["id"], "item", event="output", data=b'{"kind":"item","item":1}',
+                                    raw=b"1")
+        async with asyncio.timeout(5):
+            while not all(lst.entries for lst in listeners):
+                await asyncio.sleep(0.01)
+        got = [lst.take() for lst in listeners]
+        for lst in listeners:
+            await hub.unlisten(lst)
+        assert hub.stream_count == 0
+        async with asyncio.timeout(5):  # stopping mid keep-alive wait must not hang
+            await hub.stop()
+        return got
+
+    got = asyncio.run(scenario())
+    assert all(len(entries) == 1 and entries[0][0] == 3 for entries in got)

@@ -6,8 +6,6 @@
 -- ARGV[1] job id   ARGV[2] the owner index entry ('{created_ms:015d}:{id}')   ARGV[3] ts (ISO 8601)
 -- ARGV[4] message template with '{n}' for the number ahead
 -- ARGV[5..] field, value pairs of the record
--- cjson writes '/' as '\\/': valid JSON, but noise on the wire; unescape it.
-local function json_string(s) return (string.gsub(cjson.encode(s), '\\/', '/')) end
 local ahead = redis.call('LLEN', KEYS[4])
 local message = string.gsub(ARGV[4], '{n}', tostring(ahead))
 local flat = {'seq', 1, 'queue_position', ahead, 'message', message}
@@ -15,9 +13,6 @@ for i = 5, #ARGV do flat[#flat + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(flat))
 redis.call('ZADD', KEYS[3], 0, ARGV[2])
 local rec = redis.call('HMGET', KEYS[1], 'status', 'progress', 'stage', 'attempt')
-local data = '{"status":' .. json_string(rec[1]) .. ',"progress":' .. rec[2] ..
-             ',"message":' .. json_string(message) .. ',"stage":' .. json_string(rec[3]) ..
-             ',"attempt":' .. rec[4] .. ',"queue_position":' .. ahead ..
-             ',"eta_s":null,"ts":"' .. ARGV[3] .. '"}'
+local data = state_json(rec[1], rec[2], message, rec[3], rec[4], ahead, '', ARGV[3])
 redis.call('XADD', KEYS[2], '0-1', 'e', 'state', 'd', data)
 return ahead

@@ -17,8 +17,6 @@
 -- ARGV[8] events kept   ARGV[9] items kept   ARGV[10] TTL in seconds for 'end'
 -- ARGV[11] ts (ISO 8601) for 'state' and 'start' events
 -- ARGV[12..] field, value pairs to set on the record
--- cjson writes '/' as '\\/': valid JSON, but noise on the wire; unescape it.
-local function json_string(s) return (string.gsub(cjson.encode(s), '\\/', '/')) end
 local job, events, items = KEYS[1], KEYS[2], KEYS[3]
 local kind = ARGV[2]
 
@@ -37,8 +35,9 @@ for i = 12, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
 
 local name, data = ARGV[3], ARGV[4]
 if kind == 'state' or kind == 'start' then
-  -- Progress never goes down within one attempt: a lower value is ignored.
-  if set.progress and (set.attempt == nil or set.attempt == cur[2])
+  -- Progress never goes down within one attempt: a lower value is ignored
+  -- (a 'start' begins an attempt, at whatever progress it says).
+  if kind == 'state' and set.progress and (set.attempt == nil or set.attempt == cur[2])
      and tonumber(set.progress) < tonumber(cur[3]) then
     set.progress = nil
   end
@@ -54,15 +53,13 @@ if kind == 'state' or kind == 'start' then
     return {seq, cancel, 'same'}
   end
   local eta = set.eta_s or redis.call('HGET', job, 'eta_s') or ''
-  local function str(v) if v == '' then return 'null' end return json_string(v) end
-  local function num(v) if v == '' then return 'null' end return v end
-  data = '{"status":' .. json_string(new.status) .. ',"progress":' .. new.progress ..
-         ',"message":' .. json_string(new.message) .. ',"stage":' .. str(new.stage) ..
-         ',"attempt":' .. new.attempt .. ',"queue_position":' .. num(new.queue_position) ..
-         ',"eta_s":' .. num(eta) .. ',"ts":"' .. ARGV[11] .. '"}'
+  data = state_json(new.status, new.progress, new.message, new.stage, new.attempt,
+                    new.queue_position, eta, ARGV[11])
   if kind == 'start' then
     redis.call('DEL', items)
     set.text = ''
+    redis.call('PERSIST', job)
+    redis.call('PERSIST', events)
   end
 elseif kind == 'item' then
   redis.call('RPUSH', items, ARGV[5])
@@ -78,8 +75,7 @@ flat[#flat + 1] = 'seq'; flat[#flat + 1] = seq
 redis.call('HSET', job, unpack(flat))
 
 if kind == 'end' then data = '{"last_event_id":' .. seq .. ',' .. data end
-redis.call('XADD', events, 'MAXLEN', '~', ARGV[8], '0-' .. seq, 'e', name, 'd', data)
-redis.call('PUBLISH', ARGV[1], seq .. ' ' .. name .. ' ' .. data)
+append_event(events, ARGV[1], seq, name, data, ARGV[8])
 
 if kind == 'end' then
   local ttl = tonumber(ARGV[10])
