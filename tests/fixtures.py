@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,3 +52,10 @@ class Nothing(BaseModel):
 @job_type("bad_result", payload=Nothing, description="Returns something that is not JSON.")
 def bad_result(ctx: JobContext, p: Nothing) -> object:
     return object()
+
+
+@job_type("stubborn", payload=Nothing, description="Sleeps a minute without ever looking for a cancel.")
+def stubborn(ctx: JobContext, p: Nothing) -> dict:
+    ctx.progress(10, "Sleeping without checking for a cancel")
+    time.sleep(60)
+    return {}

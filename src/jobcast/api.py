@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from pydantic import ValidationError
-from rq import Queue
+from pydantic import BaseModel, ValidationError
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from jobcast.errors import InvalidJson, NotFound, PayloadTooLarge, ValidationFailed
-from jobcast.record import QUEUED, QUEUED_STAGE, STATUSES, TERMINAL, job_object, now_iso
+from jobcast import lifecycle
+from jobcast.errors import Conflict, InvalidJson, NotFound, PayloadTooLarge, Unavailable, ValidationFailed
+from jobcast.record import CANCELED, QUEUED, QUEUED_STAGE, STATUSES, TERMINAL, job_object, now_iso
+from jobcast.registry import JobType
 from jobcast.schemas import SubmitRequest, validation_details
 from jobcast.services import Services, links
 from jobcast.sse import EventStream, backlog
 from jobcast.store import Snapshot
 
-__all__ = ["JSON", "healthz", "job_events", "job_types", "list_jobs", "readyz", "get_job", "submit_job"]
+__all__ = [
+    "JSON", "cancel_job", "delete_job", "get_job", "healthz", "job_events", "job_types", "list_jobs", "readyz",
+    "retry_job", "submit_job",
+]
 
-RUN_JOB = "jobcast.runner.run_job"
 ANONYMOUS = "anonymous"
+IDEMPOTENCY_TTL_S = 86400
 LIST_SCAN_LIMIT = 5000
 """A filtered listing reads at most this many of the owner's jobs per page, then hands back a cursor."""
 
@@ -108,6 +114,53 @@ async def submit_job(request: Request) -> Response:
 
     owner = owner_of(request)
     job_id = uuid.uuid4().hex
+    idem = _idempotency_key(request)
+    if idem is not None:
+        claim_key = svc.store.keys.idempotency(owner, hashlib.sha256(idem.encode()).hexdigest())
+        body_hash = hashlib.sha256(body).hexdigest()
+        replay = await _claim(request, claim_key, f"{job_id} {body_hash}", body_hash)
+        if replay is not None:
+            return replay
+    try:
+        return await _create(request, svc, owner, job_id, jtype, req, payload)
+    except BaseException:
+        if idem is not None:
+            await svc.redis.delete(claim_key)
+        raise
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
+        raise _invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters")
+    return key
+
+
+async def _claim(request: Request, claim_key: str, claim: str, body_hash: str) -> Response | None:
+    """Claim an Idempotency-Key for a new job; if it is taken, the response for the job that took it."""
+    svc = _services(request)
+    if await svc.redis.set(claim_key, claim, nx=True, ex=IDEMPOTENCY_TTL_S):
+        return None
+    raw = await svc.redis.get(claim_key)
+    if raw is None:  # the first request failed and let go of the key just now: take it
+        return await _claim(request, claim_key, claim, body_hash)
+    job_id, _, first_hash = cast(bytes, raw).decode().partition(" ")
+    if first_hash != body_hash:
+        raise Conflict("this Idempotency-Key was used with a different request body in the last 24 h; "
+                       "use a new key for a different job.")
+    deadline = time.monotonic() + 5
+    while (snap := await svc.store.snapshot(job_id)) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)  # a concurrent request with the same key is still creating the job
+    if snap is None:
+        raise NotFound(f"the job created with this Idempotency-Key ({job_id}) no longer exists.")
+    obj = _with_links(snap.job_object())
+    return JSON(obj, status_code=202, headers={"Location": obj["links"]["self"], "Idempotent-Replayed": "true"})
+
+
+async def _create(request: Request, svc: Services, owner: str, job_id: str, jtype: JobType, req: SubmitRequest,
+                  payload: BaseModel) -> Response:
     created_ms = time.time_ns() // 1_000_000
     created_at = now_iso()
     timeout_s = req.timeout_s or jtype.timeout_s
@@ -116,16 +169,14 @@ async def submit_job(request: Request) -> Response:
         "stage": QUEUED_STAGE, "attempt": "1", "max_attempts": str(req.max_attempts or jtype.max_attempts),
         "timeout_s": str(timeout_s), "tags": orjson.dumps(req.tags).decode(),
         "payload": payload.model_dump_json(), "queue": svc.settings.queue, "created_at": created_at,
+        "created_ms": str(created_ms),
     }
 
     def create() -> int:
         with svc.sync_redis.pipeline(transaction=True) as pipe:
             pipe.multi()  # RQ's enqueue joins an explicit MULTI; it would start its own otherwise
             svc.sync_store.create(pipe, job_id, owner, created_ms, created_at, fields)
-            Queue(svc.settings.queue, connection=svc.sync_redis).enqueue_call(
-                RUN_JOB, args=(job_id,), job_id=job_id, timeout=timeout_s, failure_ttl=svc.settings.job_ttl_s,
-                description=f"{jtype.name} {job_id}", pipeline=pipe,
-            )
+            lifecycle.enqueue(svc.sync_store, pipe, job_id, jtype.name, svc.settings.queue, timeout_s)
             ahead: int = pipe.execute()[0]
         return ahead
 
@@ -135,9 +186,43 @@ async def submit_job(request: Request) -> Response:
     return JSON(obj, status_code=202, headers={"Location": obj["links"]["self"]})
 
 
-async def get_job(request: Request) -> Response:
+async def cancel_job(request: Request) -> Response:
+    svc = _services(request)
     snap = await _owned_snapshot(request, request.path_params["job_id"])
-    return JSON(_with_links(snap.job_object()))
+    if snap.status in TERMINAL:
+        raise Conflict(f"the job is already {snap.status}; only a queued or running job can be canceled.")
+    outcome = await run_in_threadpool(lifecycle.cancel, svc.sync_store, snap.record["id"])
+    if outcome in TERMINAL and outcome != CANCELED:
+        raise Conflict(f"the job became {outcome} before the cancel reached it.")
+    return await get_job(request, status_code=202)
+
+
+async def retry_job(request: Request) -> Response:
+    svc = _services(request)
+    snap = await _owned_snapshot(request, request.path_params["job_id"])
+    outcome = await run_in_threadpool(lifecycle.retry, svc.sync_store, snap.record["id"])
+    if outcome == "missing":
+        raise _not_found(snap.record["id"])
+    if outcome != "ok":
+        raise Conflict(f"the job is {outcome}; only a failed or canceled job can be retried.")
+    return await get_job(request, status_code=202)
+
+
+async def delete_job(request: Request) -> Response:
+    svc = _services(request)
+    snap = await _owned_snapshot(request, request.path_params["job_id"])
+    outcome = await run_in_threadpool(lifecycle.delete, svc.sync_store, snap.record["id"], snap.owner)
+    if outcome == "missing":
+        raise _not_found(snap.record["id"])
+    if outcome != "ok":
+        raise Conflict(f"the job is {outcome}; only a finished job (completed, failed or canceled) can be "
+                       "deleted. Cancel it first.")
+    return Response(status_code=204)
+
+
+async def get_job(request: Request, status_code: int = 200) -> Response:
+    snap = await _owned_snapshot(request, request.path_params["job_id"])
+    return JSON(_with_links(snap.job_object()), status_code=status_code)
 
 
 def _last_event_id(request: Request) -> int | None:
@@ -253,6 +338,8 @@ async def readyz(request: Request) -> Response:
     svc = _services(request)
     redis = svc.redis
     await redis.ping()
+    if not svc.hub.connected:
+        raise Unavailable("Redis answers, but this process's event subscription is still reconnecting; retry shortly.")
     keys = await redis.smembers(WORKERS_BY_QUEUE_KEY % svc.settings.queue)
     alive = await redis.exists(*keys) if keys else 0
     return JSON({"status": "ready", "redis": "ok", "queue": svc.settings.queue, "workers": alive})

@@ -18,6 +18,8 @@ import time
 from collections import deque
 from typing import Any
 
+from collections.abc import Callable
+
 import orjson
 from pydantic import BaseModel
 
@@ -125,13 +127,24 @@ class Tracker:
         self.advance(item, self._steps, message)
 
 
+CANCEL_POLL_S = 0.5
+"""How often the background thread asks whether the job was canceled."""
+
+
 class JobContext(Scope):
-    """The job's handle on jobcast: report progress and output, and notice a cancel."""
+    """The job's handle on jobcast: report progress and output, and notice a cancel.
+
+    A background thread sends coalesced progress, keeps the job's heartbeat
+    alive (a job whose heartbeat stops is declared lost by the janitor), and
+    watches for a cancel: job code that has not stopped `JOBCAST_CANCEL_GRACE_MS`
+    after one is given up on through `on_overdue`.
+    """
 
     def __init__(
         self,
         store: Store,
         record: dict[str, str],
+        on_overdue: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(self, 0, 100, None)
         self.id = record["id"]
@@ -152,8 +165,13 @@ class JobContext(Scope):
         self._last_flush = -1e9
         self._started = time.monotonic()
         self._canceled = False
+        self._canceled_at: float | None = None
+        self._on_overdue = on_overdue
         self._stopped = False
         self._last_cancel_poll = -1e9
+        settings = store.settings
+        self._beat_every = settings.heartbeat_deadline_s / 4
+        self._next_beat = time.monotonic() + self._beat_every
         self._flusher = threading.Thread(target=self._flush_loop, name=f"jobcast-flush-{self.id}", daemon=True)
         self._flusher.start()
 
@@ -169,9 +187,15 @@ class JobContext(Scope):
         now = time.monotonic()
         if not self._canceled and now - self._last_cancel_poll >= 0.25:
             self._last_cancel_poll = now
-            self._canceled = self._store.cancel_requested(self.id)
+            if self._store.cancel_requested(self.id):
+                self._mark_canceled()
         if self._canceled:
             raise JobCanceled(f"job {self.id} was canceled")
+
+    def _mark_canceled(self) -> None:
+        if not self._canceled:
+            self._canceled = True
+            self._canceled_at = time.monotonic()
 
     def sleep(self, seconds: float) -> None:
         """Sleep like `time.sleep`, but wake up and raise JobCanceled when the job is canceled."""
@@ -274,12 +298,12 @@ class JobContext(Scope):
             guard_status=(RUNNING,), guard_attempt=self.attempt, **kw,
         )
         if result.cancel:
-            self._canceled = True
+            self._mark_canceled()
         if result.outcome in ("refused", "missing"):
             # The job ended or moved on without us (canceled, retried elsewhere, deleted):
             # write nothing more, and let check() stop the code.
             self._stopped = True
-            self._canceled = True
+            self._mark_canceled()
 
     def flush(self) -> None:
         """Send whatever is pending now (the runner calls this before the job ends)."""
@@ -291,24 +315,48 @@ class JobContext(Scope):
     def _flush_loop(self) -> None:
         with self._cond:
             while not self._stopped:
-                if not (self._progress_pending or self._pending_text):
-                    self._cond.wait()
-                    continue
-                wait = self._last_flush + self._interval - time.monotonic()
+                try:
+                    wait = self._background_round()
+                except Exception:  # a Redis hiccup: what is pending stays pending and is tried again
+                    log.warning("job %s: background write failed; retrying", self.id, exc_info=True)
+                    wait = 1.0
                 if wait > 0:
                     self._cond.wait(wait)
-                    continue
-                try:
-                    self.flush()
-                except Exception:  # Redis hiccup: the value stays pending and is tried again
-                    log.warning("job %s: flushing progress failed; retrying", self.id, exc_info=True)
-                    self._cond.wait(1.0)
+
+    def _background_round(self) -> float:
+        """Do what is due; return how long to wait before the next round."""
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._store.heartbeat(self.id)
+            self._next_beat = now + self._beat_every
+        if not self._canceled and now - self._last_cancel_poll >= CANCEL_POLL_S:
+            self._last_cancel_poll = now
+            if self._store.cancel_requested(self.id):
+                self._mark_canceled()
+        waits = [self._next_beat - now, CANCEL_POLL_S]
+        if self._canceled_at is not None and self._on_overdue is not None:
+            overdue_in = self._canceled_at + self._store.settings.cancel_grace_s - now
+            if overdue_in <= 0:
+                on_overdue, self._on_overdue = self._on_overdue, None
+                log.warning("job %s: did not stop within the cancel grace period; stopping it", self.id)
+                on_overdue()
+                return 0
+            waits.append(overdue_in)
+        if self._progress_pending or self._pending_text:
+            due = self._last_flush + self._interval - now
+            if due <= 0:
+                self.flush()
+                return 0
+            waits.append(due)
+        return min(waits)
 
     def close(self) -> None:
-        """Flush and stop the background flusher; nothing is sent after this."""
+        """Flush and stop the background thread; nothing is sent after this."""
         with self._cond:
-            self.flush()
+            if not self._stopped:
+                self.flush()
             self._stopped = True
             self._cond.notify_all()
-        self._flusher.join(timeout=5)
+        if threading.current_thread() is not self._flusher:
+            self._flusher.join(timeout=5)
 

@@ -121,12 +121,15 @@ class Hub:
     async def stop(self) -> None:
         self._stopping = True
         self.close_all()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        task, pubsub = self._task, self._pubsub
+        if task is not None:
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=0.5)
+            if not done and pubsub is not None:
+                # redis-py can swallow the cancellation of a read in progress: end the read by closing.
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await asyncio.wait({task}, timeout=2)
         await self._redis.aclose()
 
     def close_all(self) -> None:

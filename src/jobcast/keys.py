@@ -6,7 +6,11 @@
 | `{p}:ev:{id}`              | stream | the job's events, entry id `0-{seq}`, about 1,000 kept     |
 | `{p}:out:{id}`             | list   | the current attempt's output items (raw JSON), 1,000 kept  |
 | `{p}:ch:{id}`              | pubsub | the same events, live: `"{seq} {event} {data}"`            |
-| `{p}:owner:{owner}`        | zset   | the owner's job ids scored by creation time (ms)           |
+| `{p}:owner:{owner}`        | zset   | the owner's jobs: `{created_ms:015d}:{id}` at score 0      |
+| `{p}:running`              | zset   | running job ids, scored by heartbeat deadline (ms)         |
+| `{p}:delayed`              | zset   | job ids waiting to retry, scored by when (ms)              |
+| `{p}:idem:{owner}:{key}`   | string | `{job id} {body hash}` for an Idempotency-Key, 24 h        |
+| `{p}:janitor`              | string | the lock one janitor holds while it sweeps                 |
 
 The braces are literal: they are Redis Cluster hash tags, so one job's keys live
 on one shard and one Lua script may touch them all. The per-job keys get the
@@ -44,6 +48,21 @@ class Keys:
 
     def owner(self, owner: str) -> str:
         return f"{self.prefix}:owner:{{{owner}}}"
+
+    @property
+    def running(self) -> str:
+        return f"{self.prefix}:running"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}:delayed"
+
+    def idempotency(self, owner: str, key: str) -> str:
+        return f"{self.prefix}:idem:{{{owner}}}:{key}"
+
+    @property
+    def janitor(self) -> str:
+        return f"{self.prefix}:janitor"
 
     @staticmethod
     def rq_queue(name: str) -> str:

@@ -1,10 +1,10 @@
-"""The one RQ entry point that runs every jobcast job, and how a job's attempt ends.
+"""The one RQ entry point that runs every jobcast job.
 
 RQ calls `run_job(job_id)`. It loads the record, validates the payload, emits
-`running`, calls the registered function with a `JobContext`, and emits the
-terminal event: `completed` with the result, `failed` with an error code, or
-`canceled`. The terminal event carries the whole job object, rendered here
-from the record as this attempt leaves it.
+`running`, calls the registered function with a `JobContext`, and ends the
+attempt through `lifecycle`: `completed` with the result; for an error or a
+time-out, a retry while attempts remain or else `failed`; `canceled` when the
+code stopped for a cancel, or did not stop within the grace period after one.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -21,15 +21,17 @@ from pydantic import BaseModel, ValidationError
 from rq.timeouts import JobTimeoutException
 
 from jobcast.context import JobCanceled, JobContext, JobFailed
-from jobcast.record import CANCELED, COMPLETED, FAILED, QUEUED, RUNNING, TERMINAL, format_progress, job_object, now_iso
+from jobcast.lifecycle import end_job, error_json, fail_attempt, now_ms
+from jobcast.record import CANCELED, COMPLETED, QUEUED, RUNNING, TERMINAL, format_progress, now_iso
 from jobcast.runtime import Runtime
-from jobcast.store import EmitResult, Store
 
-__all__ = ["current_runtime", "end_job", "run_job"]
+__all__ = ["current_runtime", "run_job"]
 
 log = logging.getLogger("jobcast.runner")
 
 _runtime: ContextVar[Runtime | None] = ContextVar("jobcast_runtime", default=None)
+_hard_stop: ContextVar[Callable[[], None] | None] = ContextVar("jobcast_hard_stop", default=None)
+"""How to stop job code that ignores a cancel: kill the forked work horse; None where jobs share the worker."""
 
 
 def current_runtime() -> Runtime:
@@ -40,33 +42,6 @@ def current_runtime() -> Runtime:
             "(or `rq worker -w jobcast.worker.Worker`)."
         )
     return runtime
-
-
-def _error(code: str, message: str) -> str:
-    return orjson.dumps({"code": code, "message": message[:2000]}).decode()
-
-
-def end_job(
-    store: Store,
-    record: Mapping[str, str],
-    status: str,
-    *,
-    fields: Mapping[str, str],
-    items: list[bytes],
-    guard_status: tuple[str, ...],
-) -> EmitResult:
-    """Emit the terminal event: set `fields` on the record and publish the whole job object."""
-    final = {**record, **fields, "status": status, "ended_at": now_iso(), "eta_s": ""}
-    body = orjson.dumps(job_object(final, items, None, include_last_event_id=False))
-    return store.emit(
-        record["id"],
-        "end",
-        event=status,
-        data=body[1:],
-        fields={k: final[k] for k in ("status", "ended_at", "eta_s", *fields)},
-        guard_status=guard_status,
-        guard_attempt=int(record["attempt"]),
-    )
 
 
 def _call(func: Any, ctx: JobContext, payload: BaseModel) -> Any:
@@ -96,9 +71,10 @@ def run_job(job_id: str) -> None:
 
     started = now_iso()
     start_fields = {"status": RUNNING, "progress": "0", "message": "Starting", "stage": "",
-                    "queue_position": "", "eta_s": "", "started_at": started, "ended_at": ""}
-    res = store.emit(job_id, "start", ts=started, fields=start_fields,
-                     guard_status=(QUEUED,), guard_attempt=int(record["attempt"]))
+                    "queue_position": "", "eta_s": "", "started_at": started, "ended_at": "", "error": ""}
+    res = store.emit(job_id, "start", ts=started, fields=start_fields, guard_status=(QUEUED,),
+                     guard_attempt=int(record["attempt"]),
+                     heartbeat_ms=now_ms() + int(store.settings.heartbeat_deadline_s * 1000))
     if res.outcome != "ok":
         log.info("job %s: not started (%s)", job_id, res.outcome)
         return
@@ -107,19 +83,33 @@ def run_job(job_id: str) -> None:
     store.tell_positions(record["queue"])
 
     ctx: JobContext | None = None
+    t0 = time.monotonic()
+
+    def output() -> tuple[dict[str, str], list[bytes]]:
+        """Close the context; the record fields and items this attempt leaves behind."""
+        if ctx is None:
+            return {}, []
+        ctx.close()
+        progress, _, stage = ctx.current
+        return {"progress": format_progress(progress), "stage": stage or "", "text": ctx.output_text}, ctx.output_items
 
     def finish(status: str, **fields: str) -> None:
-        base: dict[str, str] = {}
-        items: list[bytes] = []
-        if ctx is not None:
-            ctx.close()
-            progress, _, stage = ctx.current
-            base = {"progress": format_progress(progress), "stage": stage or "", "text": ctx.output_text}
-            items = ctx.output_items
+        base, items = output()
         result = end_job(store, record, status, fields={**base, **fields}, items=items, guard_status=(RUNNING,))
         log.info("job %s: %s after %.3fs (%s)", job_id, status, time.monotonic() - t0, result.outcome)
 
-    t0 = time.monotonic()
+    def fail(code: str, message: str) -> None:
+        base, items = output()
+        fail_attempt(store, record, code, message, items=items, fields=base)
+
+    def overdue() -> None:
+        finish(CANCELED, message="Canceled", error=error_json(
+            "canceled", f"canceled by request; the job did not stop by itself within "
+                        f"{store.settings.cancel_grace_s:g} s, so it was stopped"))
+        stop = _hard_stop.get()
+        if stop is not None:
+            stop()
+
     try:
         job_type = runtime.registry.get(record["type"])
         if job_type is None:
@@ -129,22 +119,20 @@ def run_job(job_id: str) -> None:
             payload = job_type.payload_model.model_validate_json(record["payload"])
         except ValidationError as exc:
             raise JobFailed(f"the stored payload no longer fits the schema: {exc}", code="invalid_payload") from None
-        ctx = JobContext(store, record)
+        ctx = JobContext(store, record, on_overdue=overdue)
         result_json = _result_json(_call(job_type.func, ctx, payload))
     except JobCanceled:
-        finish(CANCELED, message="Canceled", error=_error("canceled", "canceled by request"))
+        finish(CANCELED, message="Canceled", error=error_json("canceled", "canceled by request"))
         return
     except JobTimeoutException:
         log.warning("job %s: timed out after %ss", job_id, record["timeout_s"])
-        finish(FAILED, message="Failed: timed out",
-               error=_error("timeout", f"the job ran past its time limit of {record['timeout_s']} s"))
+        fail("timeout", f"the job ran past its time limit of {record['timeout_s']} s")
         raise
     except JobFailed as exc:
-        finish(FAILED, message=f"Failed: {exc.message}"[:200], error=_error(exc.code, exc.message))
+        fail(exc.code, exc.message)
         raise
     except Exception as exc:
         log.exception("job %s: %s raised", job_id, record["type"])
-        text = f"{type(exc).__name__}: {exc}"
-        finish(FAILED, message=f"Failed: {text}"[:200], error=_error("job_error", text))
+        fail("job_error", f"{type(exc).__name__}: {exc}")
         raise
     finish(COMPLETED, progress="100", message="Completed", stage="", result=result_json)

@@ -9,6 +9,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from jobcast.connections import RedisFactory
 from jobcast.hub import Hub
+from jobcast.janitor import Janitor
 from jobcast.keys import Keys
 from jobcast.registry import Registry
 from jobcast.settings import Settings
@@ -33,6 +34,7 @@ class Services:
     sync_store: Store
     hub: Hub
     encode: EventEncoder
+    janitor: Janitor
 
     @classmethod
     def build(cls, settings: Settings, factory: RedisFactory, registry: Registry) -> Services:
@@ -40,12 +42,16 @@ class Services:
         sync_redis = factory.sync()
         encode = EventEncoder(links)
         hub = Hub(factory.asyncio(retries=False), Keys(settings.prefix), encode)
-        return cls(settings, registry, redis, sync_redis, AsyncStore(redis, settings), Store(sync_redis, settings), hub, encode)
+        sync_store = Store(sync_redis, settings)
+        return cls(settings, registry, redis, sync_redis, AsyncStore(redis, settings), sync_store, hub, encode,
+                   Janitor(sync_store))
 
     async def start(self) -> None:
         await self.hub.start()
+        self.janitor.start()
 
     async def stop(self) -> None:
+        self.janitor.stop()
         await self.hub.stop()
         await self.redis.aclose()
         self.sync_redis.close()

@@ -60,6 +60,12 @@ class Settings:
     """`JOBCAST_SEND_TIMEOUT_S`: a stream whose client takes longer than this to accept a write is closed."""
     progress_interval_s: float = 0.05
     """`JOBCAST_PROGRESS_INTERVAL_MS`: pure progress changes of one job are sent at most this often."""
+    heartbeat_deadline_s: float = 20.0
+    """`JOBCAST_HEARTBEAT_S`: a running job whose worker has not been heard from this long is lost."""
+    cancel_grace_s: float = 3.0
+    """`JOBCAST_CANCEL_GRACE_MS`: how long canceled job code may take to stop by itself before it is stopped."""
+    retry_base_s: float = 2.0
+    """`JOBCAST_RETRY_BASE_MS`: the first automatic retry waits about this long, each next one twice as long."""
     job_modules: tuple[str, ...] = ()
     """`JOBCAST_JOB_MODULES`: comma-separated modules to import for their `@job_type` functions."""
     host: str = "127.0.0.1"
@@ -92,6 +98,9 @@ class Settings:
             ping_interval_s=_int(env, "JOBCAST_PING_MS", 15000, 100, 15000) / 1000,
             send_timeout_s=_int(env, "JOBCAST_SEND_TIMEOUT_S", 30, 1, 3600),
             progress_interval_s=_int(env, "JOBCAST_PROGRESS_INTERVAL_MS", 50, 10, 10_000) / 1000,
+            heartbeat_deadline_s=_int(env, "JOBCAST_HEARTBEAT_S", 20, 2, 300),
+            cancel_grace_s=_int(env, "JOBCAST_CANCEL_GRACE_MS", 3000, 0, 60_000) / 1000,
+            retry_base_s=_int(env, "JOBCAST_RETRY_BASE_MS", 2000, 0, 600_000) / 1000,
             job_modules=modules,
             host=_str(env, "JOBCAST_HOST", "127.0.0.1"),
             port=_int(env, "JOBCAST_PORT", 8000, 1, 65535),

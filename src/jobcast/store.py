@@ -7,6 +7,7 @@ as RQ requires, and decode only what they must.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
@@ -17,7 +18,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.client import Pipeline
 
 from jobcast.keys import Keys
-from jobcast.record import QUEUED_MESSAGE, decode, job_object, now_iso
+from jobcast.record import QUEUED_MESSAGE, TERMINAL, decode, job_object, now_iso
 from jobcast.settings import Settings
 
 __all__ = ["AsyncStore", "EmitResult", "Event", "Snapshot", "Store"]
@@ -31,6 +32,7 @@ _LIB = _lua("lib")
 EMIT_LUA = _LIB + _lua("emit")
 CREATE_LUA = _LIB + _lua("create")
 POSITIONS_LUA = _LIB + _lua("positions")
+DELETE_LUA = _lua("delete")
 SNAPSHOT_LUA = _lua("snapshot")
 
 LIVE_POSITIONS = 20
@@ -102,6 +104,7 @@ class Store:
         self._emit = redis.register_script(EMIT_LUA)
         self._create = redis.register_script(CREATE_LUA)
         self._positions = redis.register_script(POSITIONS_LUA)
+        self._delete = redis.register_script(DELETE_LUA)
 
     def create(self, pipe: Pipeline, job_id: str, owner: str, created_ms: int, ts: str, fields: Mapping[str, str]) -> None:
         """Queue the creation of a record in `pipe` (a MULTI that RQ's enqueue joins next)."""
@@ -130,6 +133,26 @@ class Store:
         raw = self.redis.hgetall(self.keys.job(job_id))
         return decode(raw) if raw else None
 
+    def delete(self, job_id: str, owner: str) -> str:
+        """Forget a finished job; `ok`, `missing`, or the status that keeps it (see `lua/delete.lua`)."""
+        k = self.keys
+        keys = [k.job(job_id), k.events(job_id), k.items(job_id), k.owner(owner), k.running, k.delayed]
+        outcome: bytes = self._delete(keys=keys, args=[job_id, "," + ",".join(sorted(TERMINAL)) + ","])
+        return outcome.decode()
+
+    def due(self, zset: str, now_ms: int, limit: int = 100) -> list[str]:
+        """Up to `limit` job ids in the sorted set `zset` whose time has come."""
+        rows = self.redis.zrangebyscore(zset, "-inf", now_ms, start=0, num=limit)
+        return [r.decode() for r in cast(list[bytes], rows)]
+
+    def output_items(self, job_id: str) -> list[bytes]:
+        return cast(list[bytes], self.redis.lrange(self.keys.items(job_id), 0, -1))
+
+    def heartbeat(self, job_id: str) -> None:
+        """Push a running job's heartbeat deadline out by `JOBCAST_HEARTBEAT_S` (only while it is running)."""
+        deadline = time.time_ns() // 1_000_000 + int(self.settings.heartbeat_deadline_s * 1000)
+        self.redis.zadd(self.keys.running, {job_id: deadline}, xx=True)
+
     def cancel_requested(self, job_id: str) -> bool:
         return self.redis.hget(self.keys.job(job_id), "cancel") == b"1"
 
@@ -145,6 +168,8 @@ class Store:
         fields: Mapping[str, str] | None = None,
         guard_status: Iterable[str] = (),
         guard_attempt: int | None = None,
+        heartbeat_ms: int | None = None,
+        retry_at_ms: int | None = None,
     ) -> EmitResult:
         """Apply one change to a job atomically; see `lua/emit.lua` for what each kind does."""
         k, s = self.keys, self.settings
@@ -161,10 +186,14 @@ class Store:
             s.items_kept,
             s.job_ttl_s,
             ts,
+            job_id,
+            "" if heartbeat_ms is None else heartbeat_ms,
+            "" if retry_at_ms is None else retry_at_ms,
         ]
         for name, value in (fields or {}).items():
             args += [name, value]
-        seq, cancel, outcome = self._emit(keys=[k.job(job_id), k.events(job_id), k.items(job_id)], args=args)
+        keys = [k.job(job_id), k.events(job_id), k.items(job_id), k.running, k.delayed]
+        seq, cancel, outcome = self._emit(keys=keys, args=args)
         return EmitResult(int(seq), bool(cancel), outcome.decode())
 
 

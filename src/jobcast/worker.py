@@ -12,13 +12,16 @@ by RQ itself (`rq worker -w jobcast.worker.Worker`) reads it from the environmen
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 import rq
 from rq.timeouts import TimerDeathPenalty
 
 from jobcast.connections import RedisFactory
-from jobcast.runner import _runtime
+from jobcast.janitor import Janitor
+from jobcast.runner import _hard_stop, _runtime
 from jobcast.runtime import Runtime
 from jobcast.settings import Settings
 
@@ -26,19 +29,35 @@ __all__ = ["SimpleWorker", "ThreadWorker", "Worker", "make_worker"]
 
 
 class _RuntimeMixin:
-    """Makes the worker's `Runtime` current for the job it performs."""
+    """Makes the worker's `Runtime` current while it works, and runs a janitor beside it."""
 
     runtime: Runtime | None = None
 
-    def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
+    def work(self, *args: Any, **kwargs: Any) -> bool:
         if self.runtime is None:
             settings = Settings.from_env()
             self.runtime = Runtime.build(settings, RedisFactory(settings.redis_url or "redis://127.0.0.1:6379/0"))
+        janitor = Janitor(self.runtime.store)
+        janitor.start()
         token = _runtime.set(self.runtime)
+        try:
+            return super().work(*args, **kwargs)  # type: ignore[misc, no-any-return]
+        finally:
+            _runtime.reset(token)
+            janitor.stop()
+
+    def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
+        in_horse = getattr(self, "is_horse", False)
+        token = _hard_stop.set(_kill_this_process if in_horse else None)
         try:
             return super().perform_job(job, queue, execution)  # type: ignore[misc, no-any-return]
         finally:
-            _runtime.reset(token)
+            _hard_stop.reset(token)
+
+
+def _kill_this_process() -> None:
+    """Stop a forked work horse at once (its job has already been ended); RQ's worker sees it die."""
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Worker(_RuntimeMixin, rq.Worker):

@@ -5,6 +5,7 @@
 -- failed: a stale writer) or 'missing' (no such job).
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list
+-- KEYS[4] running jobs (zset: heartbeat deadline)   KEYS[5] delayed retries (zset: due time)
 -- ARGV[1] channel
 -- ARGV[2] kind: 'state' | 'start' (a new attempt begins: output reset) |
 --               'item' | 'delta' | 'end' (a terminal event)
@@ -16,7 +17,11 @@
 -- ARGV[7] guard: the attempt the writer belongs to ('' = any)
 -- ARGV[8] events kept   ARGV[9] items kept   ARGV[10] TTL in seconds for 'end'
 -- ARGV[11] ts (ISO 8601) for 'state' and 'start' events
--- ARGV[12..] field, value pairs to set on the record
+-- ARGV[12] job id   ARGV[13] heartbeat deadline (ms) to set ('' = none)
+-- ARGV[14] when to run the next attempt (ms; '' = not delayed)
+-- ARGV[15..] field, value pairs to set on the record
+-- A job leaving `running` leaves the running set; one going back to `queued`
+-- loses the TTL its end may have set.
 local job, events, items = KEYS[1], KEYS[2], KEYS[3]
 local kind = ARGV[2]
 
@@ -31,7 +36,7 @@ end
 if ARGV[7] ~= '' and ARGV[7] ~= cur[2] then return {seq, cancel, 'refused'} end
 
 local set = {}
-for i = 12, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
+for i = 15, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
 
 local name, data = ARGV[3], ARGV[4]
 if kind == 'state' or kind == 'start' then
@@ -55,11 +60,10 @@ if kind == 'state' or kind == 'start' then
   local eta = set.eta_s or redis.call('HGET', job, 'eta_s') or ''
   data = state_json(new.status, new.progress, new.message, new.stage, new.attempt,
                     new.queue_position, eta, ARGV[11])
-  if kind == 'start' then
+  -- A new attempt starts with no output ('start', or a change of attempt).
+  if kind == 'start' or (set.attempt and set.attempt ~= cur[2]) then
     redis.call('DEL', items)
     set.text = ''
-    redis.call('PERSIST', job)
-    redis.call('PERSIST', events)
   end
 elseif kind == 'item' then
   redis.call('RPUSH', items, ARGV[5])
@@ -77,7 +81,18 @@ redis.call('HSET', job, unpack(flat))
 if kind == 'end' then data = '{"last_event_id":' .. seq .. ',' .. data end
 append_event(events, ARGV[1], seq, name, data, ARGV[8])
 
+local id = ARGV[12]
+if ARGV[13] ~= '' then redis.call('ZADD', KEYS[4], ARGV[13], id)
+elseif set.status and set.status ~= 'running' then redis.call('ZREM', KEYS[4], id) end
+if ARGV[14] ~= '' then redis.call('ZADD', KEYS[5], ARGV[14], id) end
+if set.status == 'queued' then
+  redis.call('PERSIST', job)
+  redis.call('PERSIST', events)
+  redis.call('PERSIST', items)
+end
+
 if kind == 'end' then
+  redis.call('ZREM', KEYS[5], id)
   local ttl = tonumber(ARGV[10])
   redis.call('EXPIRE', job, ttl)
   redis.call('EXPIRE', events, ttl)

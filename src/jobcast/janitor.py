@@ -1,0 +1,61 @@
+"""The janitor: notices lost workers and starts due retries, every few seconds.
+
+Every worker process and every API process runs one in a background thread;
+a short Redis lock lets one sweep at a time. It is how a job whose worker was
+killed (no heartbeat for `JOBCAST_HEARTBEAT_S`) ends `failed` with
+`worker_lost` or is retried within a minute, rather than after RQ's own
+ten-minute clean-up; RQ's clean-up, when it comes, finds the job already
+handled (and its RQ job gone).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+from jobcast.lifecycle import lose, now_ms, requeue
+from jobcast.store import Store
+
+__all__ = ["Janitor"]
+
+log = logging.getLogger("jobcast.janitor")
+
+
+class Janitor:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.interval_s = max(0.5, store.settings.heartbeat_deadline_s / 8)
+        self._token = uuid.uuid4().hex
+        self._stop = threading.Event()
+
+    def sweep(self) -> bool:
+        """One round, if no other janitor holds the lock; True if this one swept."""
+        redis, keys = self.store.redis, self.store.keys
+        if not redis.set(keys.janitor, self._token, nx=True, px=int(self.interval_s * 4000)):
+            return False
+        try:
+            now = now_ms()
+            for job_id in self.store.due(keys.running, now):
+                lose(self.store, job_id)
+            for job_id in self.store.due(keys.delayed, now):
+                requeue(self.store, job_id)
+        finally:
+            if redis.get(keys.janitor) == self._token.encode():
+                redis.delete(keys.janitor)
+        return True
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sweep()
+            except Exception:
+                log.warning("janitor sweep failed; trying again in %.1fs", self.interval_s, exc_info=True)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="jobcast-janitor", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
