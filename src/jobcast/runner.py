@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -71,7 +73,8 @@ def run_job(job_id: str) -> None:
 
     started = now_iso()
     start_fields = {"status": RUNNING, "progress": "0", "message": "Starting", "stage": "",
-                    "queue_position": "", "eta_s": "", "started_at": started, "ended_at": "", "error": ""}
+                    "queue_position": "", "eta_s": "", "started_at": started, "ended_at": "", "error": "",
+                    "worker": f"{socket.gethostname()}:{os.getpid()}"}
     res = store.emit(job_id, "start", ts=started, fields=start_fields, guard_status=(QUEUED,),
                      guard_attempt=int(record["attempt"]),
                      heartbeat_ms=now_ms() + int(store.settings.heartbeat_deadline_s * 1000))
@@ -102,13 +105,14 @@ def run_job(job_id: str) -> None:
         base, items = output()
         fail_attempt(store, record, code, message, items=items, fields=base)
 
+    hard_stop = _hard_stop.get()  # read here: overdue() runs on the context's own thread
+
     def overdue() -> None:
         finish(CANCELED, message="Canceled", error=error_json(
             "canceled", f"canceled by request; the job did not stop by itself within "
                         f"{store.settings.cancel_grace_s:g} s, so it was stopped"))
-        stop = _hard_stop.get()
-        if stop is not None:
-            stop()
+        if hard_stop is not None:
+            hard_stop()
 
     try:
         job_type = runtime.registry.get(record["type"])

@@ -112,6 +112,7 @@ class Stack:
         env.update({
             "REDIS_URL": self.redis.url, "JOBCAST_PORT": str(self.port), "JOBCAST_HOST": "127.0.0.1",
             "JOBCAST_PREFIX": self.prefix, "JOBCAST_QUEUE": self.queue, "JOBCAST_PING_MS": "1000",
+            "JOBCAST_RETRY_BASE_MS": "300", "JOBCAST_HEARTBEAT_S": "4",
             "PYTHONUNBUFFERED": "1",
         })
         env.update(self.env_overrides)
