@@ -1,4 +1,4 @@
-"""The janitor: notices lost workers and starts due retries, every few seconds.
+"""The janitor: notices lost workers, starts due retries and hands out free slots, every few seconds.
 
 Every worker process and every API process runs one in a background thread;
 a short Redis lock lets one sweep at a time. It is how a job whose worker was
@@ -14,7 +14,7 @@ import logging
 import threading
 import uuid
 
-from jobcast.lifecycle import lose, now_ms, requeue
+from jobcast.lifecycle import lose, now_ms, promote, requeue
 from jobcast.store import Store
 
 __all__ = ["Janitor"]
@@ -40,6 +40,8 @@ class Janitor:
                 lose(self.store, job_id)
             for job_id in self.store.due(keys.delayed, now):
                 requeue(self.store, job_id)
+            for owner in self.store.waiting_owners():
+                promote(self.store, owner)
         finally:
             if redis.get(keys.janitor) == self._token.encode():
                 redis.delete(keys.janitor)

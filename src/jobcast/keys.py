@@ -7,6 +7,9 @@
 | `{p}:out:{id}`             | list   | the current attempt's output items (raw JSON), 1,000 kept  |
 | `{p}:ch:{id}`              | pubsub | the same events, live: `"{seq} {event} {data}"`            |
 | `{p}:owner:{owner}`        | zset   | the owner's jobs: `{created_ms:015d}:{id}` at score 0      |
+| `{p}:active:{owner}`       | set    | the owner's jobs holding one of its slots (queued in RQ or running) |
+| `{p}:waiting:{owner}`      | list   | the owner's jobs waiting for a slot, in order              |
+| `{p}:waiting-owners`       | set    | owners with jobs waiting for a slot                        |
 | `{p}:running`              | zset   | running job ids, scored by heartbeat deadline (ms)         |
 | `{p}:delayed`              | zset   | job ids waiting to retry, scored by when (ms)              |
 | `{p}:idem:{owner}:{key}`   | string | `{job id} {body hash}` for an Idempotency-Key, 24 h        |
@@ -48,6 +51,16 @@ class Keys:
 
     def owner(self, owner: str) -> str:
         return f"{self.prefix}:owner:{{{owner}}}"
+
+    def active(self, owner: str) -> str:
+        return f"{self.prefix}:active:{{{owner}}}"
+
+    def waiting(self, owner: str) -> str:
+        return f"{self.prefix}:waiting:{{{owner}}}"
+
+    @property
+    def waiting_owners(self) -> str:
+        return f"{self.prefix}:waiting-owners"
 
     @property
     def running(self) -> str:

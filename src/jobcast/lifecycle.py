@@ -29,7 +29,10 @@ from rq.job import Job
 from jobcast.record import CANCELED, FAILED, QUEUED, QUEUED_STAGE, RUNNING, job_object, now_iso
 from jobcast.store import EmitResult, Store
 
-__all__ = ["RETRY_STAGE", "end_job", "enqueue", "error_json", "fail_attempt", "forget_rq_job", "retry_delay"]
+__all__ = [
+    "RETRY_STAGE", "cancel", "delete", "end_job", "enqueue", "error_json", "fail_attempt", "forget_rq_job", "lose",
+    "promote", "requeue", "retry", "retry_delay",
+]
 
 log = logging.getLogger("jobcast.lifecycle")
 
@@ -58,7 +61,7 @@ def end_job(
     """Emit the terminal event: set `fields` on the record and publish the whole job object."""
     final = {**record, **fields, "status": status, "ended_at": now_iso(), "eta_s": "", "queue_position": ""}
     body = orjson.dumps(job_object(final, items, None, include_last_event_id=False))
-    return store.emit(
+    res = store.emit(
         record["id"],
         "end",
         event=status,
@@ -67,6 +70,28 @@ def end_job(
         guard_status=guard_status,
         guard_attempt=int(record["attempt"]),
     )
+    if res.outcome == "ok":
+        promote(store, record["owner"])  # the end freed one of the owner's slots (or a place in its line)
+    return res
+
+
+def promote(store: Store, owner: str) -> None:
+    """Start the owner's waiting jobs that now have a slot, and tell the rest their new place."""
+    queues = set()
+    for job_id in store.promote(owner):
+        record = store.load(job_id)
+        if record is None:
+            continue
+        with store.redis.pipeline(transaction=True) as pipe:
+            pipe.multi()
+            forget_rq_job(store, job_id, pipe)  # the RQ job that found no slot, long done
+            enqueue(store, pipe, job_id, record["type"], record["queue"], int(record["timeout_s"]))
+            pipe.execute()
+        queues.add(record["queue"])
+        log.info("job %s: got a slot of %s's; queued", job_id, owner)
+    for queue in queues:
+        store.tell_positions(queue)
+    store.tell_waiting(owner)
 
 
 def retry_delay(base_s: float, attempt: int) -> float:

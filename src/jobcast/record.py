@@ -41,6 +41,9 @@ QUEUED_MESSAGE: Final = "Queued ({n} ahead)"
 """The message of a job waiting in its RQ queue; `{n}` is how many jobs are ahead."""
 
 QUEUED_STAGE: Final = "queued"
+WAITING_STAGE: Final = "waiting"
+WAITING_MESSAGE: Final = "Waiting for a free slot ({n} ahead; at most {limit} of your jobs run at once)"
+"""The message of a job waiting for one of its owner's slots; `{n}` is how many of the owner's jobs are ahead."""
 
 
 def queued_message(ahead: int) -> str:
@@ -94,6 +97,8 @@ def job_object(
         queue_position = None
     elif queue_position is not None and record.get("stage") == QUEUED_STAGE:
         message = queued_message(queue_position)
+    elif record.get("stage") == WAITING_STAGE and record.get("queue_position"):
+        queue_position = int(record["queue_position"])
     eta = record.get("eta_s")
     obj: dict[str, Any] = {
         "id": record["id"],

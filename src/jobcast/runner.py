@@ -78,6 +78,9 @@ def run_job(job_id: str) -> None:
     res = store.emit(job_id, "start", ts=started, fields=start_fields, guard_status=(QUEUED,),
                      guard_attempt=int(record["attempt"]),
                      heartbeat_ms=now_ms() + int(store.settings.heartbeat_deadline_s * 1000))
+    if res.outcome == "parked":
+        log.info("job %s: its owner runs its limit of jobs already; waiting for a slot", job_id)
+        return
     if res.outcome != "ok":
         log.info("job %s: not started (%s)", job_id, res.outcome)
         return

@@ -66,6 +66,8 @@ class Settings:
     """`JOBCAST_CANCEL_GRACE_MS`: how long canceled job code may take to stop by itself before it is stopped."""
     retry_base_s: float = 2.0
     """`JOBCAST_RETRY_BASE_MS`: the first automatic retry waits about this long, each next one twice as long."""
+    max_running_per_owner: int = 3
+    """`JOBCAST_MAX_RUNNING_PER_OWNER`: jobs one owner may have running or queued in RQ at once (0: no limit)."""
     job_modules: tuple[str, ...] = ()
     """`JOBCAST_JOB_MODULES`: comma-separated modules to import for their `@job_type` functions."""
     host: str = "127.0.0.1"
@@ -101,6 +103,7 @@ class Settings:
             heartbeat_deadline_s=_int(env, "JOBCAST_HEARTBEAT_S", 20, 2, 300),
             cancel_grace_s=_int(env, "JOBCAST_CANCEL_GRACE_MS", 3000, 0, 60_000) / 1000,
             retry_base_s=_int(env, "JOBCAST_RETRY_BASE_MS", 2000, 0, 600_000) / 1000,
+            max_running_per_owner=_int(env, "JOBCAST_MAX_RUNNING_PER_OWNER", 3, 0, 100_000),
             job_modules=modules,
             host=_str(env, "JOBCAST_HOST", "127.0.0.1"),
             port=_int(env, "JOBCAST_PORT", 8000, 1, 65535),

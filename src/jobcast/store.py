@@ -18,7 +18,16 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.client import Pipeline
 
 from jobcast.keys import Keys
-from jobcast.record import QUEUED_MESSAGE, TERMINAL, decode, job_object, now_iso
+from jobcast.record import (
+    QUEUED_MESSAGE,
+    QUEUED_STAGE,
+    TERMINAL,
+    WAITING_MESSAGE,
+    WAITING_STAGE,
+    decode,
+    job_object,
+    now_iso,
+)
 from jobcast.settings import Settings
 
 __all__ = ["AsyncStore", "EmitResult", "Event", "Snapshot", "Store"]
@@ -33,6 +42,7 @@ EMIT_LUA = _LIB + _lua("emit")
 CREATE_LUA = _LIB + _lua("create")
 POSITIONS_LUA = _LIB + _lua("positions")
 DELETE_LUA = _lua("delete")
+PROMOTE_LUA = _LIB + _lua("promote")
 SNAPSHOT_LUA = _lua("snapshot")
 
 LIVE_POSITIONS = 20
@@ -105,6 +115,7 @@ class Store:
         self._create = redis.register_script(CREATE_LUA)
         self._positions = redis.register_script(POSITIONS_LUA)
         self._delete = redis.register_script(DELETE_LUA)
+        self._promote = redis.register_script(PROMOTE_LUA)
 
     def create(self, pipe: Pipeline, job_id: str, owner: str, created_ms: int, ts: str, fields: Mapping[str, str]) -> None:
         """Queue the creation of a record in `pipe` (a MULTI that RQ's enqueue joins next)."""
@@ -116,18 +127,39 @@ class Store:
         self._create(keys=keys, args=args, client=pipe)
 
     def tell_positions(self, queue: str) -> int:
-        """Send the jobs at the front of `queue` their new place in line; return how many changed."""
+        """Send the jobs at the front of RQ's `queue` their new place in line; return how many changed."""
+        return self._tell(self.keys.rq_queue(queue), QUEUED_MESSAGE, QUEUED_STAGE)
+
+    def tell_waiting(self, owner: str) -> int:
+        """Send the jobs at the front of `owner`'s waiting list their new place in it."""
+        message = WAITING_MESSAGE.replace("{limit}", str(self.settings.max_running_per_owner))
+        return self._tell(self.keys.waiting(owner), message, WAITING_STAGE)
+
+    def _tell(self, line: str, message: str, stage: str) -> int:
         k = self.keys
-        ids = [i.decode() for i in cast(list[bytes], self.redis.lrange(k.rq_queue(queue), 0, LIVE_POSITIONS - 1))]
+        ids = [i.decode() for i in cast(list[bytes], self.redis.lrange(line, 0, LIVE_POSITIONS - 1))]
         if not ids:
             return 0
-        keys = [k.rq_queue(queue)]
-        args: list[str | int] = [now_iso(), QUEUED_MESSAGE, self.settings.events_kept]
+        keys = [line]
+        args: list[str | int] = [now_iso(), message, self.settings.events_kept, stage]
         for job_id in ids:
             keys += [k.job(job_id), k.events(job_id)]
             args += [job_id, k.channel(job_id)]
         told: int = self._positions(keys=keys, args=args)
         return told
+
+    def promote(self, owner: str) -> list[str]:
+        """Give the owner's free slots to its waiting jobs, in order; the ids promoted (to enqueue in RQ)."""
+        k = self.keys
+        limit = self.settings.max_running_per_owner
+        if limit <= 0:
+            return []
+        ids = self._promote(keys=[k.active(owner), k.waiting(owner), k.waiting_owners],
+                            args=[limit, k.prefix, owner, now_iso(), self.settings.events_kept])
+        return [i.decode() for i in cast(list[bytes], ids)]
+
+    def waiting_owners(self) -> list[str]:
+        return [o.decode() for o in cast(list[bytes], self.redis.smembers(self.keys.waiting_owners))]
 
     def load(self, job_id: str) -> dict[str, str] | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
@@ -189,6 +221,9 @@ class Store:
             job_id,
             "" if heartbeat_ms is None else heartbeat_ms,
             "" if retry_at_ms is None else retry_at_ms,
+            s.max_running_per_owner,
+            k.prefix,
+            WAITING_MESSAGE.replace("{limit}", str(s.max_running_per_owner)),
         ]
         for name, value in (fields or {}).items():
             args += [name, value]

@@ -26,7 +26,7 @@ def redis(server: fakeredis.FakeServer) -> Iterator[Redis]:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(prefix="t")
+    return Settings(prefix="t", max_running_per_owner=0)
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 -- log and publish it, in one atomic step, so the record, the log and the live
 -- message can never disagree. Returns {seq, cancel, outcome}, outcome being
 -- 'ok', 'same' (nothing a client sees changed: no event), 'refused' (a guard
--- failed: a stale writer) or 'missing' (no such job).
+-- failed: a stale writer), 'parked' (a start that must wait for a slot of its
+-- owner's) or 'missing' (no such job).
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list
 -- KEYS[4] running jobs (zset: heartbeat deadline)   KEYS[5] delayed retries (zset: due time)
@@ -19,7 +20,13 @@
 -- ARGV[11] ts (ISO 8601) for 'state' and 'start' events
 -- ARGV[12] job id   ARGV[13] heartbeat deadline (ms) to set ('' = none)
 -- ARGV[14] when to run the next attempt (ms; '' = not delayed)
--- ARGV[15..] field, value pairs to set on the record
+-- ARGV[15] how many jobs one owner may run at once (0 = no limit)   ARGV[16] the key prefix
+-- ARGV[17] the message of a job waiting for one of its owner's slots, with '{n}' for the number ahead
+-- ARGV[18..] field, value pairs to set on the record
+-- A 'start' takes one of the owner's slots, or, when the owner runs its limit
+-- already, parks the job in the owner's waiting list instead (outcome 'parked');
+-- an 'end' gives the slot back. (The owner's keys are built here from the
+-- prefix, as `keys.py` lays them out: only the record knows the owner.)
 -- A job leaving `running` leaves the running set; one going back to `queued`
 -- loses the TTL its end may have set.
 local job, events, items = KEYS[1], KEYS[2], KEYS[3]
@@ -36,7 +43,32 @@ end
 if ARGV[7] ~= '' and ARGV[7] ~= cur[2] then return {seq, cancel, 'refused'} end
 
 local set = {}
-for i = 15, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
+for i = 18, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
+
+local id = ARGV[12]
+local outcome = 'ok'
+local limit = tonumber(ARGV[15])
+local active, waiting
+if limit > 0 and (kind == 'start' or kind == 'end') then
+  local owner = redis.call('HGET', job, 'owner')
+  active = ARGV[16] .. ':active:{' .. owner .. '}'
+  waiting = ARGV[16] .. ':waiting:{' .. owner .. '}'
+  if kind == 'start' and redis.call('SISMEMBER', active, id) == 0 then
+    if redis.call('SCARD', active) >= limit then
+      if not redis.call('LPOS', waiting, id) then redis.call('RPUSH', waiting, id) end
+      redis.call('SADD', ARGV[16] .. ':waiting-owners', owner)
+      local position = tostring(redis.call('LPOS', waiting, id))
+      set = {stage = 'waiting', queue_position = position, message = (string.gsub(ARGV[17], '{n}', position))}
+      kind = 'state'
+      outcome = 'parked'
+    else
+      redis.call('SADD', active, id)
+    end
+  elseif kind == 'end' then
+    redis.call('SREM', active, id)
+    redis.call('LREM', waiting, 0, id)
+  end
+end
 
 local name, data = ARGV[3], ARGV[4]
 if kind == 'state' or kind == 'start' then
@@ -81,8 +113,7 @@ redis.call('HSET', job, unpack(flat))
 if kind == 'end' then data = '{"last_event_id":' .. seq .. ',' .. data end
 append_event(events, ARGV[1], seq, name, data, ARGV[8])
 
-local id = ARGV[12]
-if ARGV[13] ~= '' then redis.call('ZADD', KEYS[4], ARGV[13], id)
+if ARGV[13] ~= '' and outcome ~= 'parked' then redis.call('ZADD', KEYS[4], ARGV[13], id)
 elseif set.status and set.status ~= 'running' then redis.call('ZREM', KEYS[4], id) end
 if ARGV[14] ~= '' then redis.call('ZADD', KEYS[5], ARGV[14], id) end
 if set.status == 'queued' then
@@ -98,4 +129,4 @@ if kind == 'end' then
   redis.call('EXPIRE', events, ttl)
   redis.call('EXPIRE', items, ttl)
 end
-return {seq, cancel, 'ok'}
+return {seq, cancel, outcome}

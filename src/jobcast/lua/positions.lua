@@ -1,25 +1,27 @@
--- Tell the jobs at the front of an RQ queue their new place in line: each one
--- still waiting there whose position changed gets a `state` event saying so
--- ("Queued (N ahead)"). Called when a job leaves the queue.
+-- Tell the jobs at the front of a line (an RQ queue, or an owner's waiting
+-- list) their new place in it: each one still waiting there whose position
+-- changed gets a `state` event saying so ("Queued (N ahead)"). Called when a
+-- job leaves the line.
 --
--- KEYS[1] the RQ queue list, then per job: its hash, its event stream
+-- KEYS[1] the line (a list), then per job: its hash, its event stream
 -- ARGV[1] ts   ARGV[2] message template with '{n}'   ARGV[3] events kept
--- ARGV[4..] per job: its id, its channel
+-- ARGV[4] the stage of a job waiting in this line
+-- ARGV[5..] per job: its id, its channel
 -- Returns how many jobs were told.
 local told = 0
 local n = (#KEYS - 1) / 2
 for i = 1, n do
   local job, events = KEYS[2 * i], KEYS[2 * i + 1]
-  local id, channel = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  local id, channel = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
   local cur = redis.call('HMGET', job, 'status', 'stage', 'queue_position', 'progress', 'attempt', 'seq')
-  if cur[1] == 'queued' and cur[2] == 'queued' then
+  if cur[1] == 'queued' and cur[2] == ARGV[4] then
     local position = redis.call('LPOS', KEYS[1], id)
     if position and tostring(position) ~= cur[3] then
       local message = string.gsub(ARGV[2], '{n}', tostring(position))
       local seq = tonumber(cur[6]) + 1
       redis.call('HSET', job, 'queue_position', position, 'message', message, 'seq', seq)
       append_event(events, channel, seq, 'state',
-                   state_json('queued', cur[4], message, 'queued', cur[5], position, '', ARGV[1]), ARGV[3])
+                   state_json('queued', cur[4], message, ARGV[4], cur[5], position, '', ARGV[1]), ARGV[3])
       told = told + 1
     end
   end
