@@ -26,3 +26,13 @@ def test_a_job_past_its_time_limit_ends_failed_with_timeout(stack: Stack) -> Non
     # the worker survives and runs the next job
     after = read_stream(stack.url, stack.submit({"steps": 1, "interval_ms": 0})["links"]["events"]).events[-1]
     assert after.event == "completed"
+
+
+def test_a_timed_out_job_is_retried_while_attempts_remain(stack: Stack) -> None:
+    job = stack.submit({"steps": 10, "interval_ms": 1000}, timeout_s=1, max_attempts=2)
+    s = read_stream(stack.url, job["links"]["events"], headers={"Last-Event-ID": "0"})
+    retry = [e for e in s.events if e.event == "state" and e.data["attempt"] == 2][0]
+    assert retry.data["status"] == "queued" and retry.data["message"].startswith("Retrying in ")
+    assert "time limit" in retry.data["message"]
+    end = s.events[-1]
+    assert end.event == "failed" and end.data["attempt"] == 2 and end.data["error"]["code"] == "timeout"

@@ -66,3 +66,16 @@ def test_redis_down_answers_503_and_ends_streams_then_recovers(make_stack, own_r
         assert again.status_code == 202
         s = read_stream(st.url, again.json()["links"]["events"], stop=lambda s: bool(s.events))
         assert s.status == 200 and s.events[0].data["id"] == again.json()["id"]
+
+
+def test_workers_carry_on_by_themselves_after_redis_comes_back(make_stack, own_redis: RedisServer) -> None:
+    st: Stack = make_stack(workers=1, redis=own_redis)
+    own_redis.stop()
+    with st.client() as c:
+        wait_for(lambda: c.get("/readyz").status_code == 503, 10, "readiness to fail while Redis is down")
+    own_redis.start()
+    with st.client() as c:
+        wait_for(lambda: c.get("/readyz").status_code == 200, 15, "readiness after Redis returned")
+    job = st.submit({"steps": 2, "interval_ms": 0})
+    end = read_stream(st.url, job["links"]["events"], timeout=60).events[-1]
+    assert end.event == "completed"

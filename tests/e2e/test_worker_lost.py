@@ -45,3 +45,14 @@ def test_a_killed_worker_is_noticed_and_its_job_fails_or_is_retried(make_stack, 
     # one report of the loss: nothing after the end, and RQ's own job for the lost attempt is gone
     with st.client() as c:
         assert c.get(f"/jobs/{job['id']}").json()["last_event_id"] == end.id
+
+
+def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(make_stack) -> None:
+    st: Stack = make_stack(workers=1)
+    job = st.submit({"steps": 6, "interval_ms": 200})
+    read_stream(st.url, job["links"]["events"], stop=lambda s: any(e.data.get("status") == "running" for e in s.events))
+    worker = st.workers[0]
+    worker.send_signal(signal.SIGTERM)
+    end = read_stream(st.url, job["links"]["events"]).events[-1]
+    assert end.event == "completed" and end.data["result"] == {"steps": 6}
+    assert worker.wait(timeout=10) == 0
