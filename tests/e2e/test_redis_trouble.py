@@ -79,3 +79,25 @@ def test_workers_carry_on_by_themselves_after_redis_comes_back(make_stack, own_r
     job = st.submit({"steps": 2, "interval_ms": 0})
     end = read_stream(st.url, job["links"]["events"], timeout=60).events[-1]
     assert end.event == "completed"
+
+
+def test_redis_killed_and_restarted_mid_stream_a_resuming_client_misses_nothing(make_stack, tmp_path: Path) -> None:
+    durable = RedisServer(tmp_path / "durable", persistent=True)
+    (tmp_path / "durable").mkdir()
+    durable.start()
+    try:
+        st: Stack = make_stack(workers=1, redis=durable)
+        job = st.submit({"steps": 30, "interval_ms": 100, "emit_output": True})
+        before = read_stream(st.url, job["links"]["events"], headers={"Last-Event-ID": "0"},
+                             stop=lambda s: sum(e.event == "output" for e in s.events) >= 5)
+        durable.stop()  # SIGKILL
+        durable.start()  # the append-only file brings everything back
+        with st.client() as c:
+            wait_for(lambda: c.get("/readyz").status_code == 200, 15, "readiness after Redis returned")
+        after = read_stream(st.url, job["links"]["events"], headers={"Last-Event-ID": str(before.events[-1].id)})
+        events = before.events + after.events
+        assert [e.id for e in events] == list(range(1, len(events) + 1))
+        assert after.events[-1].terminal
+        print("after the restart the job ended", after.events[-1].event, after.events[-1].data["error"])
+    finally:
+        durable.close()
