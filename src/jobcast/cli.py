@@ -61,7 +61,7 @@ def app_from_env() -> object:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.with_(host=args.host or settings.host, port=args.port or settings.port)
-    _serve(settings, _factory(settings), args.workers)
+    _serve(settings, _factory(settings), args.workers or settings.api_workers)
     return 0
 
 
@@ -127,11 +127,12 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.with_(host=args.host or settings.host, port=args.port or settings.port)
     with contextlib.ExitStack() as stack:
         factory = RedisFactory(settings.redis_url) if settings.redis_url else stack.enter_context(embedded_redis())
-        for i in range(args.workers):
+        workers = settings.dev_workers if args.workers is None else args.workers
+        for i in range(workers):
             worker = make_worker(Runtime.build(settings, factory), ThreadWorker, name=f"dev-{os.getpid()}-{i}")
             threading.Thread(target=worker.work, kwargs={"logging_level": settings.log_level.upper()},
                              name=worker.name, daemon=True).start()
-        print(f"jobcast is running at http://{settings.host}:{settings.port}/ with {args.workers} workers "
+        print(f"jobcast is running at http://{settings.host}:{settings.port}/ with {workers} workers "
               f"(Ctrl-C stops it)", flush=True)
         _serve(settings, factory)
     return 0
@@ -142,10 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the API server (uvicorn)")
-    serve.add_argument("--host", help="bind address (JOBCAST_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (JOBCAST_PORT, default 8000)")
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("JOBCAST_API_WORKERS", "1")),
-                       help="API processes (JOBCAST_API_WORKERS, default 1)")
+    _bind_options(serve)
+    serve.add_argument("--workers", type=int, help="API processes (JOBCAST_API_WORKERS, default 1)")
     serve.set_defaults(run=cmd_serve)
 
     worker = sub.add_parser("worker", help="run an RQ worker for jobcast jobs")
@@ -159,12 +158,15 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=cmd_worker)
 
     dev = sub.add_parser("dev", help="run everything in one process, with a private Redis if REDIS_URL is unset")
-    dev.add_argument("--host", help="bind address (JOBCAST_HOST, default 127.0.0.1)")
-    dev.add_argument("--port", type=int, help="port (JOBCAST_PORT, default 8000)")
-    dev.add_argument("--workers", type=int, default=int(os.environ.get("JOBCAST_DEV_WORKERS", "2")),
-                     help="in-process workers (JOBCAST_DEV_WORKERS, default 2)")
+    _bind_options(dev)
+    dev.add_argument("--workers", type=int, help="in-process workers (JOBCAST_DEV_WORKERS, default 2)")
     dev.set_defaults(run=cmd_dev)
     return parser
+
+
+def _bind_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (JOBCAST_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (JOBCAST_PORT, default 8000)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

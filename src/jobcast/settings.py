@@ -74,6 +74,10 @@ class Settings:
     """`JOBCAST_HOST`: the address `jobcast serve` and `jobcast dev` bind to."""
     port: int = 8000
     """`JOBCAST_PORT`: the port `jobcast serve` and `jobcast dev` listen on."""
+    api_workers: int = 1
+    """`JOBCAST_API_WORKERS`: API processes `jobcast serve` runs."""
+    dev_workers: int = 2
+    """`JOBCAST_DEV_WORKERS`: in-process workers `jobcast dev` runs."""
     log_level: str = "info"
     """`JOBCAST_LOG_LEVEL`: debug, info, warning or error."""
 
@@ -107,6 +111,8 @@ class Settings:
             job_modules=modules,
             host=_str(env, "JOBCAST_HOST", "127.0.0.1"),
             port=_int(env, "JOBCAST_PORT", 8000, 1, 65535),
+            api_workers=_int(env, "JOBCAST_API_WORKERS", 1, 1, 64),
+            dev_workers=_int(env, "JOBCAST_DEV_WORKERS", 2, 0, 32),
             log_level=log_level,
         )
 
