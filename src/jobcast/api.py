@@ -221,8 +221,20 @@ async def delete_job(request: Request) -> Response:
 
 
 async def get_job(request: Request, status_code: int = 200) -> Response:
+    """The job object; with `If-None-Match` of its current ETag, `304` and no body (for pollers)."""
     snap = await _owned_snapshot(request, request.path_params["job_id"])
-    return JSON(_with_links(snap.job_object()), status_code=status_code)
+    body = orjson.dumps(_with_links(snap.job_object()))
+    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if status_code == 200 and etag in _etags(request.headers.get("if-none-match")):
+        return Response(status_code=304, headers=headers)
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
+
+
+def _etags(header: str | None) -> set[str]:
+    if not header:
+        return set()
+    return {t.strip().removeprefix("W/") for t in header.split(",")}
 
 
 def _last_event_id(request: Request) -> int | None:

@@ -184,3 +184,17 @@ def test_polling_agrees_with_the_stream(stack: Stack) -> None:
     with stack.client() as c:
         final = c.get(f"/jobs/{job['id']}").json()
     assert final == rest.events[-1].data
+
+
+def test_polling_with_an_etag_gets_304_until_something_changes(stack: Stack) -> None:
+    job = stack.submit({"steps": 3, "interval_ms": 0, "fail_at": 2})
+    read_stream(stack.url, job["links"]["events"])
+    with stack.client() as c:
+        first = c.get(f"/jobs/{job['id']}")
+        etag = first.headers["etag"]
+        again = c.get(f"/jobs/{job['id']}", headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+        assert c.get(f"/jobs/{job['id']}", headers={"If-None-Match": '"other", W/' + etag}).status_code == 304
+        assert c.post(f"/jobs/{job['id']}/retry").status_code == 202
+        changed = c.get(f"/jobs/{job['id']}", headers={"If-None-Match": etag})
+        assert changed.status_code == 200 and changed.headers["etag"] != etag
