@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from types import FrameType
 from contextlib import asynccontextmanager
 
@@ -16,7 +17,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import FileResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from jobcast import api
 from jobcast.connections import RedisFactory
@@ -88,6 +91,13 @@ def _end_streams_on_exit(services: Services) -> Callable[[], None]:
     return restore
 
 
+STATIC = Path(__file__).parent / "static"
+
+
+async def _page(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
 def create_app(settings: Settings, factory: RedisFactory | None = None, registry: Registry | None = None) -> Starlette:
     """The jobcast API for `settings`; Redis comes from `factory` (default: `settings.redis_url`)."""
     if factory is None:
@@ -117,6 +127,8 @@ def create_app(settings: Settings, factory: RedisFactory | None = None, registry
         Route("/job-types", api.job_types, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/", _page, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers = {
         JobcastError: _jobcast_error,

@@ -1,0 +1,306 @@
+// jobcast browser client: watch a job live, with automatic fallback to polling.
+//
+//   import { watchJob } from "/static/jobcast.js";
+//   const handle = watchJob(job, {
+//     onState: (state, job) => ...,   // every change: the job object as it now stands
+//     onOutput: (output, job) => ..., // {kind: "item", item} or {kind: "delta", text}, as produced
+//     onDone: (job) => ...,           // the terminal job object (completed, failed or canceled)
+//     onError: (error) => ...,        // the job is gone (404), or the key is refused (401)
+//     onMode: (mode) => ...,          // "sse" or "polling"
+//   });
+//   handle.close();
+//
+// It uses EventSource on the job's `links.events`, which resumes by itself with
+// Last-Event-ID; it falls back to polling GET /jobs/{id} (with If-None-Match)
+// when EventSource is missing, when the stream fails to open repeatedly, or
+// when no event arrives within a few seconds of opening (a proxy that buffers
+// the stream: the server always sends a first event at once). Jobs being
+// watched are remembered in localStorage, so `resumeWatches()` re-attaches to
+// them after a page reload, from the last event seen.
+
+const TERMINAL = new Set(["completed", "failed", "canceled"]);
+const STORE_KEY = "jobcast.watching";
+const FIRST_EVENT_TIMEOUT_MS = 4000;
+const MAX_STREAM_FAILURES = 3;
+// A browser opens at most 6 connections to one host over HTTP/1.1; an open event
+// stream holds one for good. Past this many live streams, more jobs are polled,
+// so the page's other requests never wait behind them.
+const MAX_STREAMS = 4;
+let openStreams = 0;
+
+let apiKey = null;
+
+/** Send `Authorization: Bearer <key>` with every request this client makes (null: none). */
+export function setApiKey(key) {
+  apiKey = key || null;
+}
+
+function headers(extra = {}) {
+  return apiKey ? { ...extra, Authorization: `Bearer ${apiKey}` } : extra;
+}
+
+export async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  if (response.status === 204) return null;
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = new Error(body?.error?.message || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    error.code = body?.error?.code;
+    error.details = body?.error?.details;
+    throw error;
+  }
+  return body;
+}
+
+export const submitJob = (type, payload = {}, extra = {}) =>
+  api("/jobs", { method: "POST", headers: { "Content-Type": "application/json" },
+                 body: JSON.stringify({ type, payload, ...extra }) });
+export const getJob = (id) => api(`/jobs/${id}`);
+export const cancelJob = (id) => api(`/jobs/${id}/cancel`, { method: "POST" });
+export const retryJob = (id) => api(`/jobs/${id}/retry`, { method: "POST" });
+export const listJobs = (query = "") => api(`/jobs${query ? `?${query}` : ""}`);
+export const jobTypes = () => api("/job-types");
+
+function remembered() {
+  try {
+    return JSON.parse(localStorage.getItem(STORE_KEY) || "{}");
+  } catch {
+    return {};
+  }
+}
+
+function remember(id, lastEventId) {
+  const all = remembered();
+  if (lastEventId === null) delete all[id];
+  else all[id] = lastEventId;
+  localStorage.setItem(STORE_KEY, JSON.stringify(all));
+}
+
+/** The ids of jobs being watched when the page was left, with the last event id seen. */
+export function rememberedJobs() {
+  return remembered();
+}
+
+/**
+ * Re-attach to every job that was being watched when the page was left. Each
+ * starts from a snapshot of the job as it now is (everything it produced so
+ * far included), then goes on live: nothing seen before the reload is missed.
+ */
+export function resumeWatches(handlersFor) {
+  return Object.keys(remembered()).map((id) => watchJob(id, handlersFor(id)));
+}
+
+/**
+ * Watch a job: `jobOrId` is a job object (as POST /jobs returns it) or a job id.
+ * Returns a handle with `close()` and `mode`.
+ */
+export function watchJob(jobOrId, handlers = {}) {
+  const { onState = () => {}, onOutput = () => {}, onDone = () => {}, onError = () => {},
+          onMode = () => {} } = handlers;
+  const id = typeof jobOrId === "string" ? jobOrId : jobOrId.id;
+  let job = typeof jobOrId === "string" ? null : jobOrId;
+  let lastEventId = job ? job.last_event_id ?? null : null;
+  let closed = false;
+  let source = null;
+  let pollTimer = null;
+  let firstEventTimer = null;
+  let failures = 0;
+  const handle = { mode: null, close, get job() { return job; } };
+
+  function setMode(mode) {
+    if (handle.mode !== mode) {
+      handle.mode = mode;
+      onMode(mode);
+    }
+  }
+
+  function closeSource() {
+    if (source) {
+      source.close();
+      source = null;
+      openStreams -= 1;
+    }
+  }
+
+  function close() {
+    closed = true;
+    closeSource();
+    clearTimeout(pollTimer);
+    clearTimeout(firstEventTimer);
+  }
+
+  function finish(final) {
+    job = final;
+    remember(id, null);
+    close();
+    onState(final, final);
+    onDone(final);
+  }
+
+  function fail(error) {
+    remember(id, null);
+    close();
+    onError(error);
+  }
+
+  function applyState(state) {
+    job = { ...(job || {}), ...state };
+    onState(job, job);
+  }
+
+  function applyOutput(out) {
+    if (job) {
+      const output = job.output || { items: [], text: "" };
+      job = { ...job, output: out.kind === "item"
+        ? { ...output, items: [...output.items, out.item] }
+        : { ...output, text: output.text + out.text } };
+    }
+    onOutput(out, job);
+  }
+
+  function seen(event) {
+    failures = 0;
+    clearTimeout(firstEventTimer);
+    if (event.lastEventId) {
+      lastEventId = Number(event.lastEventId);
+      remember(id, lastEventId);
+    }
+  }
+
+  function openStream() {
+    if (closed) return;
+    if (typeof EventSource === "undefined" || globalThis.JOBCAST_DISABLE_EVENTSOURCE || openStreams >= MAX_STREAMS) {
+      startPolling();
+      return;
+    }
+    setMode("sse");
+    let url = job?.links?.events || `/jobs/${id}/events`;
+    // With a job object in hand, only what came after it is needed; without one, a snapshot.
+    if (job && lastEventId !== null) url += `${url.includes("?") ? "&" : "?"}last_event_id=${lastEventId}`;
+    source = new EventSource(url);
+    openStreams += 1;
+    firstEventTimer = setTimeout(() => {
+      // Nothing yet, though the server always answers at once: a proxy buffers the stream.
+      closeSource();
+      startPolling();
+    }, FIRST_EVENT_TIMEOUT_MS);
+    source.addEventListener("snapshot", (e) => {
+      seen(e);
+      job = JSON.parse(e.data);
+      onState(job, job);
+    });
+    source.addEventListener("state", (e) => {
+      seen(e);
+      applyState(JSON.parse(e.data));
+    });
+    source.addEventListener("output", (e) => {
+      seen(e);
+      applyOutput(JSON.parse(e.data));
+    });
+    for (const name of TERMINAL) {
+      source.addEventListener(name, (e) => {
+        seen(e);
+        finish(JSON.parse(e.data));
+      });
+    }
+    source.onerror = () => {
+      if (closed) return;
+      if (source && source.readyState === EventSource.CLOSED) {
+        closeSource();
+        // The server refused the stream (204 after the end, 401, 404, 503): ask it plainly what is going on.
+        clearTimeout(firstEventTimer);
+        failures += 1;
+        recover();
+      }
+      // CONNECTING: EventSource reconnects by itself with Last-Event-ID.
+    };
+  }
+
+  async function recover() {
+    let current;
+    try {
+      current = await getJob(id);
+    } catch (error) {
+      if (error.status === 404 || error.status === 401) return fail(error);
+      current = null; // unreachable for now
+    }
+    if (closed) return;
+    if (current && TERMINAL.has(current.status)) return finish(current);
+    if (current) {
+      job = current; // with a fresh links.events (and stream token)
+      lastEventId = current.last_event_id;
+      onState(job, job);
+    }
+    if (failures >= MAX_STREAM_FAILURES) startPolling();
+    else setTimeout(openStream, 1000 * failures);
+  }
+
+  function startPolling() {
+    if (closed) return;
+    closeSource();
+    setMode("polling");
+    let etag = null;
+    const started = Date.now();
+    const tick = async () => {
+      if (closed) return;
+      try {
+        const response = await fetch(`/jobs/${id}`, { headers: headers(etag ? { "If-None-Match": etag } : {}) });
+        if (response.status === 404 || response.status === 401) {
+          const body = await response.json().catch(() => null);
+          const error = new Error(body?.error?.message || `${response.status}`);
+          error.status = response.status;
+          return fail(error);
+        }
+        if (response.status === 200) {
+          etag = response.headers.get("ETag");
+          const current = await response.json();
+          emitDifferences(current);
+          if (TERMINAL.has(current.status)) return finish(current);
+        }
+      } catch {
+        // the network is down for now: keep trying
+      }
+      // About every second, backing off to every 5 s for a job that runs for long.
+      const delay = Math.min(5000, 1000 + (Date.now() - started) / 30);
+      pollTimer = setTimeout(tick, delay);
+    };
+    tick();
+  }
+
+  function emitDifferences(current) {
+    const before = job?.output || { items: [], text: "" };
+    const after = current.output || { items: [], text: "" };
+    const sameAttempt = job && job.attempt === current.attempt;
+    if (sameAttempt) {
+      for (const item of after.items.slice(before.items.length)) onOutput({ kind: "item", item }, current);
+      if (after.text.length > before.text.length) {
+        onOutput({ kind: "delta", text: after.text.slice(before.text.length) }, current);
+      }
+    }
+    job = current;
+    if (current.last_event_id !== lastEventId) {
+      lastEventId = current.last_event_id;
+      if (!TERMINAL.has(current.status)) remember(id, lastEventId);
+    }
+    onState(current, current);
+  }
+
+  remember(id, lastEventId ?? 0);
+  if (job) onState(job, job);
+  if (job && TERMINAL.has(job.status)) {
+    finish(job);
+    return handle;
+  }
+  openStream();
+  return handle;
+}
+
+/** How a job's state reads to a person: "Queued — 2 ahead", "Starting", "Generating 20/50", ... */
+export function describe(job) {
+  if (!job) return "";
+  if (job.status === "queued" && job.queue_position !== null && job.queue_position !== undefined) {
+    return job.stage === "waiting" ? job.message : `Queued — ${job.queue_position} ahead`;
+  }
+  return job.message || job.status;
+}

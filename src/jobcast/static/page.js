@@ -1,0 +1,184 @@
+// The page at `/`: a form built from each job type's JSON Schema, and a live card per job.
+import {
+  cancelJob, describe, jobTypes, listJobs, rememberedJobs, retryJob, setApiKey, submitJob, watchJob,
+} from "/static/jobcast.js";
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const cards = new Map(); // job id -> {element, handle}
+const TERMINAL = new Set(["completed", "failed", "canceled"]);
+let types = [];
+
+// -- the API key (only needed when the server requires one) ----------------------
+
+const keyInput = $("#api-key");
+keyInput.value = sessionStorage.getItem("jobcast.apiKey") || "";
+setApiKey(keyInput.value);
+keyInput.addEventListener("change", () => {
+  sessionStorage.setItem("jobcast.apiKey", keyInput.value);
+  setApiKey(keyInput.value);
+  start();
+});
+
+// -- the submit form ---------------------------------------------------------------
+
+function fieldType(spec) {
+  if (spec.type) return spec.type;
+  const types = (spec.anyOf || []).map((s) => s.type).filter((t) => t && t !== "null");
+  return types[0] || "string";
+}
+
+function renderForm(type) {
+  const fields = $("#payload-fields");
+  fields.replaceChildren(Object.assign(document.createElement("legend"), { textContent: "Payload" }));
+  $("#type-description").textContent = type.available ? type.description : `Unavailable: ${type.unavailable_reason}`;
+  const schema = type.schema || {};
+  const required = new Set(schema.required || []);
+  for (const [name, spec] of Object.entries(schema.properties || {})) {
+    const kind = fieldType(spec);
+    const label = document.createElement("label");
+    label.append(`${spec.title || name}${required.has(name) ? " *" : ""} `);
+    let input;
+    if (spec.enum) {
+      input = document.createElement("select");
+      for (const value of spec.enum) input.append(new Option(value, value));
+    } else if (kind === "boolean") {
+      input = Object.assign(document.createElement("input"), { type: "checkbox", checked: !!spec.default });
+    } else if (kind === "integer" || kind === "number") {
+      input = Object.assign(document.createElement("input"), { type: "number", step: kind === "integer" ? "1" : "any" });
+      if (spec.minimum !== undefined) input.min = spec.minimum;
+      if (spec.maximum !== undefined) input.max = spec.maximum;
+    } else if (kind === "array" || kind === "object") {
+      input = Object.assign(document.createElement("textarea"), { rows: 3, placeholder: "JSON" });
+    } else {
+      input = Object.assign(document.createElement("input"), { type: "text" });
+    }
+    input.name = name;
+    input.dataset.kind = kind;
+    if (spec.default !== undefined && spec.default !== null && kind !== "boolean") {
+      input.value = typeof spec.default === "object" ? JSON.stringify(spec.default) : spec.default;
+    }
+    if (required.has(name)) input.required = true;
+    label.append(input);
+    if (spec.description) label.append(Object.assign(document.createElement("small"), { textContent: ` ${spec.description}` }));
+    fields.append(label);
+  }
+}
+
+function readPayload() {
+  const payload = {};
+  for (const input of $("#payload-fields").querySelectorAll("[name]")) {
+    const { kind } = input.dataset;
+    if (kind === "boolean") payload[input.name] = input.checked;
+    else if (input.value === "") continue;
+    else if (kind === "integer" || kind === "number") payload[input.name] = Number(input.value);
+    else if (kind === "array" || kind === "object") payload[input.name] = JSON.parse(input.value);
+    else payload[input.name] = input.value;
+  }
+  return payload;
+}
+
+$("#job-type").addEventListener("change", (e) => renderForm(types.find((t) => t.name === e.target.value)));
+
+$("#submit-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("#submit-error").textContent = "";
+  try {
+    const job = await submitJob($("#job-type").value, readPayload());
+    track(job, true);
+  } catch (error) {
+    const details = (error.details || []).map((d) => `${d.path}: ${d.message}`).join("; ");
+    $("#submit-error").textContent = details ? `${error.message} (${details})` : error.message;
+  }
+});
+
+// -- job cards -------------------------------------------------------------------------
+
+function renderItem(item) {
+  const box = Object.assign(document.createElement("div"), { className: "item" });
+  if (item && typeof item === "object" && !Array.isArray(item)) {
+    const list = document.createElement("dl");
+    for (const [key, value] of Object.entries(item)) {
+      list.append(Object.assign(document.createElement("dt"), { textContent: key }),
+                  Object.assign(document.createElement("dd"), {
+                    textContent: typeof value === "object" ? JSON.stringify(value) : String(value) }));
+    }
+    box.append(list);
+  } else {
+    box.textContent = JSON.stringify(item);
+  }
+  return box;
+}
+
+function render(card, job) {
+  const el = card.element;
+  el.className = `job ${job.status}`;
+  $(".type", el).textContent = job.type || "";
+  $(".status", el).textContent = job.status;
+  $(".status", el).className = `status ${job.status}`;
+  const pct = Number(job.progress || 0);
+  const bar = $(".bar", el);
+  bar.setAttribute("aria-valuenow", String(pct));
+  bar.setAttribute("aria-valuetext", `${pct}% — ${describe(job)}`);
+  $(".fill", el).style.width = `${pct}%`;
+  $(".message", el).textContent = describe(job);
+  $(".stage", el).textContent = job.stage ? `Stage: ${job.stage}.` : "";
+  $(".attempt", el).textContent = job.max_attempts > 1 ? `Attempt ${job.attempt} of ${job.max_attempts}.` : "";
+  $(".eta", el).textContent = job.eta_s !== null && job.eta_s !== undefined ? `About ${job.eta_s} s left.` : "";
+  $(".error", el).textContent = job.error && job.status !== "completed" ? `${job.error.code}: ${job.error.message}` : "";
+  $(".cancel", el).hidden = TERMINAL.has(job.status);
+  $(".retry", el).hidden = !(job.status === "failed" || job.status === "canceled");
+  if (job.output) {
+    const items = $(".items", el);
+    if (items.children.length !== job.output.items.length) items.replaceChildren(...job.output.items.map(renderItem));
+    const text = $(".text", el);
+    text.hidden = !job.output.text;
+    text.textContent = job.output.text;
+  }
+}
+
+function follow(card, jobOrId) {
+  if (card.handle) card.handle.close();
+  card.handle = watchJob(jobOrId, {
+    onState: (job) => render(card, job),
+    onOutput: (out, job) => job && render(card, job),
+    onDone: (job) => render(card, job),
+    onError: (error) => { $(".error", card.element).textContent = error.message; },
+    onMode: (mode) => { $(".mode", card.element).textContent = mode === "sse" ? "live" : "polling"; },
+  });
+}
+
+function track(jobOrId, first = false) {
+  const id = typeof jobOrId === "string" ? jobOrId : jobOrId.id;
+  let card = cards.get(id);
+  if (!card) {
+    const element = $("#job-card").content.firstElementChild.cloneNode(true);
+    element.dataset.jobId = id;
+    $(".id", element).textContent = id.slice(0, 8);
+    card = { element, handle: null };
+    cards.set(id, card);
+    $(".cancel", element).addEventListener("click", () => cancelJob(id).then((job) => render(card, job)).catch(
+      (error) => { $(".error", element).textContent = error.message; }));
+    $(".retry", element).addEventListener("click", () => retryJob(id).then((job) => follow(card, job)).catch(
+      (error) => { $(".error", element).textContent = error.message; }));
+    if (first) $("#jobs").prepend(element);
+    else $("#jobs").append(element);
+  }
+  if (typeof jobOrId !== "string") render(card, jobOrId);
+  if (typeof jobOrId === "string" || !TERMINAL.has(jobOrId.status)) follow(card, jobOrId);
+  return card;
+}
+
+async function start() {
+  try {
+    types = (await jobTypes()).job_types;
+    const select = $("#job-type");
+    select.replaceChildren(...types.map((t) => new Option(t.name, t.name)));
+    if (types.length) renderForm(types[0]);
+    for (const id of Object.keys(rememberedJobs())) track(id);
+    for (const job of (await listJobs("limit=20")).jobs) if (!cards.has(job.id)) track(job);
+  } catch (error) {
+    $("#submit-error").textContent = error.message;
+  }
+}
+
+start();

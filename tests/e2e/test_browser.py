@@ -1,0 +1,128 @@
+"""A person uses the page at `/` in real headless Chromium (Debian's, driven by playwright)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.e2e.harness import ROOT, Stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
+
+RECORD = """
+window.seen = {progress: [], items: []};
+new MutationObserver(() => {
+  const card = document.querySelector('.job');
+  if (!card) return;
+  const p = Number(card.querySelector('.bar').getAttribute('aria-valuenow'));
+  if (window.seen.progress.at(-1) !== p) window.seen.progress.push(p);
+  const n = card.querySelectorAll('.item').length;
+  if (window.seen.items.at(-1) !== n) window.seen.items.push(n);
+}).observe(document, {subtree: true, childList: true, attributes: true});
+"""
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        raise RuntimeError("Debian's chromium is not installed; `.ci/run` installs it (apt-get install chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+    context = browser.new_context(base_url=stack.url, viewport={"width": 1000, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    context.close()
+    assert errors == [], f"the page threw: {errors}"
+
+
+def _submit(page: Page, steps: int, interval_ms: int, emit_output: bool = False) -> str:
+    page.goto("/")
+    page.wait_for_selector("input[name=steps]")
+    page.fill("input[name=steps]", str(steps))
+    page.fill("input[name=interval_ms]", str(interval_ms))
+    if emit_output:
+        page.check("input[name=emit_output]")
+    page.click("#submit-form button[type=submit]")
+    card = page.wait_for_selector(".job")
+    return card.get_attribute("data-job-id")
+
+
+def _status(page: Page, job_id: str) -> str:
+    return page.locator(f'.job[data-job-id="{job_id}"] .status').inner_text()
+
+
+def _wait_status(page: Page, job_id: str, status: str, timeout: float = 30_000) -> None:
+    page.wait_for_function(
+        "([id, s]) => document.querySelector(`.job[data-job-id='${id}'] .status`)?.textContent === s",
+        arg=[job_id, status], timeout=timeout)
+
+
+def test_submit_from_the_page_and_watch_the_bar_fill(page: Page) -> None:
+    page.add_init_script(RECORD)
+    job_id = _submit(page, steps=10, interval_ms=200, emit_output=True)
+    page.wait_for_function("() => Number(document.querySelector('.job .bar').getAttribute('aria-valuenow')) >= 40")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-mid-job.png"), full_page=True)
+    _wait_status(page, job_id, "completed")
+    seen = page.evaluate("window.seen")
+    assert seen["progress"][-1] == 100 and any(0 < p < 100 for p in seen["progress"]), seen
+    assert seen["progress"] == sorted(seen["progress"])
+    assert seen["items"][-1] == 10 and len(seen["items"]) >= 4, "items should arrive one by one"
+    bar = page.locator(f'.job[data-job-id="{job_id}"] .bar')
+    assert bar.get_attribute("role") == "progressbar" and bar.get_attribute("aria-valuemax") == "100"
+    assert page.locator(f'.job[data-job-id="{job_id}"] .mode').inner_text() == "live"
+
+
+def test_the_first_thing_shown_is_the_real_state_never_a_false_zero(page: Page) -> None:
+    job_id = _submit(page, steps=3, interval_ms=300)
+    message = page.locator(f'.job[data-job-id="{job_id}"] .message').inner_text()
+    assert message.startswith(("Queued — ", "Starting", "Step ")), message
+
+
+def test_reload_mid_job_reattaches_and_finishes(page: Page) -> None:
+    job_id = _submit(page, steps=15, interval_ms=200)
+    page.wait_for_function("() => Number(document.querySelector('.job .bar').getAttribute('aria-valuenow')) >= 20")
+    page.reload()
+    card = page.wait_for_selector(f'.job[data-job-id="{job_id}"]')
+    assert float(card.query_selector(".bar").get_attribute("aria-valuenow")) >= 20
+    _wait_status(page, job_id, "completed")
+    assert page.evaluate("localStorage.getItem('jobcast.watching')") == "{}"
+
+
+def test_without_eventsource_the_page_falls_back_to_polling(page: Page) -> None:
+    page.add_init_script("window.JOBCAST_DISABLE_EVENTSOURCE = true")
+    job_id = _submit(page, steps=4, interval_ms=300, emit_output=True)
+    page.wait_for_function(f"() => document.querySelector('.job[data-job-id=\"{job_id}\"] .mode').textContent === 'polling'")
+    _wait_status(page, job_id, "completed")
+    assert page.locator(f'.job[data-job-id="{job_id}"] .item').count() == 4
+
+
+def test_a_buffering_proxy_makes_the_page_fall_back_to_polling(page: Page) -> None:
+    # A proxy that holds the stream back: the request for it never answers.
+    page.route("**/events*", lambda route: None)
+    job_id = _submit(page, steps=6, interval_ms=1000)
+    page.wait_for_function(f"() => document.querySelector('.job[data-job-id=\"{job_id}\"] .mode').textContent === 'polling'",
+                           timeout=10_000)
+    _wait_status(page, job_id, "completed")
+
+
+def test_cancel_from_the_page(page: Page) -> None:
+    job_id = _submit(page, steps=30, interval_ms=300)
+    page.wait_for_function("() => Number(document.querySelector('.job .bar').getAttribute('aria-valuenow')) > 0")
+    page.click(f'.job[data-job-id="{job_id}"] button.cancel')
+    _wait_status(page, job_id, "canceled", timeout=10_000)
+    assert page.locator(f'.job[data-job-id="{job_id}"] button.retry').is_visible()
