@@ -176,7 +176,7 @@ async def _create(request: Request, svc: Services, owner: str, job_id: str, jtyp
         with svc.sync_redis.pipeline(transaction=True) as pipe:
             pipe.multi()  # RQ's enqueue joins an explicit MULTI; it would start its own otherwise
             svc.sync_store.create(pipe, job_id, owner, created_ms, created_at, fields)
-            lifecycle.enqueue(svc.sync_store, pipe, job_id, jtype.name, svc.settings.queue, timeout_s)
+            lifecycle.enqueue(svc.sync_store, pipe, job_id, 1, jtype.name, svc.settings.queue, timeout_s)
             ahead: int = pipe.execute()[0]
         return ahead
 

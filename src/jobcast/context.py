@@ -327,8 +327,12 @@ class JobContext(Scope):
         """Do what is due; return how long to wait before the next round."""
         now = time.monotonic()
         if now >= self._next_beat:
-            self._store.heartbeat(self.id)
             self._next_beat = now + self._beat_every
+            if not self._store.heartbeat(self.id, self.attempt):
+                # This attempt is over without us (canceled, lost and retried): stop writing.
+                self._stopped = True
+                self._mark_canceled()
+                return 0
         if not self._canceled and now - self._last_cancel_poll >= CANCEL_POLL_S:
             self._last_cancel_poll = now
             if self._store.cancel_requested(self.id):

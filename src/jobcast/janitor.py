@@ -10,9 +10,12 @@ handled (and its RQ job gone).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-import uuid
+import time
+
+from redis.exceptions import LockError
 
 from jobcast.lifecycle import lose, now_ms, promote, requeue
 from jobcast.store import Store
@@ -26,15 +29,23 @@ class Janitor:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.interval_s = max(0.5, store.settings.heartbeat_deadline_s / 8)
-        self._token = uuid.uuid4().hex
         self._stop = threading.Event()
+        self._last_ok = time.monotonic()
 
     def sweep(self) -> bool:
         """One round, if no other janitor holds the lock; True if this one swept."""
-        redis, keys = self.store.redis, self.store.keys
-        if not redis.set(keys.janitor, self._token, nx=True, px=int(self.interval_s * 4000)):
+        keys = self.store.keys
+        lock = self.store.redis.lock(keys.janitor, timeout=self.interval_s * 4, blocking=False)
+        acquired = lock.acquire()
+        gap, self._last_ok = time.monotonic() - self._last_ok, time.monotonic()  # Redis answered
+        if not acquired:
             return False
         try:
+            if gap > 3 * self.interval_s:
+                # Redis (or this process) was away: no worker could send a heartbeat meanwhile,
+                # so give every running job a full period before judging any of them lost.
+                log.info("janitor: first sweep after a gap; extending every running job's heartbeat once")
+                self.store.extend_all_heartbeats()
             now = now_ms()
             for job_id in self.store.due(keys.running, now):
                 lose(self.store, job_id)
@@ -43,8 +54,8 @@ class Janitor:
             for owner in self.store.waiting_owners():
                 promote(self.store, owner)
         finally:
-            if redis.get(keys.janitor) == self._token.encode():
-                redis.delete(keys.janitor)
+            with contextlib.suppress(LockError):
+                lock.release()
         return True
 
     def run(self) -> None:

@@ -7,9 +7,9 @@ comes first wins and the others are refused: every loss is reported once.
 
 A failed attempt is retried while `attempt < max_attempts`: the job goes back
 to `queued` with the next attempt number and a due time in the delayed set,
-and the janitor enqueues it once that time has come and RQ has finished with
-the previous attempt (the RQ job id is the jobcast id, so the old RQ job must
-be done before the new one is written).
+and the janitor enqueues it once that time has come. The delayed set is the
+one way back into RQ (`requeue`), and each trip through RQ has an RQ job of
+its own (`rq_job_id`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from typing import Any
 
 import orjson
 from redis.client import Pipeline
+from redis.exceptions import WatchError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -30,8 +30,8 @@ from jobcast.record import CANCELED, FAILED, QUEUED, QUEUED_STAGE, RUNNING, job_
 from jobcast.store import EmitResult, Store
 
 __all__ = [
-    "RETRY_STAGE", "cancel", "delete", "end_job", "enqueue", "error_json", "fail_attempt", "forget_rq_job", "lose",
-    "promote", "requeue", "retry", "retry_delay",
+    "RETRY_STAGE", "cancel", "delete", "end_job", "enqueue", "error_json", "fail_attempt", "lose", "promote",
+    "requeue", "retry", "retry_delay", "rq_job_id",
 ]
 
 log = logging.getLogger("jobcast.lifecycle")
@@ -76,21 +76,10 @@ def end_job(
 
 
 def promote(store: Store, owner: str) -> None:
-    """Start the owner's waiting jobs that now have a slot, and tell the rest their new place."""
-    queues = set()
-    for job_id in store.promote(owner):
-        record = store.load(job_id)
-        if record is None:
-            continue
-        with store.redis.pipeline(transaction=True) as pipe:
-            pipe.multi()
-            forget_rq_job(store, job_id, pipe)  # the RQ job that found no slot, long done
-            enqueue(store, pipe, job_id, record["type"], record["queue"], int(record["timeout_s"]))
-            pipe.execute()
-        queues.add(record["queue"])
-        log.info("job %s: got a slot of %s's; queued", job_id, owner)
-    for queue in queues:
-        store.tell_positions(queue)
+    """Send the owner's waiting jobs that now have a slot to RQ, and tell the rest their new place."""
+    for job_id in store.promote(owner):  # each is in the delayed set, due now
+        log.info("job %s: got a slot of %s's", job_id, owner)
+        requeue(store, job_id)
     store.tell_waiting(owner)
 
 
@@ -108,13 +97,21 @@ def fail_attempt(
     items: list[bytes],
     fields: Mapping[str, str] | None = None,
 ) -> EmitResult:
-    """The running attempt failed: schedule the next one while attempts remain, else end the job `failed`."""
+    """The running attempt failed: schedule the next one while attempts remain, else end the job `failed`.
+
+    A job that was asked to cancel ends `canceled` instead, however its code failed on the way out.
+    """
     attempt, max_attempts = int(record["attempt"]), int(record["max_attempts"])
+    if store.cancel_requested(record["id"]):
+        return end_job(store, record, CANCELED, items=items, guard_status=(RUNNING,),
+                       fields={**(fields or {}), "message": "Canceled",
+                               "error": error_json("canceled", f"canceled by request (then: {message})")})
     if attempt < max_attempts:
         delay = retry_delay(store.settings.retry_base_s, attempt)
+        when = f"{delay:.0f}" if delay >= 10 else f"{delay:.1f}"
         next_fields = {
             "status": QUEUED, "attempt": str(attempt + 1), "progress": "0", "stage": RETRY_STAGE,
-            "message": f"Retrying in {delay:.0f} s (attempt {attempt + 1} of {max_attempts}) after: {message}"[:200],
+            "message": f"Retrying in {when} s (attempt {attempt + 1} of {max_attempts}) after: {message}"[:200],
             "queue_position": "", "eta_s": "", "started_at": "",
         }
         res = store.emit(record["id"], "state", ts=now_iso(), fields=next_fields, guard_status=(RUNNING,),
@@ -128,41 +125,60 @@ def fail_attempt(
 
 
 def cancel_queued(store: Store, record: Mapping[str, str], items: list[bytes], reason: str) -> EmitResult:
-    return end_job(store, record, CANCELED, items=items, guard_status=(QUEUED,),
-                   fields={"message": "Canceled", "error": error_json("canceled", reason)})
+    res = end_job(store, record, CANCELED, items=items, guard_status=(QUEUED,),
+                  fields={"message": "Canceled", "error": error_json("canceled", reason)})
+    if res.outcome == "ok" and record.get("rq_id"):
+        Queue(record["queue"], connection=store.redis).remove(record["rq_id"])
+        store.tell_positions(record["queue"])
+    return res
 
 
-def forget_rq_job(store: Store, job_id: str, pipe: Pipeline | Any = None) -> None:
-    """Remove RQ's job of that id from its queue, registries and keys, if there is one."""
-    try:
-        Job.fetch(job_id, connection=store.redis).delete(pipeline=pipe, remove_from_queue=True)
-    except NoSuchJobError:
-        pass
+def rq_job_id(job_id: str, run: int) -> str:
+    """The RQ job of a job's `run`-th trip through RQ: the jobcast id itself first, then `{id}-{run}`.
+
+    Each trip gets an RQ job of its own (a retry, or a job that waited for a slot,
+    goes again), so a work horse still finishing an earlier trip can never
+    overwrite the RQ job of the next one.
+    """
+    return job_id if run == 1 else f"{job_id}-{run}"
 
 
-def enqueue(store: Store, pipe: Pipeline, job_id: str, type_name: str, queue: str, timeout_s: int) -> None:
-    """Queue RQ's job for `job_id` in `pipe` (which must be in MULTI)."""
+def enqueue(store: Store, pipe: Pipeline, job_id: str, run: int, type_name: str, queue: str, timeout_s: int) -> None:
+    """Queue, in `pipe` (in MULTI), the RQ job for the `run`-th trip of `job_id`, and note it on the record."""
+    rq_id = rq_job_id(job_id, run)
+    pipe.hset(store.keys.job(job_id), mapping={"run": run, "rq_id": rq_id})
     Queue(queue, connection=store.redis).enqueue_call(
-        RUN_JOB, args=(job_id,), job_id=job_id, timeout=timeout_s, failure_ttl=store.settings.job_ttl_s,
-        description=f"{type_name} {job_id}", pipeline=pipe,
+        RUN_JOB, args=(job_id, run), job_id=rq_id, timeout=timeout_s, failure_ttl=store.settings.job_ttl_s,
+        description=f"{type_name} {job_id} (run {run})", pipeline=pipe,
     )
 
 
 def requeue(store: Store, job_id: str) -> bool:
-    """Put a job whose retry is due back into its RQ queue; False to try again later."""
+    """Send a queued job whose time has come (`{p}:delayed`) to RQ; False if it must wait for another round.
+
+    The delayed set is the one way back into RQ (for retries, manual or automatic,
+    and for jobs that got a slot), so a crash between deciding and enqueueing
+    leaves the job there for the janitor to pick up, never lost.
+    """
     keys, redis = store.keys, store.redis
-    record = store.load(job_id)
-    if record is None or record["status"] != QUEUED or record.get("stage") != RETRY_STAGE:
-        redis.zrem(keys.delayed, job_id)
-        return True
-    if redis.hget(f"{Job.redis_job_namespace_prefix}{job_id}", "status") == b"started":
-        return False  # RQ is still finishing the previous attempt
     with redis.pipeline(transaction=True) as pipe:
-        pipe.multi()
-        pipe.zrem(keys.delayed, job_id)
-        forget_rq_job(store, job_id, pipe)
-        enqueue(store, pipe, job_id, record["type"], record["queue"], int(record["timeout_s"]))
-        pipe.execute()
+        try:
+            pipe.watch(keys.job(job_id))  # type: ignore[no-untyped-call]
+            record = store.load(job_id)
+            if record is None or record["status"] != QUEUED or record.get("stage") not in (RETRY_STAGE, QUEUED_STAGE):
+                pipe.multi()
+                pipe.zrem(keys.delayed, job_id)
+                pipe.execute()
+                return True
+            if pipe.zscore(keys.delayed, job_id) is None:
+                return True  # another janitor took it
+            pipe.multi()
+            pipe.zrem(keys.delayed, job_id)
+            enqueue(store, pipe, job_id, int(record.get("run") or 1) + 1, record["type"], record["queue"],
+                    int(record["timeout_s"]))
+            pipe.execute()
+        except WatchError:
+            return False  # the job changed meanwhile: look again next round
     store.emit(job_id, "state", ts=now_iso(), fields={"stage": QUEUED_STAGE, "message": "Queued"},
                guard_status=(QUEUED,), guard_attempt=int(record["attempt"]))
     store.tell_positions(record["queue"])
@@ -180,11 +196,8 @@ def lose(store: Store, job_id: str) -> None:
         return  # a heartbeat came in just now
     items = store.output_items(job_id)
     log.warning("job %s: worker lost (no heartbeat for %ss)", job_id, store.settings.heartbeat_deadline_s)
-    res = fail_attempt(store, record, "worker_lost",
-                       "the worker running this job stopped responding (its process died or was killed)",
-                       items=items)
-    if res.outcome == "ok":
-        forget_rq_job(store, job_id)
+    fail_attempt(store, record, "worker_lost",
+                 "the worker running this job stopped responding (its process died or was killed)", items=items)
 
 
 def cancel(store: Store, job_id: str) -> str:
@@ -201,8 +214,6 @@ def cancel(store: Store, job_id: str) -> str:
         if status == QUEUED:
             res = cancel_queued(store, record, store.output_items(job_id), "canceled by request")
             if res.outcome == "ok":
-                forget_rq_job(store, job_id)
-                store.tell_positions(record["queue"])
                 return "canceled"
         elif status == RUNNING:
             res = store.emit(job_id, "state", ts=now_iso(), fields={"cancel": "1", "message": "Canceling"},
@@ -226,22 +237,22 @@ def retry(store: Store, job_id: str) -> str:
               "queue_position": "", "eta_s": "", "started_at": "", "ended_at": "", "result": "", "error": "",
               "cancel": ""}
     res = store.emit(job_id, "state", ts=now_iso(), fields=fields, guard_status=(FAILED, CANCELED),
-                     guard_attempt=attempt - 1)
+                     guard_attempt=attempt - 1, retry_at_ms=now_ms())
     if res.outcome != "ok":
         return retry(store, job_id) if res.outcome == "refused" else "missing"
-    with store.redis.pipeline(transaction=True) as pipe:
-        pipe.multi()
-        forget_rq_job(store, job_id, pipe)
-        enqueue(store, pipe, job_id, record["type"], record["queue"], int(record["timeout_s"]))
-        pipe.execute()
-    store.tell_positions(record["queue"])
     log.info("job %s: retried by request as attempt %d", job_id, attempt)
+    requeue(store, job_id)  # or, should this fail, the janitor's next round
     return "ok"
 
 
 def delete(store: Store, job_id: str, owner: str) -> str:
-    """Forget a finished job and its RQ job; returns `ok`, `missing`, or the status that keeps it."""
+    """Forget a finished job and the RQ jobs of its runs; returns `ok`, `missing`, or the status that keeps it."""
+    record = store.load(job_id)
     outcome = store.delete(job_id, owner)
-    if outcome == "ok":
-        forget_rq_job(store, job_id)
+    if outcome == "ok" and record is not None:
+        for run in range(1, int(record.get("run") or 1) + 1):
+            try:
+                Job.fetch(rq_job_id(job_id, run), connection=store.redis).delete()
+            except NoSuchJobError:
+                pass
     return outcome

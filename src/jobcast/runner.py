@@ -59,13 +59,16 @@ def _result_json(result: Any) -> str:
     return orjson.dumps(result).decode()
 
 
-def run_job(job_id: str) -> None:
-    """Run one attempt of the jobcast job `job_id` (RQ's entry point)."""
+def run_job(job_id: str, run: int = 1) -> None:
+    """Run one attempt of the jobcast job `job_id`, on its `run`-th trip through RQ (RQ's entry point)."""
     runtime = current_runtime()
     store = runtime.store
     record = store.load(job_id)
     if record is None:
         log.warning("job %s: no record (deleted or expired before it ran); skipping", job_id)
+        return
+    if int(record.get("run") or 1) != run:
+        log.info("job %s: RQ job of run %d is stale (the job is on run %s); skipping", job_id, run, record.get("run"))
         return
     if record["status"] in TERMINAL:
         log.info("job %s: already %s; skipping", job_id, record["status"])
@@ -111,11 +114,13 @@ def run_job(job_id: str) -> None:
     hard_stop = _hard_stop.get()  # read here: overdue() runs on the context's own thread
 
     def overdue() -> None:
-        finish(CANCELED, message="Canceled", error=error_json(
-            "canceled", f"canceled by request; the job did not stop by itself within "
-                        f"{store.settings.cancel_grace_s:g} s, so it was stopped"))
-        if hard_stop is not None:
-            hard_stop()
+        try:
+            finish(CANCELED, message="Canceled", error=error_json(
+                "canceled", f"canceled by request; the job did not stop by itself within "
+                            f"{store.settings.cancel_grace_s:g} s, so it was stopped"))
+        finally:  # even if Redis failed us just now: a lost worker is reported as canceled (see fail_attempt)
+            if hard_stop is not None:
+                hard_stop()
 
     try:
         job_type = runtime.registry.get(record["type"])

@@ -43,6 +43,7 @@ CREATE_LUA = _LIB + _lua("create")
 POSITIONS_LUA = _LIB + _lua("positions")
 DELETE_LUA = _lua("delete")
 PROMOTE_LUA = _LIB + _lua("promote")
+HEARTBEAT_LUA = _lua("heartbeat")
 SNAPSHOT_LUA = _lua("snapshot")
 
 LIVE_POSITIONS = 20
@@ -116,6 +117,7 @@ class Store:
         self._positions = redis.register_script(POSITIONS_LUA)
         self._delete = redis.register_script(DELETE_LUA)
         self._promote = redis.register_script(PROMOTE_LUA)
+        self._heartbeat = redis.register_script(HEARTBEAT_LUA)
 
     def create(self, pipe: Pipeline, job_id: str, owner: str, created_ms: int, ts: str, fields: Mapping[str, str]) -> None:
         """Queue the creation of a record in `pipe` (a MULTI that RQ's enqueue joins next)."""
@@ -142,9 +144,10 @@ class Store:
             return 0
         keys = [line]
         args: list[str | int] = [now_iso(), message, self.settings.events_kept, stage]
-        for job_id in ids:
+        for line_id in ids:
+            job_id = line_id.split("-", 1)[0]  # an RQ job id is the jobcast id, or `{id}-{run}`
             keys += [k.job(job_id), k.events(job_id)]
-            args += [job_id, k.channel(job_id)]
+            args += [line_id, k.channel(job_id)]
         told: int = self._positions(keys=keys, args=args)
         return told
 
@@ -154,8 +157,9 @@ class Store:
         limit = self.settings.max_running_per_owner
         if limit <= 0:
             return []
-        ids = self._promote(keys=[k.active(owner), k.waiting(owner), k.waiting_owners],
-                            args=[limit, k.prefix, owner, now_iso(), self.settings.events_kept])
+        ids = self._promote(keys=[k.active(owner), k.waiting(owner), k.waiting_owners, k.delayed],
+                            args=[limit, k.prefix, owner, now_iso(), self.settings.events_kept,
+                                  time.time_ns() // 1_000_000])
         return [i.decode() for i in cast(list[bytes], ids)]
 
     def waiting_owners(self) -> list[str]:
@@ -180,10 +184,17 @@ class Store:
     def output_items(self, job_id: str) -> list[bytes]:
         return cast(list[bytes], self.redis.lrange(self.keys.items(job_id), 0, -1))
 
-    def heartbeat(self, job_id: str) -> None:
-        """Push a running job's heartbeat deadline out by `JOBCAST_HEARTBEAT_S` (only while it is running)."""
+    def heartbeat(self, job_id: str, attempt: int) -> bool:
+        """Push a running attempt's deadline out by `JOBCAST_HEARTBEAT_S`; False if that attempt is over."""
         deadline = time.time_ns() // 1_000_000 + int(self.settings.heartbeat_deadline_s * 1000)
-        self.redis.zadd(self.keys.running, {job_id: deadline}, xx=True)
+        return bool(self._heartbeat(keys=[self.keys.job(job_id), self.keys.running], args=[job_id, attempt, deadline]))
+
+    def extend_all_heartbeats(self) -> None:
+        """Give every running job a full heartbeat period from now (after an outage nobody could beat through)."""
+        deadline = time.time_ns() // 1_000_000 + int(self.settings.heartbeat_deadline_s * 1000)
+        ids = cast(list[bytes], self.redis.zrange(self.keys.running, 0, -1))
+        if ids:
+            self.redis.zadd(self.keys.running, dict.fromkeys(ids, deadline), xx=True)
 
     def cancel_requested(self, job_id: str) -> bool:
         return self.redis.hget(self.keys.job(job_id), "cancel") == b"1"

@@ -16,20 +16,23 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 ARTIFACTS = ROOT / "test-artifacts"
 
 RECORD = """
-window.seen = {progress: [], items: []};
+window.seen = {};  // per job card: every progress value and item count it showed, in order
 new MutationObserver(() => {
-  const card = document.querySelector('.job');
-  if (!card) return;
-  const p = Number(card.querySelector('.bar').getAttribute('aria-valuenow'));
-  if (window.seen.progress.at(-1) !== p) window.seen.progress.push(p);
-  const n = card.querySelectorAll('.item').length;
-  if (window.seen.items.at(-1) !== n) window.seen.items.push(n);
+  for (const card of document.querySelectorAll('.job')) {
+    const seen = window.seen[card.dataset.jobId] ??= {progress: [], items: []};
+    const p = Number(card.querySelector('.bar').getAttribute('aria-valuenow'));
+    if (seen.progress.at(-1) !== p) seen.progress.push(p);
+    const n = card.querySelectorAll('.item').length;
+    if (seen.items.at(-1) !== n) seen.items.push(n);
+  }
 }).observe(document, {subtree: true, childList: true, attributes: true});
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped: playwright's sync API keeps an event loop running while it is open,
+    which would break `asyncio.run` in the tests after these."""
     if not CHROMIUM.exists():
         raise RuntimeError("Debian's chromium is not installed; `.ci/run` installs it (apt-get install chromium)")
     with sync_playwright() as p:
@@ -56,9 +59,11 @@ def _submit(page: Page, steps: int, interval_ms: int, emit_output: bool = False)
     page.fill("input[name=interval_ms]", str(interval_ms))
     if emit_output:
         page.check("input[name=emit_output]")
-    page.click("#submit-form button[type=submit]")
-    card = page.wait_for_selector(".job")
-    return card.get_attribute("data-job-id")
+    with page.expect_response(lambda r: r.url.endswith("/jobs") and r.request.method == "POST") as posted:
+        page.click("#submit-form button[type=submit]")
+    job_id: str = posted.value.json()["id"]
+    page.wait_for_selector(f'.job[data-job-id="{job_id}"]')
+    return job_id
 
 
 def _status(page: Page, job_id: str) -> str:
@@ -74,11 +79,12 @@ def _wait_status(page: Page, job_id: str, status: str, timeout: float = 30_000) 
 def test_submit_from_the_page_and_watch_the_bar_fill(page: Page) -> None:
     page.add_init_script(RECORD)
     job_id = _submit(page, steps=10, interval_ms=200, emit_output=True)
-    page.wait_for_function("() => Number(document.querySelector('.job .bar').getAttribute('aria-valuenow')) >= 40")
+    page.wait_for_function(f"() => Number(document.querySelector('.job[data-job-id=\"{job_id}\"] .bar')"
+                           ".getAttribute('aria-valuenow')) >= 40")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page-mid-job.png"), full_page=True)
     _wait_status(page, job_id, "completed")
-    seen = page.evaluate("window.seen")
+    seen = page.evaluate("window.seen")[job_id]
     assert seen["progress"][-1] == 100 and any(0 < p < 100 for p in seen["progress"]), seen
     assert seen["progress"] == sorted(seen["progress"])
     assert seen["items"][-1] == 10 and len(seen["items"]) >= 4, "items should arrive one by one"
@@ -95,7 +101,8 @@ def test_the_first_thing_shown_is_the_real_state_never_a_false_zero(page: Page) 
 
 def test_reload_mid_job_reattaches_and_finishes(page: Page) -> None:
     job_id = _submit(page, steps=15, interval_ms=200)
-    page.wait_for_function("() => Number(document.querySelector('.job .bar').getAttribute('aria-valuenow')) >= 20")
+    page.wait_for_function(f"() => Number(document.querySelector('.job[data-job-id=\"{job_id}\"] .bar')"
+                           ".getAttribute('aria-valuenow')) >= 20")
     page.reload()
     card = page.wait_for_selector(f'.job[data-job-id="{job_id}"]')
     assert float(card.query_selector(".bar").get_attribute("aria-valuenow")) >= 20
@@ -122,7 +129,8 @@ def test_a_buffering_proxy_makes_the_page_fall_back_to_polling(page: Page) -> No
 
 def test_cancel_from_the_page(page: Page) -> None:
     job_id = _submit(page, steps=30, interval_ms=300)
-    page.wait_for_function("() => Number(document.querySelector('.job .bar').getAttribute('aria-valuenow')) > 0")
+    page.wait_for_function(f"() => Number(document.querySelector('.job[data-job-id=\"{job_id}\"] .bar')"
+                           ".getAttribute('aria-valuenow')) > 0")
     page.click(f'.job[data-job-id="{job_id}"] button.cancel')
     _wait_status(page, job_id, "canceled", timeout=10_000)
     assert page.locator(f'.job[data-job-id="{job_id}"] button.retry').is_visible()

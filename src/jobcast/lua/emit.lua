@@ -54,7 +54,8 @@ if limit > 0 and (kind == 'start' or kind == 'end') then
   active = ARGV[16] .. ':active:{' .. owner .. '}'
   waiting = ARGV[16] .. ':waiting:{' .. owner .. '}'
   if kind == 'start' and redis.call('SISMEMBER', active, id) == 0 then
-    if redis.call('SCARD', active) >= limit then
+    -- No slot taken ahead of the owner's jobs already waiting for one.
+    if redis.call('SCARD', active) >= limit or redis.call('LLEN', waiting) > 0 then
       if not redis.call('LPOS', waiting, id) then redis.call('RPUSH', waiting, id) end
       redis.call('SADD', ARGV[16] .. ':waiting-owners', owner)
       local position = tostring(redis.call('LPOS', waiting, id))

@@ -6,7 +6,7 @@
 -- KEYS[1] the line (a list), then per job: its hash, its event stream
 -- ARGV[1] ts   ARGV[2] message template with '{n}'   ARGV[3] events kept
 -- ARGV[4] the stage of a job waiting in this line
--- ARGV[5..] per job: its id, its channel
+-- ARGV[5..] per job: its id in the line (its RQ job id, or its jobcast id), its channel
 -- Returns how many jobs were told.
 local told = 0
 local n = (#KEYS - 1) / 2

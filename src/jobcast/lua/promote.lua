@@ -1,9 +1,12 @@
 -- Give free slots of an owner's to the jobs waiting for them, in order: each
--- one promoted takes a slot and becomes `Queued`; the caller then enqueues it
--- in RQ. Returns the ids promoted.
+-- one promoted takes a slot, becomes `Queued` and is due in the delayed set at
+-- once, from where it goes to RQ (the caller does that at once, or else the
+-- janitor). Returns the ids promoted.
 --
 -- KEYS[1] the owner's slots (set)   KEYS[2] the owner's waiting list   KEYS[3] owners with waiting jobs
+-- KEYS[4] the delayed set
 -- ARGV[1] the limit   ARGV[2] the key prefix   ARGV[3] the owner   ARGV[4] ts   ARGV[5] events kept
+-- ARGV[6] now (ms)
 local promoted = {}
 while redis.call('SCARD', KEYS[1]) < tonumber(ARGV[1]) do
   local id = redis.call('LPOP', KEYS[2])
@@ -12,6 +15,7 @@ while redis.call('SCARD', KEYS[1]) < tonumber(ARGV[1]) do
   local cur = redis.call('HMGET', job, 'status', 'stage', 'progress', 'attempt', 'seq')
   if cur[1] == 'queued' and cur[2] == 'waiting' then
     redis.call('SADD', KEYS[1], id)
+    redis.call('ZADD', KEYS[4], ARGV[6], id)
     local seq = tonumber(cur[5]) + 1
     redis.call('HSET', job, 'stage', 'queued', 'message', 'Queued', 'queue_position', '', 'seq', seq)
     append_event(ARGV[2] .. ':ev:{' .. id .. '}', ARGV[2] .. ':ch:{' .. id .. '}', seq, 'state',
