@@ -59,3 +59,11 @@ def stubborn(ctx: JobContext, p: Nothing) -> dict:
     ctx.progress(10, "Sleeping without checking for a cancel")
     time.sleep(60)
     return {}
+
+
+@job_type("fails_when_canceled", payload=Nothing, description="Raises an error once it sees a cancel.")
+def fails_when_canceled(ctx: JobContext, p: Nothing) -> dict:
+    while not ctx.canceled:
+        ctx.progress(50, "Working")
+        time.sleep(0.01)
+    raise RuntimeError("the model request was closed")

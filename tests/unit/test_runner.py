@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -79,3 +80,21 @@ def test_a_job_that_is_not_queued_is_left_alone(store: Store, new_job, runtime: 
 def test_outside_a_jobcast_worker_the_error_says_how_to_start_one() -> None:
     with pytest.raises(RuntimeError, match="jobcast worker"):
         run_job("x")
+
+
+def test_a_canceled_job_whose_code_then_fails_ends_canceled_not_retried(store: Store, new_job,
+                                                                        runtime: Runtime) -> None:
+    job = new_job(running=False, type="fails_when_canceled", payload="{}", max_attempts="3")
+    threading.Timer(0.2, lambda: store.redis.hset(store.keys.job(job["id"]), "cancel", "1")).start()
+    with pytest.raises(RuntimeError):
+        run_job(job["id"])
+    end = events(store, job["id"])[-1]
+    assert end[1] == "canceled" and end[2]["attempt"] == 1
+    assert "the model request was closed" in end[2]["error"]["message"]
+    assert store.redis.zscore(store.keys.delayed, job["id"]) is None
+
+
+def test_a_stale_rq_job_of_an_earlier_run_is_skipped(store: Store, new_job, runtime: Runtime) -> None:
+    job = new_job(running=False, run="2")
+    run_job(job["id"], 1)
+    assert store.load(job["id"])["status"] == "queued"
