@@ -1,0 +1,1 @@
+../../src/jobcast/static/jobcast.js
