@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tests.e2e.harness import Stack, Stream, count_events, read_stream
+from tests.e2e.harness import Stack, Stream, read_stream
 
 
 def _wait_running(st: Stack, job: dict) -> Stream:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from jobcast.context import JobCanceled, JobContext
-from jobcast.record import now_iso
 from jobcast.store import Store
 from tests.unit.conftest import events
 

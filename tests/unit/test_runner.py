@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 import tests.fixtures  # noqa: F401  (registers the test job types)
+from jobcast.context import JobFailed
 from jobcast.registry import load_job_types
 from jobcast.runner import _runtime, run_job
 from jobcast.runtime import Runtime
@@ -26,7 +27,7 @@ def runtime(store: Store) -> Iterator[Runtime]:
 def _run(store: Store, new_job, type_: str, payload: str, fails: bool = False) -> tuple[list, dict]:
     job = new_job(running=False, type=type_, payload=payload)
     if fails:  # the error is re-raised for RQ after the terminal event
-        with pytest.raises(Exception):
+        with pytest.raises((JobFailed, TypeError)):
             run_job(job["id"])
     else:
         run_job(job["id"])
