@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from enum import Enum
+from typing import Literal
 import time
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,3 +69,29 @@ def fails_when_canceled(ctx: JobContext, p: Nothing) -> dict:
         ctx.progress(50, "Working")
         time.sleep(0.01)
     raise RuntimeError("the model request was closed")
+
+
+class Tone(str, Enum):
+    warm = "warm"
+    dry = "dry"
+
+
+class Sampling(BaseModel):
+    temperature: float = 0.7
+
+
+class FormShowcase(BaseModel):
+    """Fields of every kind the page's form must handle."""
+
+    model_config = ConfigDict(extra="forbid")
+    count: int = Field(3, ge=1, le=10)
+    tone: Tone = Tone.warm
+    style: Literal["short", "long"] | None = None
+    strict: bool
+    sampling: Sampling = Sampling()
+    tags: list[str] = []
+
+
+@job_type("form_showcase", payload=FormShowcase, description="Echoes its payload.")
+def form_showcase(ctx: JobContext, p: FormShowcase) -> dict:
+    return p.model_dump(mode="json")

@@ -20,19 +20,24 @@ import { describe, watchJob } from "./jobcast.js";
 
 const NO_OUTPUT = { items: [], text: "" };
 
+const TERMINAL = new Set(["completed", "failed", "canceled"]);
+
+const initial = (jobOrId) => ({ job: jobOrId && typeof jobOrId === "object" ? jobOrId : null, mode: null, error: null });
+
 /**
  * Follow a job live: `jobOrId` is a job object (as POST /jobs returns it) or a job id.
  * Returns {job, status, progress, message, output, mode, error}, re-rendering as the job changes;
- * `mode` is "sse" or "polling". Watching stops when the job ends or the component unmounts.
+ * `mode` is "sse" or "polling". Watching stops when the job ends or the component unmounts, and
+ * starts again for another job, or for the same one handed in live again (after POST /retry).
  */
 export function useJob(jobOrId) {
   const id = typeof jobOrId === "string" ? jobOrId : jobOrId?.id;
-  const [state, setState] = useState(() => ({
-    job: jobOrId && typeof jobOrId === "object" ? jobOrId : null, mode: null, error: null,
-  }));
+  const live = !!jobOrId && (typeof jobOrId === "string" || !TERMINAL.has(jobOrId.status));
+  const [state, setState] = useState(() => initial(jobOrId));
 
   useEffect(() => {
     if (!id) return undefined;
+    setState(initial(jobOrId));
     const handle = watchJob(jobOrId, {
       onState: (job) => setState((s) => ({ ...s, job })),
       onOutput: (_, job) => job && setState((s) => ({ ...s, job })),
@@ -41,7 +46,7 @@ export function useJob(jobOrId) {
       onMode: (mode) => setState((s) => ({ ...s, mode })),
     });
     return () => handle.close();
-  }, [id]); // eslint-disable-line react-hooks/exhaustive-deps -- a new id is a new job; the object is only its start
+  }, [id, live]); // eslint-disable-line react-hooks/exhaustive-deps -- the object is only where watching starts
 
   const { job, mode, error } = state;
   return {

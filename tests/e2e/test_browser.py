@@ -56,7 +56,8 @@ def page(browser: Browser, stack: Stack) -> Iterator[Page]:
 
 def _submit(page: Page, steps: int, interval_ms: int, emit_output: bool = False) -> str:
     page.goto("/")
-    page.wait_for_selector("input[name=steps]")
+    page.wait_for_selector("#job-type option[value=demo]", state="attached")
+    page.select_option("#job-type", "demo")
     page.fill("input[name=steps]", str(steps))
     page.fill("input[name=interval_ms]", str(interval_ms))
     if emit_output:
@@ -109,7 +110,7 @@ def test_reload_mid_job_reattaches_and_finishes(page: Page) -> None:
     card = page.wait_for_selector(f'.job[data-job-id="{job_id}"]')
     assert float(card.query_selector(".bar").get_attribute("aria-valuenow")) >= 20
     _wait_status(page, job_id, "completed")
-    assert page.evaluate("localStorage.getItem('jobcast.watching')") == "{}"
+    assert page.evaluate("localStorage.getItem('jobcast.watching')") == "[]"
 
 
 def test_without_eventsource_the_page_falls_back_to_polling(page: Page) -> None:
@@ -174,3 +175,65 @@ def test_the_react_hook_follows_a_job_to_its_end(page: Page, stack: Stack) -> No
     progress = [r["progress"] for r in renders]
     assert progress == sorted(progress) and any(0 < p < 100 for p in progress) and progress[-1] == 100
     assert renders[-1]["items"] == 5 and "sse" in {r["mode"] for r in renders}
+
+
+@pytest.fixture
+def own_page(browser: Browser, make_stack) -> Iterator[tuple[Page, Stack]]:
+    """A page on a private stack (no workers unless the test starts some)."""
+    st: Stack = make_stack(workers=0, JOBCAST_JOB_MODULES="tests.fixtures")
+    context = browser.new_context(base_url=st.url, viewport={"width": 1000, "height": 900})
+    yield context.new_page(), st
+    context.close()
+
+
+def test_a_job_that_waits_quietly_stays_live_rather_than_falling_back(own_page: tuple[Page, Stack]) -> None:
+    page, st = own_page
+    job_id = _submit(page, steps=2, interval_ms=0)  # no worker: it waits in the queue, quietly
+    page.wait_for_timeout(5000)  # longer than the client's 4 s wait for a first event
+    assert page.locator(f'.job[data-job-id="{job_id}"] .mode').inner_text() == "live"
+    st.start_worker()
+    _wait_status(page, job_id, "completed")
+
+
+def test_a_retried_attempt_starts_with_fresh_output_on_the_card(page: Page) -> None:
+    page.add_init_script(RECORD)
+    page.goto("/")
+    page.wait_for_selector("input[name=steps]")
+    job = page.evaluate("""() => fetch('/jobs', {method: 'POST', body: JSON.stringify({type: 'demo',
+        payload: {steps: 6, interval_ms: 100, fail_at: 4, emit_output: true}, max_attempts: 2})}).then(r => r.json())""")
+    page.reload()
+    page.wait_for_selector(f'.job[data-job-id="{job["id"]}"]')
+    _wait_status(page, job["id"], "failed")
+    seen = page.evaluate("window.seen")[job["id"]]
+    assert max(seen["items"]) <= 3, f"items of two attempts were shown together: {seen['items']}"
+    assert page.locator(f'.job[data-job-id="{job["id"]}"] .item').count() == 3
+
+
+def test_polling_keeps_the_latest_items_once_the_server_caps_them(page: Page) -> None:
+    page.add_init_script("window.JOBCAST_DISABLE_EVENTSOURCE = true")
+    job_id = _submit(page, steps=1300, interval_ms=0, emit_output=True)
+    _wait_status(page, job_id, "completed", timeout=60_000)
+    items = page.locator(f'.job[data-job-id="{job_id}"] .item dd')
+    assert page.locator(f'.job[data-job-id="{job_id}"] .item').count() == 1000
+    assert items.first.inner_text() == "301" and items.nth(1998).inner_text() == "1300"
+
+
+def test_the_form_handles_enums_optionals_booleans_and_nested_models(own_page: tuple[Page, Stack]) -> None:
+    page, st = own_page
+    page.goto("/")
+    page.wait_for_selector("#job-type")
+    page.select_option("#job-type", "form_showcase")
+    page.wait_for_selector("select[name=tone]")
+    assert page.locator("select[name=tone] option").all_inner_texts() == ["warm", "dry"]
+    assert page.locator("select[name=style] option").all_inner_texts() == ["", "short", "long"]
+    page.fill("textarea[name=tags]", '["a", "b"]')
+    with page.expect_response(lambda r: r.url.endswith("/jobs") and r.request.method == "POST") as posted:
+        page.click("#submit-form button[type=submit]")  # strict left unchecked: false is a valid answer
+    assert posted.value.status == 202, posted.value.text()
+    st.start_worker()
+    job_id = posted.value.json()["id"]
+    _wait_status(page, job_id, "completed")
+    with st.client() as c:
+        result = c.get(f"/jobs/{job_id}").json()["result"]
+    assert result == {"count": 3, "tone": "warm", "style": None, "strict": False, "sampling": {"temperature": 0.7},
+                      "tags": ["a", "b"]}

@@ -2,7 +2,7 @@
 //
 //   import { watchJob } from "/static/jobcast.js";
 //   const handle = watchJob(job, {
-//     onState: (state, job) => ...,   // every change: the job object as it now stands
+//     onState: (job) => ...,          // every change: the whole job object as it now stands
 //     onOutput: (output, job) => ..., // {kind: "item", item} or {kind: "delta", text}, as produced
 //     onDone: (job) => ...,           // the terminal job object (completed, failed or canceled)
 //     onError: (error) => ...,        // the job is gone (404), or the key is refused (401)
@@ -10,18 +10,23 @@
 //   });
 //   handle.close();
 //
-// It uses EventSource on the job's `links.events`, which resumes by itself with
-// Last-Event-ID; it falls back to polling GET /jobs/{id} (with If-None-Match)
-// when EventSource is missing, when the stream fails to open repeatedly, or
-// when no event arrives within a few seconds of opening (a proxy that buffers
-// the stream: the server always sends a first event at once). Jobs being
-// watched are remembered in localStorage, so `resumeWatches()` re-attaches to
-// them after a page reload, from the last event seen.
+// `job.output` in onState is always the truth (a new attempt starts it afresh);
+// onOutput only reports what is new, for UIs that append.
+//
+// It uses EventSource on the job's `links.events`. Every stream it opens starts
+// with a snapshot of the job, which the server sends at once, and EventSource
+// resumes by itself with Last-Event-ID after a network blip. It falls back to
+// polling GET /jobs/{id} (with If-None-Match) when EventSource is missing, when
+// the stream fails to open repeatedly, when no event arrives within a few
+// seconds of opening (a proxy that buffers the stream), or when four streams
+// are open already. Jobs being watched are remembered in localStorage, so
+// `resumeWatches()` re-attaches to them after a page reload.
 
 const TERMINAL = new Set(["completed", "failed", "canceled"]);
 const STORE_KEY = "jobcast.watching";
 const FIRST_EVENT_TIMEOUT_MS = 4000;
 const MAX_STREAM_FAILURES = 3;
+const MAX_ITEMS = 1000; // as many as the server keeps
 // A browser opens at most 6 connections to one host over HTTP/1.1; an open event
 // stream holds one for good. Past this many live streams, more jobs are polled,
 // so the page's other requests never wait behind them.
@@ -62,24 +67,23 @@ export const retryJob = (id) => api(`/jobs/${id}/retry`, { method: "POST" });
 export const listJobs = (query = "") => api(`/jobs${query ? `?${query}` : ""}`);
 export const jobTypes = () => api("/job-types");
 
-function remembered() {
+function watching() {
   try {
-    return JSON.parse(localStorage.getItem(STORE_KEY) || "{}");
+    return JSON.parse(localStorage.getItem(STORE_KEY) || "[]");
   } catch {
-    return {};
+    return [];
   }
 }
 
-function remember(id, lastEventId) {
-  const all = remembered();
-  if (lastEventId === null) delete all[id];
-  else all[id] = lastEventId;
-  localStorage.setItem(STORE_KEY, JSON.stringify(all));
+function remember(id, yes) {
+  const ids = watching().filter((other) => other !== id);
+  if (yes) ids.push(id);
+  localStorage.setItem(STORE_KEY, JSON.stringify(ids));
 }
 
-/** The ids of jobs being watched when the page was left, with the last event id seen. */
+/** The ids of jobs being watched when the page was left. */
 export function rememberedJobs() {
-  return remembered();
+  return watching();
 }
 
 /**
@@ -88,19 +92,28 @@ export function rememberedJobs() {
  * far included), then goes on live: nothing seen before the reload is missed.
  */
 export function resumeWatches(handlersFor) {
-  return Object.keys(remembered()).map((id) => watchJob(id, handlersFor(id)));
+  return watching().map((id) => watchJob(id, handlersFor(id)));
+}
+
+/** The items of `after` that come after the last one in `before` (both capped lists). */
+function newItems(before, after) {
+  if (!before.length) return after;
+  const last = JSON.stringify(before[before.length - 1]);
+  for (let i = after.length - 1; i >= 0; i--) {
+    if (JSON.stringify(after[i]) === last) return after.slice(i + 1);
+  }
+  return after;
 }
 
 /**
  * Watch a job: `jobOrId` is a job object (as POST /jobs returns it) or a job id.
- * Returns a handle with `close()` and `mode`.
+ * Returns a handle with `close()`, `mode` and `job` (the latest job object).
  */
 export function watchJob(jobOrId, handlers = {}) {
   const { onState = () => {}, onOutput = () => {}, onDone = () => {}, onError = () => {},
           onMode = () => {} } = handlers;
   const id = typeof jobOrId === "string" ? jobOrId : jobOrId.id;
   let job = typeof jobOrId === "string" ? null : jobOrId;
-  let lastEventId = job ? job.last_event_id ?? null : null;
   let closed = false;
   let source = null;
   let pollTimer = null;
@@ -121,39 +134,49 @@ export function watchJob(jobOrId, handlers = {}) {
       source = null;
       openStreams -= 1;
     }
+    clearTimeout(firstEventTimer);
   }
 
   function close() {
     closed = true;
     closeSource();
     clearTimeout(pollTimer);
-    clearTimeout(firstEventTimer);
   }
 
   function finish(final) {
     job = final;
-    remember(id, null);
+    remember(id, false);
     close();
-    onState(final, final);
+    onState(final);
     onDone(final);
   }
 
   function fail(error) {
-    remember(id, null);
+    remember(id, false);
     close();
     onError(error);
   }
 
+  function replace(current) {
+    job = current;
+    onState(job);
+  }
+
   function applyState(state) {
-    job = { ...(job || {}), ...state };
-    onState(job, job);
+    const next = { ...(job || {}), ...state };
+    delete next.ts;
+    if (job && state.attempt !== job.attempt) {
+      // A new attempt: the server started its output afresh, and it has no result or error yet.
+      Object.assign(next, { output: { items: [], text: "" }, result: null, error: null, ended_at: null });
+    }
+    replace(next);
   }
 
   function applyOutput(out) {
     if (job) {
       const output = job.output || { items: [], text: "" };
       job = { ...job, output: out.kind === "item"
-        ? { ...output, items: [...output.items, out.item] }
+        ? { ...output, items: [...output.items, out.item].slice(-MAX_ITEMS) }
         : { ...output, text: output.text + out.text } };
     }
     onOutput(out, job);
@@ -162,10 +185,7 @@ export function watchJob(jobOrId, handlers = {}) {
   function seen(event) {
     failures = 0;
     clearTimeout(firstEventTimer);
-    if (event.lastEventId) {
-      lastEventId = Number(event.lastEventId);
-      remember(id, lastEventId);
-    }
+    if (job && event.lastEventId) job = { ...job, last_event_id: Number(event.lastEventId) };
   }
 
   function openStream() {
@@ -175,10 +195,9 @@ export function watchJob(jobOrId, handlers = {}) {
       return;
     }
     setMode("sse");
-    let url = job?.links?.events || `/jobs/${id}/events`;
-    // With a job object in hand, only what came after it is needed; without one, a snapshot.
-    if (job && lastEventId !== null) url += `${url.includes("?") ? "&" : "?"}last_event_id=${lastEventId}`;
-    source = new EventSource(url);
+    // No Last-Event-ID on a fresh open: the stream then starts with a snapshot,
+    // at once, which both brings the job up to date and shows the stream flows.
+    source = new EventSource(job?.links?.events || `/jobs/${id}/events`);
     openStreams += 1;
     firstEventTimer = setTimeout(() => {
       // Nothing yet, though the server always answers at once: a proxy buffers the stream.
@@ -187,8 +206,7 @@ export function watchJob(jobOrId, handlers = {}) {
     }, FIRST_EVENT_TIMEOUT_MS);
     source.addEventListener("snapshot", (e) => {
       seen(e);
-      job = JSON.parse(e.data);
-      onState(job, job);
+      replace(JSON.parse(e.data));
     });
     source.addEventListener("state", (e) => {
       seen(e);
@@ -205,15 +223,15 @@ export function watchJob(jobOrId, handlers = {}) {
       });
     }
     source.onerror = () => {
-      if (closed) return;
-      if (source && source.readyState === EventSource.CLOSED) {
+      if (closed || !source) return;
+      failures += 1;
+      if (source.readyState === EventSource.CLOSED || failures >= MAX_STREAM_FAILURES) {
+        // The server refused the stream (204 after the end, 401, 404, 503), or it keeps
+        // dropping: ask the server plainly what is going on.
         closeSource();
-        // The server refused the stream (204 after the end, 401, 404, 503): ask it plainly what is going on.
-        clearTimeout(firstEventTimer);
-        failures += 1;
         recover();
       }
-      // CONNECTING: EventSource reconnects by itself with Last-Event-ID.
+      // Otherwise EventSource reconnects by itself, with Last-Event-ID.
     };
   }
 
@@ -227,11 +245,7 @@ export function watchJob(jobOrId, handlers = {}) {
     }
     if (closed) return;
     if (current && TERMINAL.has(current.status)) return finish(current);
-    if (current) {
-      job = current; // with a fresh links.events (and stream token)
-      lastEventId = current.last_event_id;
-      onState(job, job);
-    }
+    if (current) replace(current); // with a fresh links.events (and stream token)
     if (failures >= MAX_STREAM_FAILURES) startPolling();
     else setTimeout(openStream, 1000 * failures);
   }
@@ -255,8 +269,9 @@ export function watchJob(jobOrId, handlers = {}) {
         if (response.status === 200) {
           etag = response.headers.get("ETag");
           const current = await response.json();
-          emitDifferences(current);
+          reportNewOutput(current);
           if (TERMINAL.has(current.status)) return finish(current);
+          replace(current);
         }
       } catch {
         // the network is down for now: keep trying
@@ -268,26 +283,18 @@ export function watchJob(jobOrId, handlers = {}) {
     tick();
   }
 
-  function emitDifferences(current) {
-    const before = job?.output || { items: [], text: "" };
+  function reportNewOutput(current) {
     const after = current.output || { items: [], text: "" };
     const sameAttempt = job && job.attempt === current.attempt;
-    if (sameAttempt) {
-      for (const item of after.items.slice(before.items.length)) onOutput({ kind: "item", item }, current);
-      if (after.text.length > before.text.length) {
-        onOutput({ kind: "delta", text: after.text.slice(before.text.length) }, current);
-      }
+    const before = sameAttempt ? job.output || { items: [], text: "" } : { items: [], text: "" };
+    for (const item of newItems(before.items, after.items)) onOutput({ kind: "item", item }, current);
+    if (after.text.length > before.text.length && after.text.startsWith(before.text)) {
+      onOutput({ kind: "delta", text: after.text.slice(before.text.length) }, current);
     }
-    job = current;
-    if (current.last_event_id !== lastEventId) {
-      lastEventId = current.last_event_id;
-      if (!TERMINAL.has(current.status)) remember(id, lastEventId);
-    }
-    onState(current, current);
   }
 
-  remember(id, lastEventId ?? 0);
-  if (job) onState(job, job);
+  remember(id, true);
+  if (job) onState(job);
   if (job && TERMINAL.has(job.status)) {
     finish(job);
     return handle;

@@ -16,15 +16,26 @@ setApiKey(keyInput.value);
 keyInput.addEventListener("change", () => {
   sessionStorage.setItem("jobcast.apiKey", keyInput.value);
   setApiKey(keyInput.value);
+  for (const card of cards.values()) card.handle?.close(); // another key may be another owner
+  cards.clear();
+  $("#jobs").replaceChildren();
   start();
 });
 
 // -- the submit form ---------------------------------------------------------------
 
+/** A property's schema with `$ref`s resolved and an optional (`anyOf [X, null]`) unwrapped. */
+function resolve(spec, defs) {
+  if (spec.$ref) return { ...resolve(defs[spec.$ref.split("/").pop()] || {}, defs), ...spec, $ref: undefined };
+  const options = (spec.anyOf || []).filter((s) => s.type !== "null");
+  if (!spec.type && options.length === 1) return { ...resolve(options[0], defs), ...spec, anyOf: undefined };
+  return spec;
+}
+
 function fieldType(spec) {
+  if (spec.enum) return "enum";
   if (spec.type) return spec.type;
-  const types = (spec.anyOf || []).map((s) => s.type).filter((t) => t && t !== "null");
-  return types[0] || "string";
+  return spec.properties ? "object" : "string";
 }
 
 function renderForm(type) {
@@ -33,14 +44,17 @@ function renderForm(type) {
   $("#type-description").textContent = type.available ? type.description : `Unavailable: ${type.unavailable_reason}`;
   const schema = type.schema || {};
   const required = new Set(schema.required || []);
-  for (const [name, spec] of Object.entries(schema.properties || {})) {
+  for (const [name, raw] of Object.entries(schema.properties || {})) {
+    const spec = resolve(raw, schema.$defs || {});
     const kind = fieldType(spec);
     const label = document.createElement("label");
     label.append(`${spec.title || name}${required.has(name) ? " *" : ""} `);
     let input;
-    if (spec.enum) {
+    if (kind === "enum") {
       input = document.createElement("select");
-      for (const value of spec.enum) input.append(new Option(value, value));
+      const nullable = (raw.anyOf || []).some((s) => s.type === "null");
+      if (nullable || (!required.has(name) && spec.default === undefined)) input.append(new Option("", ""));
+      for (const value of spec.enum) input.append(new Option(String(value), String(value)));
     } else if (kind === "boolean") {
       input = Object.assign(document.createElement("input"), { type: "checkbox", checked: !!spec.default });
     } else if (kind === "integer" || kind === "number") {
@@ -57,7 +71,7 @@ function renderForm(type) {
     if (spec.default !== undefined && spec.default !== null && kind !== "boolean") {
       input.value = typeof spec.default === "object" ? JSON.stringify(spec.default) : spec.default;
     }
-    if (required.has(name)) input.required = true;
+    if (required.has(name) && kind !== "boolean") input.required = true; // a required checkbox could never be false
     label.append(input);
     if (spec.description) label.append(Object.assign(document.createElement("small"), { textContent: ` ${spec.description}` }));
     fields.append(label);
@@ -71,8 +85,13 @@ function readPayload() {
     if (kind === "boolean") payload[input.name] = input.checked;
     else if (input.value === "") continue;
     else if (kind === "integer" || kind === "number") payload[input.name] = Number(input.value);
-    else if (kind === "array" || kind === "object") payload[input.name] = JSON.parse(input.value);
-    else payload[input.name] = input.value;
+    else if (kind === "array" || kind === "object") {
+      try {
+        payload[input.name] = JSON.parse(input.value);
+      } catch {
+        throw new Error(`${input.name}: not valid JSON`);
+      }
+    } else payload[input.name] = input.value;
   }
   return payload;
 }
@@ -128,8 +147,13 @@ function render(card, job) {
   $(".cancel", el).hidden = TERMINAL.has(job.status);
   $(".retry", el).hidden = !(job.status === "failed" || job.status === "canceled");
   if (job.output) {
-    const items = $(".items", el);
-    if (items.children.length !== job.output.items.length) items.replaceChildren(...job.output.items.map(renderItem));
+    // Rebuild the items when they are not what is shown (new ones, a new attempt, a capped list moving on).
+    const last = job.output.items.at(-1);
+    const key = `${job.attempt}:${job.output.items.length}:${JSON.stringify(last)}`;
+    if (card.itemsKey !== key) {
+      card.itemsKey = key;
+      $(".items", el).replaceChildren(...job.output.items.map(renderItem));
+    }
     const text = $(".text", el);
     text.hidden = !job.output.text;
     text.textContent = job.output.text;
@@ -154,6 +178,10 @@ function track(jobOrId, first = false) {
     const element = $("#job-card").content.firstElementChild.cloneNode(true);
     element.dataset.jobId = id;
     $(".id", element).textContent = id.slice(0, 8);
+    $(".id", element).id = `job-${id}`;
+    $(".bar", element).setAttribute("aria-labelledby", `job-${id}`);
+    $(".cancel", element).setAttribute("aria-label", `Cancel job ${id.slice(0, 8)}`);
+    $(".retry", element).setAttribute("aria-label", `Retry job ${id.slice(0, 8)}`);
     card = { element, handle: null };
     cards.set(id, card);
     $(".cancel", element).addEventListener("click", () => cancelJob(id).then((job) => render(card, job)).catch(
@@ -174,7 +202,7 @@ async function start() {
     const select = $("#job-type");
     select.replaceChildren(...types.map((t) => new Option(t.name, t.name)));
     if (types.length) renderForm(types[0]);
-    for (const id of Object.keys(rememberedJobs())) track(id);
+    for (const id of rememberedJobs()) track(id);
     for (const job of (await listJobs("limit=20")).jobs) if (!cards.has(job.id)) track(job);
   } catch (error) {
     $("#submit-error").textContent = error.message;
