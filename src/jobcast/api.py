@@ -122,8 +122,8 @@ async def submit_job(request: Request) -> Response:
         if replay is not None:
             return replay
     try:
-        return await _create(request, svc, owner, job_id, jtype, req, payload)
-    except BaseException:
+        return await _create(svc, owner, job_id, jtype, req, payload)
+    except Exception:  # not on cancellation: the create may still finish in its thread
         if idem is not None:
             await svc.redis.delete(claim_key)
         raise
@@ -159,7 +159,7 @@ async def _claim(request: Request, claim_key: str, claim: str, body_hash: str) -
     return JSON(obj, status_code=202, headers={"Location": obj["links"]["self"], "Idempotent-Replayed": "true"})
 
 
-async def _create(request: Request, svc: Services, owner: str, job_id: str, jtype: JobType, req: SubmitRequest,
+async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: SubmitRequest,
                   payload: BaseModel) -> Response:
     created_ms = time.time_ns() // 1_000_000
     created_at = now_iso()
