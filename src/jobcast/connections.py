@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
@@ -13,6 +14,9 @@ from redis.backoff import NoBackoff
 from jobcast.errors import ConfigError
 
 __all__ = ["RedisFactory"]
+
+ASYNC_POOL_SIZE = 64
+"""Redis connections one API process uses at most for its requests (beside the hub's own)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class RedisFactory:
             options["retry"] = AsyncRetry(NoBackoff(), 0)
             options["health_check_interval"] = 0
         try:
-            return AsyncRedis.from_url(self.url, **options)
+            # A burst of requests (a thousand streams opening at once) waits for a free
+            # connection instead of failing with "Too many connections" past the pool's size.
+            pool = BlockingConnectionPool.from_url(self.url, max_connections=ASYNC_POOL_SIZE, timeout=5, **options)
+            return AsyncRedis(connection_pool=pool)
         except ValueError as exc:
             raise ConfigError(f"REDIS_URL={self.url!r} is not a Redis URL ({exc}); use redis://host:port/db.") from None

@@ -198,3 +198,22 @@ def test_polling_with_an_etag_gets_304_until_something_changes(stack: Stack) -> 
         assert c.post(f"/jobs/{job['id']}/retry").status_code == 202
         changed = c.get(f"/jobs/{job['id']}", headers={"If-None-Match": etag})
         assert changed.status_code == 200 and changed.headers["etag"] != etag
+
+
+def test_a_burst_of_streams_opening_at_once_all_get_their_snapshot(stack: Stack) -> None:
+    """Regression: more simultaneous opens than the Redis pool's size answered 503 ("Too many connections")."""
+    job = stack.submit({"steps": 1, "interval_ms": 0})
+    host, port = stack.url.removeprefix("http://").split(":")
+
+    async def open_one() -> bytes:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET {job['links']['events']} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        status = await reader.readline()
+        writer.close()
+        return status
+
+    async def burst() -> list[bytes]:
+        return await asyncio.gather(*(open_one() for _ in range(300)))
+
+    statuses = asyncio.run(burst())
+    assert all(s.startswith(b"HTTP/1.1 200") for s in statuses), {s for s in statuses}
