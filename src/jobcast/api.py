@@ -108,6 +108,9 @@ async def submit_job(request: Request) -> Response:
     jtype = svc.registry.get(req.type)
     if jtype is None:
         raise _invalid("type", f"unknown job type {req.type!r}; known types: {', '.join(svc.registry.names())}")
+    unavailable = jtype.requires_model and svc.settings.model_unavailable()
+    if unavailable:
+        raise _invalid("type", f"job type {jtype.name!r} is unavailable: {unavailable}")
     payload = jtype.validate(req.payload)
     if req.webhook is not None:
         raise _invalid("webhook", "webhook delivery is not available in this version of jobcast; submit without it")
@@ -327,18 +330,19 @@ async def list_jobs(request: Request) -> Response:
 
 
 async def job_types(request: Request) -> Response:
-    types = [
-        {
+    settings = _services(request).settings
+    types = []
+    for t in _services(request).registry:
+        reason = settings.model_unavailable() if t.requires_model else None
+        types.append({
             "name": t.name,
             "description": t.description,
             "schema": t.schema(),
-            "available": True,
-            "unavailable_reason": None,
+            "available": reason is None,
+            "unavailable_reason": reason,
             "max_attempts": t.max_attempts,
             "timeout_s": t.timeout_s,
-        }
-        for t in _services(request).registry
-    ]
+        })
     return JSON({"job_types": types})
 
 

@@ -120,6 +120,28 @@ def embedded_redis() -> Iterator[RedisFactory]:
             proc.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def fake_llm_server() -> Iterator[str]:
+    """The stand-in model (`jobcast.fake_llm`) on a free port in a thread; yields its base URL."""
+    import uvicorn
+
+    from jobcast.fake_llm import create_fake_llm
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_fake_llm(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="fake-llm", daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    log.warning("LLM job types use a STAND-IN model at http://127.0.0.1:%d/v1 (made-up answers, for trying "
+                "jobcast offline); set OPENAI_BASE_URL and JOBCAST_MODEL for a real one", port)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+
+
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from jobcast.runtime import Runtime
     from jobcast.worker import ThreadWorker, make_worker
@@ -127,6 +149,9 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.with_(host=args.host or settings.host, port=args.port or settings.port)
     with contextlib.ExitStack() as stack:
         factory = RedisFactory(settings.redis_url) if settings.redis_url else stack.enter_context(embedded_redis())
+        if args.fake_llm:
+            settings = settings.with_(openai_base_url=stack.enter_context(fake_llm_server()), model="stand-in",
+                                      openai_api_key="not-needed")
         workers = settings.dev_workers if args.workers is None else args.workers
         for i in range(workers):
             worker = make_worker(Runtime.build(settings, factory), ThreadWorker, name=f"dev-{os.getpid()}-{i}")
@@ -160,6 +185,9 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run everything in one process, with a private Redis if REDIS_URL is unset")
     _bind_options(dev)
     dev.add_argument("--workers", type=int, help="in-process workers (JOBCAST_DEV_WORKERS, default 2)")
+    dev.add_argument("--fake-llm", action="store_true", default=os.environ.get("JOBCAST_FAKE_LLM") == "1",
+                     help="serve the LLM job types from a built-in STAND-IN model with made-up answers "
+                          "(JOBCAST_FAKE_LLM=1)")
     dev.set_defaults(run=cmd_dev)
     return parser
 

@@ -167,6 +167,8 @@ class JobContext(Scope):
         self._canceled = False
         self._canceled_at: float | None = None
         self._on_overdue = on_overdue
+        self._on_cancel: list[Callable[[], None]] = []
+        self.settings = store.settings
         self._stopped = False
         self._last_cancel_poll = -1e9
         settings = store.settings
@@ -196,6 +198,21 @@ class JobContext(Scope):
         if not self._canceled:
             self._canceled = True
             self._canceled_at = time.monotonic()
+            for callback in list(self._on_cancel):
+                try:
+                    callback()
+                except Exception:
+                    log.warning("job %s: a cancel callback failed", self.id, exc_info=True)
+
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` (on another thread) as soon as a cancel is seen, e.g. to close a model stream.
+
+        Returns a function that unregisters it. Called at once if the job is already canceled.
+        """
+        if self._canceled:
+            callback()
+        self._on_cancel.append(callback)
+        return lambda: self._on_cancel.remove(callback) if callback in self._on_cancel else None
 
     def sleep(self, seconds: float) -> None:
         """Sleep like `time.sleep`, but wake up and raise JobCanceled when the job is canceled."""

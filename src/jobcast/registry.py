@@ -46,6 +46,8 @@ class JobType:
     description: str
     max_attempts: int
     timeout_s: int
+    requires_model: bool = False
+    """An LLM type: unavailable until a model is configured (`Settings.model_unavailable`)."""
 
     @property
     def is_async(self) -> bool:
@@ -80,6 +82,7 @@ class Registry:
         description: str = "",
         max_attempts: int = 1,
         timeout_s: int = 3600,
+        requires_model: bool = False,
     ) -> Callable[[F], F]:
         """Register the decorated function as the job type `name`."""
         if not 1 <= max_attempts <= 10:
@@ -94,7 +97,7 @@ class Registry:
                     f"job type {name!r} is registered twice ({existing.func.__module__} and {func.__module__}); rename one."
                 )
             doc = description or inspect.getdoc(func) or ""
-            self._types[name] = JobType(name, func, payload, doc, max_attempts, timeout_s)
+            self._types[name] = JobType(name, func, payload, doc, max_attempts, timeout_s, requires_model)
             return func
 
         return register

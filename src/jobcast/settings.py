@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobcast.errors import ConfigError
@@ -66,6 +66,12 @@ class Settings:
     """`JOBCAST_CANCEL_GRACE_MS`: how long canceled job code may take to stop by itself before it is stopped."""
     retry_base_s: float = 2.0
     """`JOBCAST_RETRY_BASE_MS`: the first automatic retry waits about this long, each next one twice as long."""
+    model: str | None = None
+    """`JOBCAST_MODEL`: the model the LLM job types ask; without one they are unavailable."""
+    openai_base_url: str | None = None
+    """`OPENAI_BASE_URL`: an OpenAI-compatible server (Ollama, vLLM, llama.cpp, ...); default OpenAI's."""
+    openai_api_key: str | None = field(default=None, repr=False)
+    """`OPENAI_API_KEY`: the model server's key (never logged)."""
     max_running_per_owner: int = 3
     """`JOBCAST_MAX_RUNNING_PER_OWNER`: jobs one owner may have running or queued in RQ at once (0: no limit)."""
     job_modules: tuple[str, ...] = ()
@@ -107,6 +113,9 @@ class Settings:
             heartbeat_deadline_s=_int(env, "JOBCAST_HEARTBEAT_S", 20, 2, 300),
             cancel_grace_s=_int(env, "JOBCAST_CANCEL_GRACE_MS", 3000, 0, 60_000) / 1000,
             retry_base_s=_int(env, "JOBCAST_RETRY_BASE_MS", 2000, 0, 600_000) / 1000,
+            model=env.get("JOBCAST_MODEL") or None,
+            openai_base_url=env.get("OPENAI_BASE_URL") or None,
+            openai_api_key=env.get("OPENAI_API_KEY") or None,
             max_running_per_owner=_int(env, "JOBCAST_MAX_RUNNING_PER_OWNER", 3, 0, 100_000),
             job_modules=modules,
             host=_str(env, "JOBCAST_HOST", "127.0.0.1"),
@@ -115,6 +124,15 @@ class Settings:
             dev_workers=_int(env, "JOBCAST_DEV_WORKERS", 2, 0, 32),
             log_level=log_level,
         )
+
+    def model_unavailable(self) -> str | None:
+        """Why the LLM job types cannot run here, or None when they can."""
+        if not self.model:
+            return ("no model is configured: set JOBCAST_MODEL (and OPENAI_API_KEY, or OPENAI_BASE_URL for an "
+                    "OpenAI-compatible server such as Ollama or vLLM)")
+        if not self.openai_api_key and not self.openai_base_url:
+            return "JOBCAST_MODEL is set but the model server is not: set OPENAI_API_KEY, or OPENAI_BASE_URL"
+        return None
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some settings changed (for the CLI's flags and for tests)."""

@@ -198,7 +198,7 @@ def test_a_job_that_waits_quietly_stays_live_rather_than_falling_back(own_page: 
 def test_a_retried_attempt_starts_with_fresh_output_on_the_card(page: Page) -> None:
     page.add_init_script(RECORD)
     page.goto("/")
-    page.wait_for_selector("input[name=steps]")
+    page.wait_for_selector("#job-type option[value=demo]", state="attached")
     job = page.evaluate("""() => fetch('/jobs', {method: 'POST', body: JSON.stringify({type: 'demo',
         payload: {steps: 6, interval_ms: 100, fail_at: 4, emit_output: true}, max_attempts: 2})}).then(r => r.json())""")
     page.reload()

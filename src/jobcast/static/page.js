@@ -200,8 +200,12 @@ async function start() {
   try {
     types = (await jobTypes()).job_types;
     const select = $("#job-type");
-    select.replaceChildren(...types.map((t) => new Option(t.name, t.name)));
-    if (types.length) renderForm(types[0]);
+    select.replaceChildren(...types.map((t) => new Option(t.available ? t.name : `${t.name} (unavailable)`, t.name)));
+    const first = types.find((t) => t.available) || types[0];
+    if (first) {
+      select.value = first.name;
+      renderForm(first);
+    }
     for (const id of rememberedJobs()) track(id);
     for (const job of (await listJobs("limit=20")).jobs) if (!cards.has(job.id)) track(job);
   } catch (error) {

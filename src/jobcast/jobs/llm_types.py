@@ -1,0 +1,194 @@
+"""The LLM job types: personas, lore, a backlog, and a streamed chat answer.
+
+They talk to any OpenAI-compatible server (`OPENAI_BASE_URL`, `JOBCAST_MODEL`,
+`OPENAI_API_KEY`) through `jobcast.llm`, with their prompts in `jobcast.prompts`.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobcast import prompts
+from jobcast.context import JobContext
+from jobcast.llm import LLM
+from jobcast.registry import job_type
+
+__all__ = ["chat", "generate_backlog", "generate_lore", "generate_personas"]
+
+BATCH = 10
+PARALLEL_CALLS = 3
+LLM_DEFAULTS: dict[str, Any] = {"max_attempts": 3, "timeout_s": 1800, "requires_model": True}
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# -- generate_personas -------------------------------------------------------------------
+
+
+class PersonasPayload(_Payload):
+    count: int = Field(ge=1, le=200, description="How many personas.")
+    template: str | None = Field(None, max_length=2000, description="A template the personas follow.")
+    intensity: str | None = Field(None, max_length=100, description="How strongly drawn they are.")
+    categories: list[str] = Field(default_factory=list, max_length=20, description="Categories to cover.")
+
+
+class Persona(BaseModel):
+    name: str
+    age: int
+    occupation: str
+    background: str
+    goals: list[str] = []
+
+
+class PersonaBatch(BaseModel):
+    personas: list[Persona]
+
+
+@job_type("generate_personas", payload=PersonasPayload, **LLM_DEFAULTS,
+          description="Generates `count` personas, 10 per model call, a few calls at a time.")
+def generate_personas(ctx: JobContext, p: PersonasPayload) -> dict[str, Any]:
+    llm = LLM(ctx)
+    batches = [(start, min(BATCH, p.count - start + 1)) for start in range(1, p.count + 1, BATCH)]
+    made = ctx.stage("generate", 0, 95).tracker(items=p.count, message=f"Generating {p.count} personas")
+
+    def batch(start: int, count: int) -> list[Persona]:
+        answer = llm.json(prompts.personas(start, count, p.template, p.intensity, p.categories), PersonaBatch)
+        return answer.personas[:count]
+
+    personas: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(PARALLEL_CALLS) as pool:
+        futures: list[Future[list[Persona]]] = [pool.submit(batch, start, count) for start, count in batches]
+        for future in futures:  # in order, so the items come out in order
+            for persona in future.result():
+                personas.append(persona.model_dump())
+                ctx.item(persona)
+                made.finish(len(personas) - 1, f"Generated {len(personas)}/{p.count} personas")
+    ctx.progress(100, "Saving", stage="save")
+    return {"personas": personas}
+
+
+# -- generate_lore -------------------------------------------------------------------------
+
+LORE_STEPS: dict[str, list[str]] = {
+    "characters": ["name", "appearance", "backstory", "traits", "skills", "stats"],
+    "factions": ["name", "ideology", "structure", "relations"],
+    "settings": ["name", "geography", "climate", "culture", "history", "secrets"],
+    "events": ["name", "causes", "consequences"],
+    "relics": ["name", "origin", "powers"],
+}
+
+
+class LorePayload(_Payload):
+    kind: Literal["characters", "factions", "settings", "events", "relics"]
+    theme: str = Field(min_length=1, max_length=2000)
+    count: int = Field(ge=1, le=10)
+
+
+class LoreValue(BaseModel):
+    value: str
+
+
+@job_type("generate_lore", payload=LorePayload, **LLM_DEFAULTS,
+          description="Builds `count` pieces of lore, each in several model steps, pieces in parallel.")
+def generate_lore(ctx: JobContext, p: LorePayload) -> dict[str, Any]:
+    llm = LLM(ctx)
+    steps = LORE_STEPS[p.kind]
+    progress = ctx.tracker(items=p.count, steps=len(steps), message=f"Building {p.count} {p.kind}")
+    done = {step: 0 for step in steps}
+    lock = threading.Lock()
+
+    def piece(index: int) -> dict[str, str]:
+        fields: dict[str, str] = {}
+        for step in steps:
+            fields[step] = llm.json(prompts.lore_step(p.kind, p.theme, index + 1, step, fields), LoreValue).value
+            with lock:
+                done[step] += 1
+                message = f"Generated {step} ({done[step]}/{p.count})"
+            progress.advance(index, message=message)
+        ctx.item({"kind": p.kind, "index": index + 1, **fields})
+        return fields
+
+    with ThreadPoolExecutor(min(p.count, PARALLEL_CALLS)) as pool:
+        pieces = list(pool.map(piece, range(p.count)))
+    return {"pieces": pieces}
+
+
+# -- generate_backlog -------------------------------------------------------------------------
+
+
+class BacklogPayload(_Payload):
+    brief: str = Field(min_length=1, max_length=20_000)
+    max_stories: int = Field(5, ge=1, le=20)
+
+
+class Epic(BaseModel):
+    title: str
+    description: str
+
+
+class Story(BaseModel):
+    title: str
+    description: str
+
+
+class Stories(BaseModel):
+    stories: list[Story]
+
+
+class Task(BaseModel):
+    title: str
+    estimate_h: float
+
+
+class Tasks(BaseModel):
+    tasks: list[Task]
+
+
+@job_type("generate_backlog", payload=BacklogPayload, **LLM_DEFAULTS,
+          description="Turns a brief into an epic (0-30%), its stories (30-60%) and their tasks (60-100%).")
+def generate_backlog(ctx: JobContext, p: BacklogPayload) -> dict[str, Any]:
+    llm = LLM(ctx)
+    with ctx.stage("epic", 0, 30, "Writing the epic"):
+        epic = llm.json(prompts.backlog_epic(p.brief), Epic).model_dump()
+        ctx.item({"kind": "epic", **epic})
+    with ctx.stage("stories", 30, 60, "Writing the stories"):
+        stories = [s.model_dump() for s in llm.json(prompts.backlog_stories(p.brief, epic, p.max_stories),
+                                                    Stories).stories[:p.max_stories]]
+        for story in stories:
+            ctx.item({"kind": "story", **story})
+    tasks: list[dict[str, Any]] = []
+    with ctx.stage("tasks", 60, 100, "Writing the tasks") as stage:
+        progress = stage.tracker(items=max(1, len(stories)))
+        for number, story in enumerate(stories, 1):
+            for task in llm.json(prompts.backlog_tasks(epic, story, number), Tasks).tasks:
+                tasks.append({"story": story["title"], **task.model_dump()})
+                ctx.item({"kind": "task", "story": story["title"], **task.model_dump()})
+            progress.finish(number - 1, f"Wrote the tasks of {number}/{len(stories)} stories")
+    return {"epic": epic, "stories": stories, "tasks": tasks}
+
+
+# -- chat -----------------------------------------------------------------------------------------
+
+
+class Message(_Payload):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
+class ChatPayload(_Payload):
+    messages: list[Message] = Field(min_length=1, max_length=200)
+    max_tokens: int | None = Field(None, ge=1, le=32_000)
+
+
+@job_type("chat", payload=ChatPayload, **LLM_DEFAULTS,
+          description="Streams the model's reply to `messages` (OpenAI chat format) as text deltas.")
+def chat(ctx: JobContext, p: ChatPayload) -> dict[str, Any]:
+    ctx.progress(0, "Thinking", stage="generate")
+    text, usage = LLM(ctx).stream([m.model_dump() for m in p.messages], on_text=ctx.delta, max_tokens=p.max_tokens)
+    return {"text": text, "usage": usage}

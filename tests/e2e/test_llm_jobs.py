@@ -1,0 +1,171 @@
+"""The LLM job types against a real HTTP server speaking the chat-completions protocol (jobcast.fake_llm),
+reached by the real `openai` client through OPENAI_BASE_URL, with scripted answers and recorded requests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.harness import ROOT, RedisServer, Stack, Stream, free_port, read_stream, running_stack, wait_for
+
+
+class FakeLLM:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=5)
+
+    def script(self, *answers: dict) -> None:
+        self.http.post("/_script", json=list(answers)).raise_for_status()
+
+    def requests(self) -> list[dict]:
+        return self.http.get("/_requests").json()
+
+    def reset(self) -> None:
+        self.http.post("/_reset").raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def fake_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLLM]:
+    port = free_port()
+    code = ("import uvicorn; from jobcast.fake_llm import create_fake_llm; "
+            f"uvicorn.run(create_fake_llm(), host='127.0.0.1', port={port}, log_level='warning')")
+    log = tmp_path_factory.mktemp("fake_llm") / "fake_llm.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    fake = FakeLLM(f"http://127.0.0.1:{port}")
+    wait_for(lambda: fake.http.get("/_requests").status_code == 200, 20, "the stand-in model server")
+    yield fake
+    fake.http.close()
+    proc.terminate()
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def llm_stack(redis_server: RedisServer, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    env = {"OPENAI_BASE_URL": f"{fake_llm.url}/v1", "JOBCAST_MODEL": "stand-in", "OPENAI_API_KEY": "test-key"}
+    with running_stack(redis_server, tmp_path_factory.mktemp("llm"), workers=2, **env) as st:
+        yield st
+
+
+@pytest.fixture(autouse=True)
+def _fresh_script(request: pytest.FixtureRequest) -> None:
+    if "fake_llm" in request.fixturenames:
+        request.getfixturevalue("fake_llm").reset()
+
+
+def _run(st: Stack, type_: str, payload: dict, **extra: object) -> Stream:
+    with st.client() as c:
+        r = c.post("/jobs", json={"type": type_, "payload": payload, **extra})
+    assert r.status_code == 202, r.text
+    return read_stream(st.url, r.json()["links"]["events"], headers={"Last-Event-ID": "0"}, timeout=60)
+
+
+def _progress(s: Stream) -> list[float]:
+    return [e.data["progress"] for e in s.events if e.event == "state" and e.data["status"] == "running"]
+
+
+def test_personas_come_in_batches_of_ten_in_order(llm_stack: Stack, fake_llm: FakeLLM) -> None:
+    s = _run(llm_stack, "generate_personas", {"count": 25})
+    end = s.events[-1]
+    assert end.event == "completed", end.data
+    names = [p["name"] for p in end.data["result"]["personas"]]
+    assert names == [f"Persona {i}" for i in range(1, 26)]
+    assert [e.data["item"]["name"] for e in s.events if e.event == "output"] == names
+    batches = sorted(r["body"]["messages"][0]["content"].split("]")[0] for r in fake_llm.requests())
+    assert batches == ["[jobcast:personas start=1 count=10", "[jobcast:personas start=11 count=10",
+                       "[jobcast:personas start=21 count=5"]
+    progress = _progress(s)
+    assert progress == sorted(progress) and progress[-1] == 100
+    assert any(e.data["message"] == "Generated 20/25 personas" for e in s.events if e.event == "state")
+
+
+def test_lore_aggregates_progress_over_every_step_of_every_piece(llm_stack: Stack, fake_llm: FakeLLM) -> None:
+    s = _run(llm_stack, "generate_lore", {"kind": "characters", "theme": "a drowned city", "count": 2})
+    assert s.events[-1].event == "completed"
+    assert len(fake_llm.requests()) == 12  # 2 characters x 6 steps
+    pieces = s.events[-1].data["result"]["pieces"]
+    assert len(pieces) == 2 and list(pieces[0]) == ["name", "appearance", "backstory", "traits", "skills", "stats"]
+    progress = _progress(s)
+    assert progress == sorted(progress) and len(set(progress)) >= 6
+    messages = {e.data["message"] for e in s.events if e.event == "state"}
+    assert "Generated backstory (2/2)" in messages or "Generated backstory (1/2)" in messages
+    assert len([e for e in s.events if e.event == "output"]) == 2
+
+
+def test_backlog_moves_through_epic_stories_and_tasks_in_their_ranges(llm_stack: Stack) -> None:
+    s = _run(llm_stack, "generate_backlog", {"brief": "An app to swap houseplants", "max_stories": 3})
+    end = s.events[-1]
+    assert end.event == "completed" and len(end.data["result"]["stories"]) == 3
+    assert len(end.data["result"]["tasks"]) == 6
+    ranges = {"epic": (0, 30), "stories": (30, 60), "tasks": (60, 100)}
+    for e in s.events:
+        if e.event == "state" and e.data["stage"] in ranges:
+            lo, hi = ranges[e.data["stage"]]
+            assert lo <= e.data["progress"] <= hi, e.data
+    kinds = [e.data["item"]["kind"] for e in s.events if e.event == "output"]
+    assert kinds == ["epic", "story", "story", "story", "task", "task", "task", "task", "task", "task"]
+
+
+def test_chat_deltas_reassemble_to_the_exact_reply(llm_stack: Stack, fake_llm: FakeLLM) -> None:
+    reply = "Bonjour ! Voilà une réponse — avec des “guillemets”,\nun saut de ligne et 42 mots… ✓"
+    fake_llm.script({"content": reply, "delay_ms": 5})
+    s = _run(llm_stack, "chat", {"messages": [{"role": "user", "content": "Salut"}]})
+    deltas = "".join(e.data["text"] for e in s.events if e.event == "output")
+    assert deltas == reply
+    assert s.events[-1].data["result"]["text"] == reply and s.events[-1].data["output"]["text"] == reply
+    assert s.events[-1].data["result"]["usage"]["total_tokens"] > 0
+    assert fake_llm.requests()[0]["body"]["messages"] == [{"role": "user", "content": "Salut"}]
+
+
+def test_cancel_mid_stream_closes_the_model_request_within_a_second(llm_stack: Stack, fake_llm: FakeLLM) -> None:
+    fake_llm.script({"content": " ".join(f"word{i}" for i in range(200)), "delay_ms": 100})
+    with llm_stack.client() as c:
+        job = c.post("/jobs", json={"type": "chat", "payload": {"messages": [{"role": "user", "content": "go"}]}}).json()
+    read_stream(llm_stack.url, job["links"]["events"], stop=lambda s: any(e.event == "output" for e in s.events))
+    with llm_stack.client() as c:
+        t_cancel = time.time()
+        assert c.post(f"/jobs/{job['id']}/cancel").status_code == 202
+    end = read_stream(llm_stack.url, job["links"]["events"]).events[-1]
+    assert end.event == "canceled"
+    ended = wait_for(lambda: fake_llm.requests()[0]["stream_ended"], 5, "the model stream to end")
+    print(f"model stream closed {ended['at'] - t_cancel:.2f}s after the cancel request")
+    assert ended["how"] == "client closed" and ended["at"] - t_cancel < 1
+
+
+def test_a_429_is_retried_after_retry_after_then_succeeds(llm_stack: Stack, fake_llm: FakeLLM) -> None:
+    fake_llm.script({"status": 429, "headers": {"Retry-After": "1"}, "message": "slow down"})
+    s = _run(llm_stack, "chat", {"messages": [{"role": "user", "content": "hi"}]})
+    assert s.events[-1].event == "completed" and s.events[-1].data["attempt"] == 1
+    first, second = fake_llm.requests()
+    assert second["at"] - first["at"] >= 0.9
+
+
+def test_bad_json_is_repaired_once_then_fails_clearly(llm_stack: Stack, fake_llm: FakeLLM) -> None:
+    fake_llm.script({"content": "Sure! Here are your personas: not json"})
+    s = _run(llm_stack, "generate_personas", {"count": 3})
+    assert s.events[-1].event == "completed" and len(s.events[-1].data["result"]["personas"]) == 3
+    repair = fake_llm.requests()[1]["body"]["messages"]
+    assert repair[-2] == {"role": "assistant", "content": "Sure! Here are your personas: not json"}
+    assert "corrected JSON" in repair[-1]["content"]
+
+    fake_llm.reset()
+    fake_llm.script({"content": "nope"}, {"content": "still nope"})
+    s = _run(llm_stack, "generate_personas", {"count": 3}, max_attempts=1)
+    end = s.events[-1]
+    assert end.event == "failed" and end.data["error"]["code"] == "bad_model_output"
+    assert "Traceback" not in end.data["error"]["message"]
+
+
+def test_without_a_model_the_llm_types_are_unavailable_and_refused(stack: Stack) -> None:
+    with stack.client() as c:
+        types = {t["name"]: t for t in c.get("/job-types").json()["job_types"]}
+        for name in ("generate_personas", "generate_lore", "generate_backlog", "chat"):
+            assert types[name]["available"] is False and "JOBCAST_MODEL" in types[name]["unavailable_reason"]
+        assert types["demo"]["available"] is True
+        r = c.post("/jobs", json={"type": "chat", "payload": {"messages": [{"role": "user", "content": "hi"}]}})
+    assert r.status_code == 422 and "JOBCAST_MODEL" in r.json()["error"]["message"]
