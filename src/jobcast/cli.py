@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from jobcast.connections import RedisFactory
 from jobcast.errors import ConfigError
 from jobcast.settings import Settings
@@ -71,10 +73,19 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     queues = [q.strip() for q in (args.queues or settings.queue).split(",") if q.strip()]
     runtime = Runtime.build(settings, _factory(settings))
-    worker = make_worker(runtime, SimpleWorker if args.simple else Worker, name=args.name, queues=queues)
-    log.info("worker %s on queues %s at %s", worker.name, queues, settings.redis_url or "redis://127.0.0.1:6379/0")
-    worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=False)
-    return 0
+    delay = 1.0
+    while True:
+        worker = make_worker(runtime, SimpleWorker if args.simple else Worker, name=args.name, queues=queues)
+        log.info("worker %s on queues %s at %s", worker.name, queues, settings.redis_url or "redis://127.0.0.1:6379/0")
+        try:
+            worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=False)
+            return 0
+        except RedisConnectionError as exc:
+            # RQ rides out a lost connection while it waits for jobs, but not while it starts or
+            # stops: start again once Redis answers, rather than leave the machine without a worker.
+            log.warning("worker stopped: Redis unreachable (%s); starting again in %.0fs", exc, delay)
+            time.sleep(delay)
+            delay = min(30.0, delay * 2)
 
 
 def _free_port() -> int:

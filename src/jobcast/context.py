@@ -38,10 +38,12 @@ class JobCanceled(Exception):
 class JobFailed(Exception):
     """Raise it to end the job `failed` with your own error code and message."""
 
-    def __init__(self, message: str, code: str = "job_error") -> None:
+    def __init__(self, message: str, code: str = "job_error", *, retryable: bool = True) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retryable = retryable
+        """False when another attempt cannot help (bad configuration, a refused request): the job fails now."""
 
 
 def _to_json(obj: Any) -> bytes:
@@ -168,6 +170,7 @@ class JobContext(Scope):
         self._canceled_at: float | None = None
         self._on_overdue = on_overdue
         self._on_cancel: list[Callable[[], None]] = []
+        self._on_cancel_lock = threading.Lock()
         self.settings = store.settings
         self._stopped = False
         self._last_cancel_poll = -1e9
@@ -196,9 +199,11 @@ class JobContext(Scope):
 
     def _mark_canceled(self) -> None:
         if not self._canceled:
-            self._canceled = True
-            self._canceled_at = time.monotonic()
-            for callback in list(self._on_cancel):
+            with self._on_cancel_lock:
+                self._canceled = True
+                self._canceled_at = time.monotonic()
+                callbacks = list(self._on_cancel)
+            for callback in callbacks:
                 try:
                     callback()
                 except Exception:
@@ -209,10 +214,18 @@ class JobContext(Scope):
 
         Returns a function that unregisters it. Called at once if the job is already canceled.
         """
-        if self._canceled:
+        with self._on_cancel_lock:
+            self._on_cancel.append(callback)
+            already = self._canceled
+        if already:
             callback()
-        self._on_cancel.append(callback)
-        return lambda: self._on_cancel.remove(callback) if callback in self._on_cancel else None
+
+        def unregister() -> None:
+            with self._on_cancel_lock:
+                if callback in self._on_cancel:
+                    self._on_cancel.remove(callback)
+
+        return unregister
 
     def sleep(self, seconds: float) -> None:
         """Sleep like `time.sleep`, but wake up and raise JobCanceled when the job is canceled."""

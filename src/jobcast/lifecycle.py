@@ -96,6 +96,7 @@ def fail_attempt(
     *,
     items: list[bytes],
     fields: Mapping[str, str] | None = None,
+    retryable: bool = True,
 ) -> EmitResult:
     """The running attempt failed: schedule the next one while attempts remain, else end the job `failed`.
 
@@ -106,7 +107,7 @@ def fail_attempt(
         return end_job(store, record, CANCELED, items=items, guard_status=(RUNNING,),
                        fields={**(fields or {}), "message": "Canceled",
                                "error": error_json("canceled", f"canceled by request (then: {message})")})
-    if attempt < max_attempts:
+    if retryable and attempt < max_attempts:
         delay = retry_delay(store.settings.retry_base_s, attempt)
         when = f"{delay:.0f}" if delay >= 10 else f"{delay:.1f}"
         next_fields = {

@@ -95,7 +95,9 @@ def job_object(
     message = record["message"]
     if status != QUEUED:
         queue_position = None
-    elif queue_position is not None and record.get("stage") == QUEUED_STAGE:
+    elif record.get("stage") == QUEUED_STAGE:
+        # Off the RQ list but not started yet: a worker has just taken it, so nothing is ahead.
+        queue_position = 0 if queue_position is None else queue_position
         message = queued_message(queue_position)
     elif record.get("stage") == WAITING_STAGE and record.get("queue_position"):
         queue_position = int(record["queue_position"])

@@ -107,9 +107,9 @@ def run_job(job_id: str, run: int = 1) -> None:
         result = end_job(store, record, status, fields={**base, **fields}, items=items, guard_status=(RUNNING,))
         log.info("job %s: %s after %.3fs (%s)", job_id, status, time.monotonic() - t0, result.outcome)
 
-    def fail(code: str, message: str) -> None:
+    def fail(code: str, message: str, retryable: bool = True) -> None:
         base, items = output()
-        fail_attempt(store, record, code, message, items=items, fields=base)
+        fail_attempt(store, record, code, message, items=items, fields=base, retryable=retryable)
 
     hard_stop = _hard_stop.get()  # read here: overdue() runs on the context's own thread
 
@@ -141,7 +141,7 @@ def run_job(job_id: str, run: int = 1) -> None:
         fail("timeout", f"the job ran past its time limit of {record['timeout_s']} s")
         raise
     except JobFailed as exc:
-        fail(exc.code, exc.message)
+        fail(exc.code, exc.message, exc.retryable)
         raise
     except Exception as exc:
         log.exception("job %s: %s raised", job_id, record["type"])

@@ -155,10 +155,11 @@ def test_bad_json_is_repaired_once_then_fails_clearly(llm_stack: Stack, fake_llm
 
     fake_llm.reset()
     fake_llm.script({"content": "nope"}, {"content": "still nope"})
-    s = _run(llm_stack, "generate_personas", {"count": 3}, max_attempts=1)
+    s = _run(llm_stack, "generate_personas", {"count": 3})  # 3 attempts allowed, but another cannot help
     end = s.events[-1]
-    assert end.event == "failed" and end.data["error"]["code"] == "bad_model_output"
-    assert "Traceback" not in end.data["error"]["message"]
+    assert end.event == "failed" and end.data["error"]["code"] == "bad_model_output" and end.data["attempt"] == 1
+    assert "even after a repair request" in end.data["error"]["message"]
+    assert len(fake_llm.requests()) == 2
 
 
 def test_without_a_model_the_llm_types_are_unavailable_and_refused(stack: Stack) -> None:
@@ -169,3 +170,50 @@ def test_without_a_model_the_llm_types_are_unavailable_and_refused(stack: Stack)
         assert types["demo"]["available"] is True
         r = c.post("/jobs", json={"type": "chat", "payload": {"messages": [{"role": "user", "content": "hi"}]}})
     assert r.status_code == 422 and "JOBCAST_MODEL" in r.json()["error"]["message"]
+
+
+def _start_chat(st: Stack, fake: FakeLLM) -> dict:
+    with st.client() as c:
+        job = c.post("/jobs", json={"type": "chat", "payload": {"messages": [{"role": "user", "content": "go"}]}}).json()
+    wait_for(lambda: fake.requests(), 10, "the model request")
+    return job
+
+
+def _cancel(st: Stack, job: dict) -> float:
+    with st.client() as c:
+        t = time.time()
+        assert c.post(f"/jobs/{job['id']}/cancel").status_code == 202
+    return t
+
+
+def test_cancel_while_the_model_is_silent_hangs_up_within_a_second(llm_stack: Stack, fake_llm: FakeLLM) -> None:
+    fake_llm.script({"content": "a b c d", "delay_ms": 8000})  # a long wait before the first token
+    job = _start_chat(llm_stack, fake_llm)
+    t_cancel = _cancel(llm_stack, job)
+    end = read_stream(llm_stack.url, job["links"]["events"]).events[-1]
+    ended = wait_for(lambda: fake_llm.requests()[0]["stream_ended"], 5, "the model stream to end")
+    print(f"silent model stream closed {ended['at'] - t_cancel:.2f}s after the cancel request")
+    assert end.event == "canceled" and ended["how"] == "client closed" and ended["at"] - t_cancel < 1
+
+
+def test_cancel_during_a_retry_wait_ends_the_job_without_asking_again(llm_stack: Stack, fake_llm: FakeLLM) -> None:
+    fake_llm.script({"status": 429, "headers": {"Retry-After": "30"}})
+    job = _start_chat(llm_stack, fake_llm)
+    t_cancel = _cancel(llm_stack, job)
+    end = read_stream(llm_stack.url, job["links"]["events"]).events[-1]
+    assert end.event == "canceled" and time.time() - t_cancel < 2
+    assert len(fake_llm.requests()) == 1
+
+
+def test_a_5xx_is_tried_again(llm_stack: Stack, fake_llm: FakeLLM) -> None:
+    fake_llm.script({"status": 503})
+    s = _run(llm_stack, "chat", {"messages": [{"role": "user", "content": "hi"}]})
+    assert s.events[-1].event == "completed" and len(fake_llm.requests()) == 2
+
+
+def test_a_refused_request_fails_at_once_with_a_hint_and_no_server_text(llm_stack: Stack, fake_llm: FakeLLM) -> None:
+    fake_llm.script({"status": 401, "message": "Incorrect API key provided: sk-...abcd"})
+    end = _run(llm_stack, "chat", {"messages": [{"role": "user", "content": "hi"}]}).events[-1]
+    assert end.event == "failed" and end.data["attempt"] == 1 and end.data["error"]["code"] == "model_error"
+    assert "OPENAI_API_KEY" in end.data["error"]["message"] and "sk-" not in end.data["error"]["message"]
+    assert len(fake_llm.requests()) == 1

@@ -6,14 +6,16 @@ They talk to any OpenAI-compatible server (`OPENAI_BASE_URL`, `JOBCAST_MODEL`,
 
 from __future__ import annotations
 
+import functools
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobcast import prompts
-from jobcast.context import JobContext
+from jobcast.context import JobContext, JobFailed
 from jobcast.llm import LLM
 from jobcast.registry import job_type
 
@@ -22,6 +24,7 @@ __all__ = ["chat", "generate_backlog", "generate_lore", "generate_personas"]
 BATCH = 10
 PARALLEL_CALLS = 3
 LLM_DEFAULTS: dict[str, Any] = {"max_attempts": 3, "timeout_s": 1800, "requires_model": True}
+T = TypeVar("T")
 
 
 class _Payload(BaseModel):
@@ -47,7 +50,21 @@ class Persona(BaseModel):
 
 
 class PersonaBatch(BaseModel):
-    personas: list[Persona]
+    personas: list[dict[str, Any]]
+
+
+def _parallel(llm: LLM, workers: int, calls: Sequence[Callable[[], T]]) -> Iterator[T]:
+    """Run `calls` a few at a time and yield their results in order; the first failure stops the rest."""
+    pool = ThreadPoolExecutor(workers)
+    futures = [pool.submit(call) for call in calls]
+    try:
+        for future in futures:
+            yield future.result()
+    except BaseException:
+        llm.abort()  # hang up the calls in flight: no more tokens paid for a job that has failed
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 @job_type("generate_personas", payload=PersonasPayload, **LLM_DEFAULTS,
@@ -58,17 +75,29 @@ def generate_personas(ctx: JobContext, p: PersonasPayload) -> dict[str, Any]:
     made = ctx.stage("generate", 0, 95).tracker(items=p.count, message=f"Generating {p.count} personas")
 
     def batch(start: int, count: int) -> list[Persona]:
-        answer = llm.json(prompts.personas(start, count, p.template, p.intensity, p.categories), PersonaBatch)
-        return answer.personas[:count]
+        """`count` valid personas: each is checked on its own, and the missing ones asked for once more."""
+        valid: list[Persona] = []
+        for _ in range(2):
+            missing = count - len(valid)
+            answer = llm.json(prompts.personas(start + len(valid), missing, p.template, p.intensity, p.categories),
+                              PersonaBatch)
+            for raw in answer.personas[:missing]:
+                try:
+                    valid.append(Persona.model_validate(raw))
+                except ValidationError:
+                    continue
+            if len(valid) == count:
+                return valid
+        raise JobFailed(f"the model gave {len(valid)} valid personas of the {count} asked for, even when asked "
+                        "again", code="bad_model_output", retryable=False)
 
     personas: list[dict[str, Any]] = []
-    with ThreadPoolExecutor(PARALLEL_CALLS) as pool:
-        futures: list[Future[list[Persona]]] = [pool.submit(batch, start, count) for start, count in batches]
-        for future in futures:  # in order, so the items come out in order
-            for persona in future.result():
-                personas.append(persona.model_dump())
-                ctx.item(persona)
-                made.finish(len(personas) - 1, f"Generated {len(personas)}/{p.count} personas")
+    calls = [functools.partial(batch, start, count) for start, count in batches]
+    for result in _parallel(llm, PARALLEL_CALLS, calls):  # in order, so the items come out in order
+        for persona in result:
+            personas.append(persona.model_dump())
+            ctx.item(persona)
+            made.finish(len(personas) - 1, f"Generated {len(personas)}/{p.count} personas")
     ctx.progress(100, "Saving", stage="save")
     return {"personas": personas}
 
@@ -114,8 +143,7 @@ def generate_lore(ctx: JobContext, p: LorePayload) -> dict[str, Any]:
         ctx.item({"kind": p.kind, "index": index + 1, **fields})
         return fields
 
-    with ThreadPoolExecutor(min(p.count, PARALLEL_CALLS)) as pool:
-        pieces = list(pool.map(piece, range(p.count)))
+    pieces = list(_parallel(llm, PARALLEL_CALLS, [functools.partial(piece, i) for i in range(p.count)]))
     return {"pieces": pieces}
 
 
