@@ -172,10 +172,10 @@ class JobContext(Scope):
         self._on_cancel: list[Callable[[], None]] = []
         self._on_cancel_lock = threading.Lock()
         self.settings = store.settings
+        """The process's settings (the model to use, for instance)."""
         self._stopped = False
         self._last_cancel_poll = -1e9
-        settings = store.settings
-        self._beat_every = settings.heartbeat_deadline_s / 4
+        self._beat_every = self.settings.heartbeat_deadline_s / 4
         self._next_beat = time.monotonic() + self._beat_every
         self._flusher = threading.Thread(target=self._flush_loop, name=f"jobcast-flush-{self.id}", daemon=True)
         self._flusher.start()
