@@ -35,6 +35,7 @@ IDEMPOTENCY_TTL_S = 86400
 LIST_SCAN_LIMIT = 5000
 """A filtered listing reads at most this many of the owner's jobs per page, then hands back a cursor."""
 
+_DELETE_IF_SAME = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
 _CURSOR = re.compile(r"^\d{15}:[0-9a-f]{32}$")
@@ -157,7 +158,10 @@ async def _claim(request: Request, claim_key: str, claim: str, body_hash: str) -
     while (snap := await svc.store.snapshot(job_id)) is None and time.monotonic() < deadline:
         await asyncio.sleep(0.02)  # a concurrent request with the same key is still creating the job
     if snap is None:
-        raise NotFound(f"the job created with this Idempotency-Key ({job_id}) no longer exists.")
+        # The request that claimed the key died before its job existed, or the job is gone (deleted):
+        # drop that claim (unless another request already replaced it) and claim the key afresh.
+        await svc.redis.eval(_DELETE_IF_SAME, 1, claim_key, raw)
+        return await _claim(request, claim_key, claim, body_hash)
     obj = _with_links(snap.job_object())
     return JSON(obj, status_code=202, headers={"Location": obj["links"]["self"], "Idempotent-Replayed": "true"})
 

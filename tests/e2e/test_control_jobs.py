@@ -150,3 +150,19 @@ def test_idempotency_key_returns_the_same_job_even_under_concurrent_duplicates(s
         assert c.post("/jobs", json=body, headers={"Idempotency-Key": ""}).status_code == 422
         fresh = c.post("/jobs", json=body, headers={"Idempotency-Key": "order-18"})
         assert fresh.status_code == 202 and fresh.json()["id"] != responses[0].json()["id"]
+
+
+def test_an_idempotency_key_whose_first_request_died_is_taken_over(stack: Stack) -> None:
+    import hashlib
+
+    body = b'{"type": "demo", "payload": {"steps": 1, "interval_ms": 0}}'
+    key = "order-dead"
+    claim = f"{stack.prefix}:idem:{{anonymous}}:{hashlib.sha256(key.encode()).hexdigest()}"
+    # what a request that died between claiming the key and creating its job leaves behind
+    stack.redis.r.set(claim, f"{'0' * 32} {hashlib.sha256(body).hexdigest()}", ex=86400)
+    with stack.client() as c:
+        r = c.post("/jobs", content=body, headers={"Idempotency-Key": key})
+        assert r.status_code == 202 and "idempotent-replayed" not in r.headers
+        again = c.post("/jobs", content=body, headers={"Idempotency-Key": key})
+    assert again.status_code == 202 and again.json()["id"] == r.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
