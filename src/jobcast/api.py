@@ -21,7 +21,7 @@ from jobcast.errors import Conflict, InvalidJson, NotFound, PayloadTooLarge, Una
 from jobcast.record import CANCELED, QUEUED, QUEUED_STAGE, STATUSES, TERMINAL, job_object, now_iso
 from jobcast.registry import JobType
 from jobcast.schemas import SubmitRequest, validation_details
-from jobcast.services import Services, links
+from jobcast.services import Services
 from jobcast.sse import EventStream, backlog
 from jobcast.store import Snapshot
 
@@ -30,7 +30,6 @@ __all__ = [
     "retry_job", "submit_job",
 ]
 
-ANONYMOUS = "anonymous"
 IDEMPOTENCY_TTL_S = 86400
 LIST_SCAN_LIMIT = 5000
 """A filtered listing reads at most this many of the owner's jobs per page, then hands back a cursor."""
@@ -54,12 +53,12 @@ def _services(request: Request) -> Services:
 
 
 def owner_of(request: Request) -> str:
-    """Who is asking: every job belongs to `anonymous` until API keys are configured."""
-    return ANONYMOUS
+    """Who is asking, by API key (`anonymous` while auth is off); 401 without a valid key."""
+    return _services(request).auth.owner_for_key(request.headers.get("authorization"))
 
 
-def _with_links(obj: dict[str, Any]) -> dict[str, Any]:
-    obj["links"] = links(obj["id"])
+def _with_links(request: Request, obj: dict[str, Any]) -> dict[str, Any]:
+    obj["links"] = _services(request).encode.links(obj["id"])
     return obj
 
 
@@ -84,9 +83,20 @@ def _not_found(job_id: str) -> NotFound:
     return NotFound(f"no job {shown!r} (unknown, expired, deleted, or not yours).")
 
 
-async def _owned_snapshot(request: Request, job_id: str) -> Snapshot:
+def _may_see(request: Request, job_id: str, owner: str, token_ok: bool) -> bool:
+    """A stream token for this job (where `token_ok`) or the owner's key lets one see a job."""
+    token = request.query_params.get("token") if token_ok else None
+    if token is not None and _services(request).auth.enabled:
+        _services(request).auth.check_token(token, job_id)
+        return True
+    return owner == owner_of(request)
+
+
+async def _owned_snapshot(request: Request, job_id: str, token_ok: bool = False) -> Snapshot:
+    if token_ok and request.query_params.get("token") is None:
+        owner_of(request)  # no token: a key it must be, before anything is looked up
     snap = await _services(request).store.snapshot(job_id) if _JOB_ID.match(job_id) else None
-    if snap is None or snap.owner != owner_of(request):
+    if snap is None or not _may_see(request, job_id, snap.owner, token_ok):
         raise _not_found(job_id)
     return snap
 
@@ -162,7 +172,7 @@ async def _claim(request: Request, claim_key: str, claim: str, body_hash: str) -
         # drop that claim (unless another request already replaced it) and claim the key afresh.
         await svc.redis.eval(_DELETE_IF_SAME, 1, claim_key, raw)
         return await _claim(request, claim_key, claim, body_hash)
-    obj = _with_links(snap.job_object())
+    obj = _with_links(request, snap.job_object())
     return JSON(obj, status_code=202, headers={"Location": obj["links"]["self"], "Idempotent-Replayed": "true"})
 
 
@@ -189,7 +199,8 @@ async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: S
 
     ahead = await run_in_threadpool(create)
     record = {**fields, "seq": "1", "message": "", "queue_position": str(ahead)}
-    obj = _with_links(job_object(record, [], ahead))
+    obj = job_object(record, [], ahead)
+    obj["links"] = svc.encode.links(job_id)
     return JSON(obj, status_code=202, headers={"Location": obj["links"]["self"]})
 
 
@@ -229,8 +240,8 @@ async def delete_job(request: Request) -> Response:
 
 async def get_job(request: Request, status_code: int = 200) -> Response:
     """The job object; with `If-None-Match` of its current ETag, `304` and no body (for pollers)."""
-    snap = await _owned_snapshot(request, request.path_params["job_id"])
-    body = orjson.dumps(_with_links(snap.job_object()))
+    snap = await _owned_snapshot(request, request.path_params["job_id"], token_ok=True)
+    body = orjson.dumps(_with_links(request, snap.job_object()))
     etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if status_code == 200 and etag in _etags(request.headers.get("if-none-match")):
@@ -258,8 +269,10 @@ async def job_events(request: Request) -> Response:
     svc = _services(request)
     job_id = request.path_params["job_id"]
     after = _last_event_id(request)
+    if request.query_params.get("token") is None:
+        owner_of(request)
     head = await svc.store.head(job_id) if _JOB_ID.match(job_id) else None
-    if head is None or head[0] != owner_of(request):
+    if head is None or not _may_see(request, job_id, head[0], token_ok=True):
         raise _not_found(job_id)
     _, status, seq = head
     if after is not None and status in TERMINAL and after >= seq:
@@ -322,7 +335,7 @@ async def list_jobs(request: Request) -> Response:
                 job_tags = orjson.loads(snap.record.get("tags") or "{}")
                 if any(job_tags.get(k) != v for k, v in tags):
                     continue
-            jobs.append(_with_links(snap.job_object()))
+            jobs.append(_with_links(request, snap.job_object()))
             if len(jobs) == limit:
                 break
         scanned += len(entries)
@@ -334,6 +347,7 @@ async def list_jobs(request: Request) -> Response:
 
 
 async def job_types(request: Request) -> Response:
+    owner_of(request)
     settings = _services(request).settings
     types = []
     for t in _services(request).registry:

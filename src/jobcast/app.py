@@ -109,6 +109,12 @@ def create_app(settings: Settings, factory: RedisFactory | None = None, registry
         services = Services.build(settings, factory, registry)
         app.state.services = services
         await services.start()
+        if not services.auth.enabled:
+            log.warning("AUTH IS OFF: no JOBCAST_API_KEYS, so every request acts as 'anonymous' and sees every "
+                        "job. Keep this server on 127.0.0.1 (the default JOBCAST_HOST), or set "
+                        "JOBCAST_API_KEYS and JOBCAST_SECRET.")
+        else:
+            log.info("API keys on: %d owners", len(set(settings.api_keys.values())))
         restore = _end_streams_on_exit(services)
         try:
             yield

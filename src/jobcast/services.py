@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from jobcast.auth import Auth
 from jobcast.connections import RedisFactory
 from jobcast.hub import Hub
 from jobcast.janitor import Janitor
@@ -16,12 +17,7 @@ from jobcast.settings import Settings
 from jobcast.sse import EventEncoder
 from jobcast.store import AsyncStore, Store
 
-__all__ = ["Services", "links"]
-
-
-def links(job_id: str) -> dict[str, str]:
-    base = f"/jobs/{job_id}"
-    return {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"}
+__all__ = ["Services"]
 
 
 @dataclass
@@ -35,16 +31,25 @@ class Services:
     hub: Hub
     encode: EventEncoder
     janitor: Janitor
+    auth: Auth
 
     @classmethod
     def build(cls, settings: Settings, factory: RedisFactory, registry: Registry) -> Services:
         redis = factory.asyncio()
         sync_redis = factory.sync()
+        auth = Auth(settings.api_keys, settings.secret, settings.stream_token_ttl_s)
+
+        def links(job_id: str) -> dict[str, str]:
+            """The job's links; with auth on, `events` carries a stream token for this job."""
+            base = f"/jobs/{job_id}"
+            events = f"{base}/events?token={auth.token(job_id)}" if auth.enabled else f"{base}/events"
+            return {"self": base, "events": events, "cancel": f"{base}/cancel"}
+
         encode = EventEncoder(links)
         hub = Hub(factory.asyncio(retries=False), Keys(settings.prefix), encode)
         sync_store = Store(sync_redis, settings)
         return cls(settings, registry, redis, sync_redis, AsyncStore(redis, settings), sync_store, hub, encode,
-                   Janitor(sync_store))
+                   Janitor(sync_store), auth)
 
     async def start(self) -> None:
         await self.hub.start()

@@ -7,6 +7,7 @@ README's configuration table is written from this file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -32,6 +33,31 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
 def _str(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name)
     return default if raw is None or raw.strip() == "" else raw.strip()
+
+
+_OWNER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+
+
+def _api_keys(raw: str) -> dict[str, str]:
+    raw = raw.strip()
+    if not raw:
+        return {}
+    if os.path.isfile(raw):
+        with open(raw, encoding="utf-8") as f:
+            entries = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        where = f"the file {raw!r} (JOBCAST_API_KEYS)"
+    else:
+        entries = [e.strip() for e in raw.split(",") if e.strip()]
+        where = "JOBCAST_API_KEYS"
+    keys: dict[str, str] = {}
+    for n, entry in enumerate(entries, 1):
+        key, sep, owner = entry.rpartition(":")
+        if not sep or len(key) < 16 or not _OWNER.match(owner):
+            # The entry itself is not shown: it holds a key.
+            raise ConfigError(f"entry {n} of {where} is not `key:owner` with a key of at least 16 characters "
+                              "and an owner of letters, digits, '_', '.', '@' or '-'.")
+        keys[key] = owner
+    return keys
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,13 @@ class Settings:
     """`OPENAI_BASE_URL`: an OpenAI-compatible server (Ollama, vLLM, llama.cpp, ...); default OpenAI's."""
     openai_api_key: str | None = field(default=None, repr=False)
     """`OPENAI_API_KEY`: the model server's key (never logged)."""
+    api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """`JOBCAST_API_KEYS`: `key:owner` pairs (comma-separated), or the path of a file of them, one a line.
+    None: auth is off and every request acts as `anonymous`."""
+    secret: str | None = field(default=None, repr=False)
+    """`JOBCAST_SECRET`: signs stream tokens; required with API keys, the same in every API process."""
+    stream_token_ttl_s: int = 900
+    """`JOBCAST_STREAM_TOKEN_TTL`: how long the token in `links.events` is good for."""
     max_running_per_owner: int = 3
     """`JOBCAST_MAX_RUNNING_PER_OWNER`: jobs one owner may have running or queued in RQ at once (0: no limit)."""
     job_modules: tuple[str, ...] = ()
@@ -98,6 +131,11 @@ class Settings:
         if any(c in prefix for c in " {}"):
             raise ConfigError(f"JOBCAST_PREFIX={prefix!r} may not contain spaces or braces.")
         modules = tuple(m.strip() for m in env.get("JOBCAST_JOB_MODULES", "").split(",") if m.strip())
+        api_keys = _api_keys(env.get("JOBCAST_API_KEYS", ""))
+        secret = env.get("JOBCAST_SECRET") or None
+        if api_keys and (secret is None or len(secret) < 16):
+            raise ConfigError("JOBCAST_API_KEYS is set, so stream tokens must be signed: set JOBCAST_SECRET to a "
+                              "random string of at least 16 characters, the same in every API process.")
         return cls(
             redis_url=env.get("REDIS_URL") or None,
             prefix=prefix,
@@ -116,6 +154,9 @@ class Settings:
             model=env.get("JOBCAST_MODEL") or None,
             openai_base_url=env.get("OPENAI_BASE_URL") or None,
             openai_api_key=env.get("OPENAI_API_KEY") or None,
+            api_keys=api_keys,
+            secret=secret,
+            stream_token_ttl_s=_int(env, "JOBCAST_STREAM_TOKEN_TTL", 900, 1, 86400),
             max_running_per_owner=_int(env, "JOBCAST_MAX_RUNNING_PER_OWNER", 3, 0, 100_000),
             job_modules=modules,
             host=_str(env, "JOBCAST_HOST", "127.0.0.1"),

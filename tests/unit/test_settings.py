@@ -30,3 +30,23 @@ def test_values_are_read() -> None:
 def test_bad_values_say_what_to_set(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         Settings.from_env(env)
+
+
+def test_api_keys_come_as_pairs_or_from_a_file(tmp_path) -> None:
+    s = Settings.from_env({"JOBCAST_API_KEYS": "k" * 16 + ":alice, " + "j" * 16 + ":bob", "JOBCAST_SECRET": "s" * 16})
+    assert s.api_keys == {"k" * 16: "alice", "j" * 16: "bob"}
+    keys = tmp_path / "keys"
+    keys.write_text("# owners\n" + "x" * 20 + ":carol\n")
+    assert Settings.from_env({"JOBCAST_API_KEYS": str(keys), "JOBCAST_SECRET": "s" * 16}).api_keys == {"x" * 20: "carol"}
+    assert "k" * 16 not in repr(s) and "s" * 16 not in repr(s)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"JOBCAST_API_KEYS": "short:alice", "JOBCAST_SECRET": "s" * 16}, "entry 1 of JOBCAST_API_KEYS is not"),
+    ({"JOBCAST_API_KEYS": "k" * 16 + ":al ice", "JOBCAST_SECRET": "s" * 16}, "entry 1 of JOBCAST_API_KEYS is not"),
+    ({"JOBCAST_API_KEYS": "k" * 16 + ":alice"}, "set JOBCAST_SECRET"),
+])
+def test_bad_api_key_settings_say_what_to_fix_without_showing_the_key(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        Settings.from_env(env)
+    assert "k" * 16 not in str(err.value) and "short" not in str(err.value)

@@ -14,10 +14,13 @@ import orjson
 from jobcast import hub as hub_module
 from jobcast.hub import Hub
 from jobcast.keys import Keys
-from jobcast.services import links
 from jobcast.settings import Settings
 from jobcast.sse import EventEncoder, EventStream, backlog
 from jobcast.store import AsyncStore, Store
+
+
+def links(job_id: str) -> dict[str, str]:
+    return {"self": f"/jobs/{job_id}", "events": f"/jobs/{job_id}/events", "cancel": f"/jobs/{job_id}/cancel"}
 
 
 def _ids(body: bytes) -> list[int]:

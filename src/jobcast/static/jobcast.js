@@ -256,10 +256,13 @@ export function watchJob(jobOrId, handlers = {}) {
     setMode("polling");
     let etag = null;
     const started = Date.now();
+    // The stream token in links.events also opens GET /jobs/{id}, for pages that hold no API key.
+    const token = job?.links?.events ? new URL(job.links.events, location.href).searchParams.get("token") : null;
+    const url = token ? `/jobs/${id}?token=${encodeURIComponent(token)}` : `/jobs/${id}`;
     const tick = async () => {
       if (closed) return;
       try {
-        const response = await fetch(`/jobs/${id}`, { headers: headers(etag ? { "If-None-Match": etag } : {}) });
+        const response = await fetch(url, { headers: headers(etag ? { "If-None-Match": etag } : {}) });
         if (response.status === 404 || response.status === 401) {
           const body = await response.json().catch(() => null);
           const error = new Error(body?.error?.message || `${response.status}`);

@@ -1,0 +1,100 @@
+"""With API keys: every job endpoint needs one, owners see only their own jobs, and stream links carry
+a short-lived token for that one job."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.harness import RedisServer, Stack, read_stream, running_stack
+
+ALICE = "alice-key-0123456789abcdef"
+BOB = "bob-key-0123456789abcdef0"
+SECRET = "test-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+def keyed(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    env = {"JOBCAST_API_KEYS": f"{ALICE}:alice,{BOB}:bob", "JOBCAST_SECRET": SECRET,
+           "JOBCAST_STREAM_TOKEN_TTL": "3"}
+    with running_stack(redis_server, tmp_path_factory.mktemp("keyed"), workers=1, **env) as st:
+        yield st
+
+
+def _as(st: Stack, key: str | None) -> httpx.Client:
+    return st.client(headers={"Authorization": f"Bearer {key}"} if key else {})
+
+
+def _job(st: Stack, key: str = ALICE, **payload: object) -> dict:
+    with _as(st, key) as c:
+        r = c.post("/jobs", json={"type": "demo", "payload": {"steps": 2, "interval_ms": 0, **payload}})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("key", [None, "wrong-key-0123456789abcdef", f"{ALICE}x"])
+def test_no_key_or_a_wrong_one_is_401_everywhere_but_health_and_the_page(keyed: Stack, key: str | None) -> None:
+    job = _job(keyed)
+    with _as(keyed, key) as c:
+        for method, path in (("POST", "/jobs"), ("GET", "/jobs"), ("GET", "/job-types"), ("GET", f"/jobs/{job['id']}"),
+                             ("GET", f"/jobs/{job['id']}/events"), ("POST", f"/jobs/{job['id']}/cancel"),
+                             ("POST", f"/jobs/{job['id']}/retry"), ("DELETE", f"/jobs/{job['id']}")):
+            r = c.request(method, path, json={"type": "demo"} if method == "POST" else None)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", (method, path, r.text)
+        for path in ("/healthz", "/readyz", "/", "/static/jobcast.js"):
+            assert c.get(path).status_code == 200, path
+
+
+def test_an_owner_sees_and_touches_only_its_own_jobs(keyed: Stack) -> None:
+    job = _job(keyed, ALICE)
+    with _as(keyed, BOB) as bob:
+        for method, path in (("GET", f"/jobs/{job['id']}"), ("GET", f"/jobs/{job['id']}/events"),
+                             ("POST", f"/jobs/{job['id']}/cancel"), ("POST", f"/jobs/{job['id']}/retry"),
+                             ("DELETE", f"/jobs/{job['id']}")):
+            r = bob.request(method, path)
+            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", (method, path)
+        assert job["id"] not in [j["id"] for j in bob.get("/jobs").json()["jobs"]]
+    with _as(keyed, ALICE) as alice:
+        assert alice.get(f"/jobs/{job['id']}").status_code == 200
+        assert job["id"] in [j["id"] for j in alice.get("/jobs").json()["jobs"]]
+
+
+def test_the_events_link_works_without_a_key_for_that_job_only(keyed: Stack) -> None:
+    job = _job(keyed, emit_output=True)
+    other = _job(keyed)
+    link = job["links"]["events"]
+    assert "?token=" in link
+    s = read_stream(keyed.url, link)  # as EventSource would: no Authorization header
+    assert s.status == 200 and s.events[-1].event == "completed"
+    token = link.split("token=")[1]
+    with keyed.client() as c:
+        assert c.get(f"/jobs/{job['id']}?token={token}").status_code == 200  # the polling fallback
+        foreign = c.get(f"/jobs/{other['id']}/events?token={token}")
+        assert foreign.status_code == 401
+        tampered = c.get(f"/jobs/{job['id']}?token={token[:-2]}xy")
+        assert tampered.status_code == 401
+    # a fresh link comes with the key
+    with _as(keyed, ALICE) as alice:
+        assert "?token=" in alice.get(f"/jobs/{job['id']}").json()["links"]["events"]
+
+
+def test_an_expired_token_is_401_not_a_reconnect_loop(keyed: Stack) -> None:
+    job = _job(keyed)
+    expired = job["links"]["events"].split("token=")[1]
+    expires = int(expired.split(".")[0])
+    with keyed.client() as c:
+        while time.time() <= expires:  # JOBCAST_STREAM_TOKEN_TTL=3 in this stack
+            time.sleep(0.1)
+        r = c.get(f"/jobs/{job['id']}/events?token={expired}")
+    assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
+
+
+def test_keys_never_appear_in_the_logs(keyed: Stack) -> None:
+    _job(keyed, ALICE)
+    with _as(keyed, "wrong-key-0123456789abcdef") as c:
+        c.get("/jobs")
+    logs = keyed.log("api.log") + keyed.log("worker-0.log")
+    assert ALICE not in logs and BOB not in logs and "wrong-key-0123456789abcdef" not in logs and SECRET not in logs
