@@ -17,7 +17,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobcast import lifecycle
-from jobcast.errors import Conflict, InvalidJson, NotFound, PayloadTooLarge, Unavailable, ValidationFailed
+from jobcast.errors import (
+    Conflict,
+    InvalidJson,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    ValidationFailed,
+)
 from jobcast.record import CANCELED, QUEUED, QUEUED_STAGE, STATUSES, TERMINAL, job_object, now_iso
 from jobcast.registry import JobType
 from jobcast.schemas import SubmitRequest, validation_details
@@ -127,6 +135,7 @@ async def submit_job(request: Request) -> Response:
         raise _invalid("webhook", "webhook delivery is not available in this version of jobcast; submit without it")
 
     owner = owner_of(request)
+    await _check_submit_rate(svc, owner)
     job_id = uuid.uuid4().hex
     idem = _idempotency_key(request)
     if idem is not None:
@@ -141,6 +150,23 @@ async def submit_job(request: Request) -> Response:
         if idem is not None:
             await svc.redis.delete(claim_key)
         raise
+
+
+async def _check_submit_rate(svc: Services, owner: str) -> None:
+    """429 once the owner has submitted `JOBCAST_SUBMIT_RATE` jobs this minute."""
+    limit = svc.settings.submit_rate_per_min
+    if limit <= 0:
+        return
+    now = time.time()
+    key = svc.store.keys.submit_rate(owner, int(now // 60))
+    async with svc.redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        count, _ = await pipe.execute()
+    if count > limit:
+        retry_after = str(max(1, 60 - int(now % 60)))
+        raise RateLimited(f"over the limit of {limit} submissions a minute (JOBCAST_SUBMIT_RATE); "
+                          f"try again in {retry_after} s.", headers={"Retry-After": retry_after})
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -277,7 +303,12 @@ async def job_events(request: Request) -> Response:
     _, status, seq = head
     if after is not None and status in TERMINAL and after >= seq:
         return Response(status_code=204)
-    listener = await svc.hub.listen(job_id)
+    limit = svc.settings.max_streams_per_owner
+    if limit and svc.hub.streams_by_owner.get(head[0], 0) >= limit:
+        raise RateLimited(f"this owner already holds {limit} open event streams on this server "
+                          "(JOBCAST_MAX_STREAMS_PER_OWNER); close some, or poll GET /jobs/{id}.",
+                          headers={"Retry-After": "5"})
+    listener = await svc.hub.listen(job_id, head[0])
     try:
         first = await backlog(svc.store, svc.encode, job_id, after)
     except BaseException:

@@ -52,10 +52,11 @@ Entry = tuple[int, bytes, bool]
 class Listener:
     """One event stream's inbox."""
 
-    __slots__ = ("job_id", "channel", "entries", "wake", "behind", "closed")
+    __slots__ = ("job_id", "channel", "entries", "wake", "behind", "closed", "owner")
 
-    def __init__(self, job_id: str, channel: bytes) -> None:
+    def __init__(self, job_id: str, channel: bytes, owner: str = "") -> None:
         self.job_id = job_id
+        self.owner = owner
         self.channel = channel
         self.entries: list[Entry] = []
         self.wake = asyncio.Event()
@@ -102,6 +103,7 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._stopping = False
+        self.streams_by_owner: dict[str, int] = {}
 
     @property
     def connected(self) -> bool:
@@ -138,13 +140,14 @@ class Hub:
             for listener in group:
                 listener.close()
 
-    async def listen(self, job_id: str) -> Listener:
+    async def listen(self, job_id: str, owner: str = "") -> Listener:
         """A listener for `job_id`, returned once its channel's subscription is confirmed."""
         pubsub = self._pubsub
         if pubsub is None or not self.connected:
             raise Unavailable()
         channel = self._keys.channel(job_id).encode()
-        listener = Listener(job_id, channel)
+        listener = Listener(job_id, channel, owner)
+        self.streams_by_owner[owner] = self.streams_by_owner.get(owner, 0) + 1
         group = self._channels.setdefault(channel, set())
         group.add(listener)
         confirms = self._confirms.setdefault(channel, deque())
@@ -171,6 +174,11 @@ class Hub:
         if group is None or listener not in group:
             return
         group.discard(listener)
+        left = self.streams_by_owner.get(listener.owner, 1) - 1
+        if left:
+            self.streams_by_owner[listener.owner] = left
+        else:
+            self.streams_by_owner.pop(listener.owner, None)
         if group:
             return
         del self._channels[listener.channel]

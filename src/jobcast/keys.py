@@ -14,6 +14,7 @@
 | `{p}:delayed`              | zset   | job ids waiting to retry, scored by when (ms)              |
 | `{p}:idem:{owner}:{key}`   | string | `{job id} {body hash}` for an Idempotency-Key, 24 h        |
 | `{p}:janitor`              | string | the lock one janitor holds while it sweeps                 |
+| `{p}:rate:{owner}:{min}`   | string | the owner's submissions in that minute (expires after 2)   |
 
 The braces are literal: they are Redis Cluster hash tags, so one job's keys live
 on one shard and one Lua script may touch them all. The per-job keys get the
@@ -72,6 +73,9 @@ class Keys:
 
     def idempotency(self, owner: str, key: str) -> str:
         return f"{self.prefix}:idem:{{{owner}}}:{key}"
+
+    def submit_rate(self, owner: str, minute: int) -> str:
+        return f"{self.prefix}:rate:{{{owner}}}:{minute}"
 
     @property
     def janitor(self) -> str:

@@ -105,6 +105,12 @@ class Settings:
     """`JOBCAST_SECRET`: signs stream tokens; required with API keys, the same in every API process."""
     stream_token_ttl_s: int = 900
     """`JOBCAST_STREAM_TOKEN_TTL`: how long the token in `links.events` is good for."""
+    submit_rate_per_min: int = 6000
+    """`JOBCAST_SUBMIT_RATE`: submissions one owner may make a minute (0: no limit)."""
+    max_streams_per_owner: int = 200
+    """`JOBCAST_MAX_STREAMS_PER_OWNER`: event streams one owner may hold open on one API process (0: no limit)."""
+    cors_origins: tuple[str, ...] = ()
+    """`JOBCAST_CORS_ORIGINS`: comma-separated origins whose pages may call this API (none by default)."""
     max_running_per_owner: int = 3
     """`JOBCAST_MAX_RUNNING_PER_OWNER`: jobs one owner may have running or queued in RQ at once (0: no limit)."""
     job_modules: tuple[str, ...] = ()
@@ -157,6 +163,9 @@ class Settings:
             api_keys=api_keys,
             secret=secret,
             stream_token_ttl_s=_int(env, "JOBCAST_STREAM_TOKEN_TTL", 900, 1, 86400),
+            submit_rate_per_min=_int(env, "JOBCAST_SUBMIT_RATE", 6000, 0, 10_000_000),
+            max_streams_per_owner=_int(env, "JOBCAST_MAX_STREAMS_PER_OWNER", 200, 0, 1_000_000),
+            cors_origins=tuple(o.strip() for o in env.get("JOBCAST_CORS_ORIGINS", "").split(",") if o.strip()),
             max_running_per_owner=_int(env, "JOBCAST_MAX_RUNNING_PER_OWNER", 3, 0, 100_000),
             job_modules=modules,
             host=_str(env, "JOBCAST_HOST", "127.0.0.1"),

@@ -98,3 +98,49 @@ def test_keys_never_appear_in_the_logs(keyed: Stack) -> None:
         c.get("/jobs")
     logs = keyed.log("api.log") + keyed.log("worker-0.log")
     assert ALICE not in logs and BOB not in logs and "wrong-key-0123456789abcdef" not in logs and SECRET not in logs
+
+
+def test_an_owner_over_the_submit_rate_gets_429_with_retry_after(make_stack) -> None:
+    st: Stack = make_stack(workers=0, JOBCAST_SUBMIT_RATE="3")
+    with st.client() as c:
+        codes = [c.post("/jobs", json={"type": "demo"}).status_code for _ in range(4)]
+        assert codes == [202, 202, 202, 429]
+        r = c.post("/jobs", json={"type": "demo"})
+    assert r.json()["error"]["code"] == "rate_limited" and 1 <= int(r.headers["retry-after"]) <= 60
+    assert st.redis.r.zcard(f"{st.prefix}:owner:{{anonymous}}") == 3
+
+
+def test_an_owner_over_its_open_streams_gets_429(make_stack) -> None:
+    import threading
+
+    st: Stack = make_stack(workers=0, JOBCAST_MAX_STREAMS_PER_OWNER="2")
+    job = st.submit()
+    held = [threading.Thread(target=read_stream, args=(st.url, job["links"]["events"]),
+                             kwargs={"stop": lambda s: len(s.comments) >= 3}) for _ in range(2)]
+    for t in held:
+        t.start()
+    while st.redis.r.pubsub_numsub(f"{st.prefix}:ch:{{{job['id']}}}")[0][1] < 1:
+        time.sleep(0.01)
+    with st.client() as c:
+        deadline = time.monotonic() + 5
+        while (r := c.get(job["links"]["events"])).status_code != 429 and time.monotonic() < deadline:
+            r.close()
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+    for t in held:
+        t.join()
+
+
+def test_cors_is_off_by_default_and_on_for_listed_origins(stack: Stack, make_stack) -> None:
+    with stack.client() as c:
+        r = c.get("/healthz", headers={"Origin": "https://app.example"})
+        assert "access-control-allow-origin" not in r.headers
+        page = c.get("/")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    st: Stack = make_stack(workers=0, JOBCAST_CORS_ORIGINS="https://app.example")
+    with st.client() as c:
+        ok = c.options("/jobs", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                                         "Access-Control-Request-Headers": "authorization,content-type"})
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://app.example"
+        other = c.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers

@@ -10,6 +10,7 @@ let types = [];
 
 // -- the API key (only needed when the server requires one) ----------------------
 
+$("#auth-form").addEventListener("submit", (e) => e.preventDefault());
 const keyInput = $("#api-key");
 keyInput.value = sessionStorage.getItem("jobcast.apiKey") || "";
 setApiKey(keyInput.value);
