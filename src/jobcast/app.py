@@ -26,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from jobcast import api
 from jobcast.connections import RedisFactory
+from jobcast.dashboard import dashboard_app
 from jobcast.errors import JobcastError, Unavailable
 from jobcast.registry import Registry, load_job_types
 from jobcast.services import Services
@@ -139,6 +140,9 @@ def create_app(settings: Settings, factory: RedisFactory | None = None, registry
         Route("/", _page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    dashboard = dashboard_app(settings.with_(redis_url=factory.url))
+    if dashboard is not None:
+        routes.append(Mount("/dashboard", dashboard))
     handlers = {
         JobcastError: _jobcast_error,
         HTTPException: _http_error,
@@ -177,9 +181,12 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        # rq-dashboard's pages use inline scripts: no CSP there, the other headers still.
+        headers = SECURITY_HEADERS[1:] if scope["path"].startswith("/dashboard") else SECURITY_HEADERS
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                message["headers"] = [*message.get("headers", []), *headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

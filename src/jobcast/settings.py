@@ -105,6 +105,10 @@ class Settings:
     """`JOBCAST_SECRET`: signs stream tokens; required with API keys, the same in every API process."""
     stream_token_ttl_s: int = 900
     """`JOBCAST_STREAM_TOKEN_TTL`: how long the token in `links.events` is good for."""
+    dashboard_user: str | None = None
+    """`JOBCAST_DASHBOARD_USER`: with `_PASSWORD`, the HTTP Basic credentials of `/dashboard/`."""
+    dashboard_password: str | None = field(default=None, repr=False)
+    """`JOBCAST_DASHBOARD_PASSWORD`."""
     submit_rate_per_min: int = 6000
     """`JOBCAST_SUBMIT_RATE`: submissions one owner may make a minute (0: no limit)."""
     max_streams_per_owner: int = 200
@@ -163,6 +167,8 @@ class Settings:
             api_keys=api_keys,
             secret=secret,
             stream_token_ttl_s=_int(env, "JOBCAST_STREAM_TOKEN_TTL", 900, 1, 86400),
+            dashboard_user=env.get("JOBCAST_DASHBOARD_USER") or None,
+            dashboard_password=env.get("JOBCAST_DASHBOARD_PASSWORD") or None,
             submit_rate_per_min=_int(env, "JOBCAST_SUBMIT_RATE", 6000, 0, 10_000_000),
             max_streams_per_owner=_int(env, "JOBCAST_MAX_STREAMS_PER_OWNER", 200, 0, 1_000_000),
             cors_origins=tuple(o.strip() for o in env.get("JOBCAST_CORS_ORIGINS", "").split(",") if o.strip()),

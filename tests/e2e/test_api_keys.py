@@ -144,3 +144,22 @@ def test_cors_is_off_by_default_and_on_for_listed_origins(stack: Stack, make_sta
         assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://app.example"
         other = c.get("/healthz", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_the_dashboard_needs_its_own_credentials_and_shows_the_same_job_ids(make_stack) -> None:
+    st: Stack = make_stack(workers=0, JOBCAST_API_KEYS=f"{ALICE}:alice", JOBCAST_SECRET=SECRET,
+                           JOBCAST_DASHBOARD_USER="ops", JOBCAST_DASHBOARD_PASSWORD="dashboard-pass")
+    job = _job(st, ALICE)  # no worker: it waits in RQ's queue
+    with st.client() as c:
+        assert c.get("/dashboard/").status_code == 401
+        assert c.get("/dashboard/", auth=("ops", "wrong")).status_code == 401
+        assert c.get("/dashboard/", headers={"Authorization": f"Bearer {ALICE}"}).status_code == 401
+        page = c.get("/dashboard/", auth=("ops", "dashboard-pass"))
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        data = c.get(f"/dashboard/0/data/job/{job['id']}.json", auth=("ops", "dashboard-pass"))
+    assert data.status_code == 200 and data.json()["id"] == job["id"]
+
+
+def test_with_keys_but_no_dashboard_credentials_there_is_no_dashboard(keyed: Stack) -> None:
+    with _as(keyed, ALICE) as c:
+        assert c.get("/dashboard/").status_code == 404
