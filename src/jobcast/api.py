@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from jobcast import lifecycle
+from jobcast import lifecycle, webhooks
 from jobcast.errors import (
     Conflict,
     InvalidJson,
@@ -131,10 +131,13 @@ async def submit_job(request: Request) -> Response:
     if unavailable:
         raise _invalid("type", f"job type {jtype.name!r} is unavailable: {unavailable}")
     payload = jtype.validate(req.payload)
-    if req.webhook is not None:
-        raise _invalid("webhook", "webhook delivery is not available in this version of jobcast; submit without it")
-
     owner = owner_of(request)
+    webhook_url = req.webhook.url if req.webhook is not None else svc.settings.owner_webhooks.get(owner)
+    if webhook_url is not None:
+        if not svc.settings.webhook_secret:
+            raise _invalid("webhook", "webhooks need a signing secret on the server: set JOBCAST_WEBHOOK_SECRET")
+        await run_in_threadpool(webhooks.check_url, webhook_url, svc.settings)
+
     await _check_submit_rate(svc, owner)
     job_id = uuid.uuid4().hex
     idem = _idempotency_key(request)
@@ -145,7 +148,7 @@ async def submit_job(request: Request) -> Response:
         if replay is not None:
             return replay
     try:
-        return await _create(svc, owner, job_id, jtype, req, payload)
+        return await _create(svc, owner, job_id, jtype, req, payload, webhook_url)
     except Exception:  # not on cancellation: the create may still finish in its thread
         if idem is not None:
             await svc.redis.delete(claim_key)
@@ -203,7 +206,7 @@ async def _claim(request: Request, claim_key: str, claim: str, body_hash: str) -
 
 
 async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: SubmitRequest,
-                  payload: BaseModel) -> Response:
+                  payload: BaseModel, webhook_url: str | None) -> Response:
     created_ms = time.time_ns() // 1_000_000
     created_at = now_iso()
     timeout_s = req.timeout_s or jtype.timeout_s
@@ -213,6 +216,8 @@ async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: S
         "timeout_s": str(timeout_s), "tags": orjson.dumps(req.tags).decode(),
         "payload": payload.model_dump_json(), "queue": svc.settings.queue, "created_at": created_at,
         "created_ms": str(created_ms),
+        "webhook": orjson.dumps({"url": webhook_url, "state": "pending", "attempts": 0,
+                                 "last_status": None}).decode() if webhook_url else "",
     }
 
     def create() -> int:

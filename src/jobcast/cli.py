@@ -71,14 +71,17 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from jobcast.runtime import Runtime
     from jobcast.worker import SimpleWorker, Worker, make_worker
 
-    queues = [q.strip() for q in (args.queues or settings.queue).split(",") if q.strip()]
+    from jobcast.webhooks import webhook_queue
+
+    queues = [q.strip() for q in (args.queues or f"{settings.queue},{webhook_queue(settings)}").split(",") if q.strip()]
     runtime = Runtime.build(settings, _factory(settings))
     delay = 1.0
     while True:
         worker = make_worker(runtime, SimpleWorker if args.simple else Worker, name=args.name, queues=queues)
         log.info("worker %s on queues %s at %s", worker.name, queues, settings.redis_url or "redis://127.0.0.1:6379/0")
         try:
-            worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=False)
+            # RQ's scheduler (one per Redis, by lock) brings failed webhook deliveries back when due.
+            worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=True)
             return 0
         except RedisConnectionError as exc:
             # RQ rides out a lost connection while it waits for jobs, but not while it starts or
@@ -155,6 +158,7 @@ def fake_llm_server() -> Iterator[str]:
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from jobcast.runtime import Runtime
+    from jobcast.webhooks import webhook_queue
     from jobcast.worker import ThreadWorker, make_worker
 
     settings = settings.with_(host=args.host or settings.host, port=args.port or settings.port)
@@ -165,7 +169,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
                                       openai_api_key="not-needed")
         workers = settings.dev_workers if args.workers is None else args.workers
         for i in range(workers):
-            worker = make_worker(Runtime.build(settings, factory), ThreadWorker, name=f"dev-{os.getpid()}-{i}")
+            worker = make_worker(Runtime.build(settings, factory), ThreadWorker, name=f"dev-{os.getpid()}-{i}",
+                                 queues=[settings.queue, webhook_queue(settings)])
             threading.Thread(target=worker.work, kwargs={"logging_level": settings.log_level.upper()},
                              name=worker.name, daemon=True).start()
         print(f"jobcast is running at http://{settings.host}:{settings.port}/ with {workers} workers "
@@ -184,7 +189,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     worker = sub.add_parser("worker", help="run an RQ worker for jobcast jobs")
-    worker.add_argument("--queues", help="comma-separated queues to work on, first first (JOBCAST_QUEUE, default 'default')")
+    worker.add_argument("--queues", help="comma-separated queues to work on, first first (default: JOBCAST_QUEUE "
+                                         "and its webhook queue, 'default,default-webhooks')")
     worker.add_argument("--burst", action="store_true", default=os.environ.get("JOBCAST_WORKER_BURST") == "1",
                         help="quit once the queue is empty (JOBCAST_WORKER_BURST=1)")
     worker.add_argument("--simple", action="store_true", default=os.environ.get("JOBCAST_WORKER_SIMPLE") == "1",

@@ -72,6 +72,10 @@ def end_job(
     )
     if res.outcome == "ok":
         promote(store, record["owner"])  # the end freed one of the owner's slots (or a place in its line)
+        if record.get("webhook"):
+            from jobcast import webhooks  # imported here: webhooks reaches the runner, which imports us
+
+            webhooks.schedule(store, record["id"])
     return res
 
 

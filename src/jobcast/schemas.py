@@ -11,6 +11,12 @@ __all__ = ["SubmitRequest", "validation_details"]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
+class WebhookRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: Annotated[str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://")]
+
+
 class SubmitRequest(BaseModel):
     """The body of `POST /jobs`."""
 
@@ -21,7 +27,7 @@ class SubmitRequest(BaseModel):
     tags: dict[Label, Annotated[str, StringConstraints(max_length=128)]] = Field(default_factory=dict, max_length=16)
     max_attempts: int | None = Field(default=None, ge=1, le=10)
     timeout_s: int | None = Field(default=None, ge=1, le=86400)
-    webhook: dict[str, Any] | None = None
+    webhook: WebhookRequest | None = None
 
 
 def validation_details(exc: ValidationError, root: str = "") -> list[dict[str, str]]:

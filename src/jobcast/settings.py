@@ -60,6 +60,16 @@ def _api_keys(raw: str) -> dict[str, str]:
     return keys
 
 
+def _owner_webhooks(raw: str) -> dict[str, str]:
+    hooks: dict[str, str] = {}
+    for entry in (e.strip() for e in raw.split(",") if e.strip()):
+        owner, sep, url = entry.partition("=")
+        if not sep or not _OWNER.match(owner) or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"JOBCAST_OWNER_WEBHOOKS entry {entry!r} is not owner=http(s)://url.")
+        hooks[owner] = url
+    return hooks
+
+
 @dataclass(frozen=True)
 class Settings:
     """What a jobcast process needs to know; see the README for each variable."""
@@ -105,6 +115,14 @@ class Settings:
     """`JOBCAST_SECRET`: signs stream tokens; required with API keys, the same in every API process."""
     stream_token_ttl_s: int = 900
     """`JOBCAST_STREAM_TOKEN_TTL`: how long the token in `links.events` is good for."""
+    webhook_secret: str | None = field(default=None, repr=False)
+    """`JOBCAST_WEBHOOK_SECRET`: the Standard Webhooks signing secret (`whsec_` + base64); needed for webhooks."""
+    webhook_allow_private: bool = False
+    """`JOBCAST_WEBHOOK_ALLOW_PRIVATE=1`: allow webhook URLs on loopback, private or link-local addresses."""
+    webhook_retry_base_s: float = 15.0
+    """`JOBCAST_WEBHOOK_RETRY_BASE_S`: a failed delivery is tried again after 1, 4, 16, 64 and 256 times this."""
+    owner_webhooks: Mapping[str, str] = field(default_factory=dict)
+    """`JOBCAST_OWNER_WEBHOOKS`: `owner=url` pairs, comma-separated: an owner's default webhook."""
     dashboard_user: str | None = None
     """`JOBCAST_DASHBOARD_USER`: with `_PASSWORD`, the HTTP Basic credentials of `/dashboard/`."""
     dashboard_password: str | None = field(default=None, repr=False)
@@ -142,6 +160,15 @@ class Settings:
             raise ConfigError(f"JOBCAST_PREFIX={prefix!r} may not contain spaces or braces.")
         modules = tuple(m.strip() for m in env.get("JOBCAST_JOB_MODULES", "").split(",") if m.strip())
         api_keys = _api_keys(env.get("JOBCAST_API_KEYS", ""))
+        webhook_secret = env.get("JOBCAST_WEBHOOK_SECRET") or None
+        if webhook_secret is not None:
+            try:
+                from standardwebhooks.webhooks import Webhook
+
+                Webhook(webhook_secret)
+            except Exception:
+                raise ConfigError("JOBCAST_WEBHOOK_SECRET is not a Standard Webhooks secret: use 'whsec_' followed "
+                                  "by base64, e.g. whsec_$(openssl rand -base64 32).") from None
         secret = env.get("JOBCAST_SECRET") or None
         if api_keys and (secret is None or len(secret) < 16):
             raise ConfigError("JOBCAST_API_KEYS is set, so stream tokens must be signed: set JOBCAST_SECRET to a "
@@ -167,6 +194,10 @@ class Settings:
             api_keys=api_keys,
             secret=secret,
             stream_token_ttl_s=_int(env, "JOBCAST_STREAM_TOKEN_TTL", 900, 1, 86400),
+            webhook_secret=webhook_secret,
+            webhook_allow_private=env.get("JOBCAST_WEBHOOK_ALLOW_PRIVATE") == "1",
+            webhook_retry_base_s=_int(env, "JOBCAST_WEBHOOK_RETRY_BASE_S", 15, 1, 3600),
+            owner_webhooks=_owner_webhooks(env.get("JOBCAST_OWNER_WEBHOOKS", "")),
             dashboard_user=env.get("JOBCAST_DASHBOARD_USER") or None,
             dashboard_password=env.get("JOBCAST_DASHBOARD_PASSWORD") or None,
             submit_rate_per_min=_int(env, "JOBCAST_SUBMIT_RATE", 6000, 0, 10_000_000),
