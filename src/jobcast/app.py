@@ -47,7 +47,7 @@ async def _jobcast_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    message = {404: f"no route {request.url.path!r}; see GET /openapi.json for the routes.",
+    message = {404: f"no route {request.url.path!r}; the README lists the API's routes.",
                405: f"{request.method} is not allowed on {request.url.path!r}."}.get(exc.status_code, str(exc.detail))
     body = {"error": {"code": code, "message": message, "details": None}}
     return api.JSON(body, status_code=exc.status_code, headers=exc.headers)
