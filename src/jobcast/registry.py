@@ -49,10 +49,6 @@ class JobType:
     requires_model: bool = False
     """An LLM type: unavailable until a model is configured (`Settings.model_unavailable`)."""
 
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.func)
-
     def schema(self) -> dict[str, Any]:
         return self.payload_model.model_json_schema()
 

@@ -50,11 +50,11 @@ class EventEncoder:
             data = data[:-1] + b',"links":' + orjson.dumps(self.links(job_id)) + b"}"
         return seq, b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name, data), terminal
 
-    def job_object(self, snap: Snapshot, name: str | None = None) -> Entry:
+    def job_object(self, snap: Snapshot) -> Entry:
         """The job as one event: `snapshot`, or its terminal event once it has ended."""
         obj: dict[str, Any] = snap.job_object()
         obj["links"] = self.links(snap.record["id"])
-        event = name or (snap.status if snap.status in TERMINAL else "snapshot")
+        event = snap.status if snap.status in TERMINAL else "snapshot"
         data = orjson.dumps(obj)
         return snap.seq, b"id: %d\nevent: %s\ndata: %s\n\n" % (snap.seq, event.encode(), data), event != "snapshot"
 
