@@ -10,8 +10,8 @@ import uuid
 from typing import Any, cast
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,6 +26,7 @@ from jobcast.errors import (
     Unavailable,
     ValidationFailed,
 )
+from jobcast.metrics import render as render_metrics
 from jobcast.record import CANCELED, QUEUED, QUEUED_STAGE, STATUSES, TERMINAL, job_object, now_iso
 from jobcast.registry import JobType
 from jobcast.schemas import SubmitRequest, validation_details
@@ -34,7 +35,8 @@ from jobcast.sse import EventStream, backlog
 from jobcast.store import Snapshot
 
 __all__ = [
-    "JSON", "cancel_job", "delete_job", "get_job", "healthz", "job_events", "job_types", "list_jobs", "readyz",
+    "JSON", "cancel_job", "delete_job", "get_job", "healthz", "job_events", "job_types", "list_jobs", "metrics",
+    "readyz",
     "retry_job", "submit_job",
 ]
 
@@ -404,12 +406,19 @@ async def healthz(request: Request) -> Response:
     return JSON({"status": "ok"})
 
 
+async def metrics(request: Request) -> Response:
+    svc = _services(request)
+    queues = [svc.settings.queue, webhooks.webhook_queue(svc.settings)]
+    body = await render_metrics(svc.redis, svc.settings, queues)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
 async def readyz(request: Request) -> Response:
     svc = _services(request)
     redis = svc.redis
     await redis.ping()
     if not svc.hub.connected:
         raise Unavailable("Redis answers, but this process's event subscription is still reconnecting; retry shortly.")
-    keys = await redis.smembers(WORKERS_BY_QUEUE_KEY % svc.settings.queue)
+    keys = await redis.smembers(svc.sync_store.keys.rq_workers(svc.settings.queue))
     alive = await redis.exists(*keys) if keys else 0
     return JSON({"status": "ready", "redis": "ok", "queue": svc.settings.queue, "workers": alive})

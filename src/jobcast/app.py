@@ -28,6 +28,7 @@ from jobcast import api
 from jobcast.connections import RedisFactory
 from jobcast.dashboard import dashboard_app
 from jobcast.errors import JobcastError, Unavailable
+from jobcast.metrics import process_exits
 from jobcast.registry import Registry, load_job_types
 from jobcast.services import Services
 from jobcast.settings import Settings
@@ -125,6 +126,7 @@ def create_app(settings: Settings, factory: RedisFactory | None = None, registry
         finally:
             restore()
             await services.stop()
+            process_exits()
 
     routes = [
         Route("/jobs", api.submit_job, methods=["POST"]),
@@ -137,6 +139,7 @@ def create_app(settings: Settings, factory: RedisFactory | None = None, registry
         Route("/job-types", api.job_types, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
         Route("/", _page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

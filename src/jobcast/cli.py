@@ -19,19 +19,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from jobcast.connections import RedisFactory
 from jobcast.errors import ConfigError
+from jobcast.logs import setup_logging
 from jobcast.settings import Settings
 
 __all__ = ["main"]
 
 log = logging.getLogger("jobcast.cli")
-
-
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _factory(settings: Settings) -> RedisFactory:
@@ -45,11 +38,18 @@ def _serve(settings: Settings, factory: RedisFactory, workers: int = 1) -> None:
 
     if workers > 1:
         os.environ.setdefault("REDIS_URL", factory.url or "")
-        uvicorn.run("jobcast.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
-                    workers=workers, log_level=settings.log_level, timeout_graceful_shutdown=5)
+        with contextlib.ExitStack() as stack:
+            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                # /metrics adds up the processes' own figures through files in one directory (metrics.py).
+                path = stack.enter_context(tempfile.TemporaryDirectory(prefix="jobcast-metrics-"))
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+            uvicorn.run("jobcast.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
+                        workers=workers, log_level=settings.log_level, log_config=None,
+                        timeout_graceful_shutdown=5)
         return
+    # log_config=None: uvicorn's loggers go through ours (logs.py), JSON lines included.
     config = uvicorn.Config(create_app(settings, factory), host=settings.host, port=settings.port,
-                            log_level=settings.log_level, timeout_graceful_shutdown=5)
+                            log_level=settings.log_level, log_config=None, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run()
 
 
@@ -58,6 +58,7 @@ def app_from_env() -> object:
     from jobcast.app import create_app
 
     settings = Settings.from_env()
+    setup_logging(settings)  # a fresh process of uvicorn's: its logging is not set up yet
     return create_app(settings, _factory(settings))
 
 
@@ -218,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        _setup_logging(settings)
+        setup_logging(settings)
         code: int = args.run(settings, args)
         return code
     except ConfigError as exc:

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from jobcast.errors import Unavailable
 from jobcast.keys import Keys
+from jobcast.metrics import STREAMS_OPEN
 
 __all__ = ["Hub", "Listener"]
 
@@ -150,6 +151,7 @@ class Hub:
         self.streams_by_owner[owner] = self.streams_by_owner.get(owner, 0) + 1
         group = self._channels.setdefault(channel, set())
         group.add(listener)
+        STREAMS_OPEN.inc()
         confirms = self._confirms.setdefault(channel, deque())
         try:
             if len(group) == 1:
@@ -174,6 +176,7 @@ class Hub:
         if group is None or listener not in group:
             return
         group.discard(listener)
+        STREAMS_OPEN.dec()
         left = self.streams_by_owner.get(listener.owner, 1) - 1
         if left:
             self.streams_by_owner[listener.owner] = left

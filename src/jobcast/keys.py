@@ -15,6 +15,7 @@
 | `{p}:idem:{owner}:{key}`   | string | `{job id} {body hash}` for an Idempotency-Key, 24 h        |
 | `{p}:janitor`              | string | the lock one janitor holds while it sweeps                 |
 | `{p}:rate:{owner}:{min}`   | string | the owner's submissions in that minute (expires after 2)   |
+| `{p}:stats`                | hash   | the counters and histograms of `/metrics` (`metrics.py`)   |
 
 The braces are literal: they are Redis Cluster hash tags, so one job's keys live
 on one shard and one Lua script may touch them all. The per-job keys get the
@@ -30,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rq.queue import Queue
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 __all__ = ["Keys"]
 
@@ -81,6 +83,15 @@ class Keys:
     def janitor(self) -> str:
         return f"{self.prefix}:janitor"
 
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}:stats"
+
     @staticmethod
     def rq_queue(name: str) -> str:
         return f"{Queue.redis_queue_namespace_prefix}{name}"
+
+    @staticmethod
+    def rq_workers(queue: str) -> str:
+        """RQ's set of the workers that listen on `queue`."""
+        return str(WORKERS_BY_QUEUE_KEY % queue)

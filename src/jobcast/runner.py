@@ -24,6 +24,7 @@ from rq.timeouts import JobTimeoutException
 
 from jobcast.context import JobCanceled, JobContext, JobFailed
 from jobcast.lifecycle import end_job, error_json, fail_attempt, now_ms
+from jobcast.logs import current_job
 from jobcast.record import CANCELED, COMPLETED, QUEUED, RUNNING, TERMINAL, format_progress, now_iso
 from jobcast.runtime import Runtime
 
@@ -61,6 +62,14 @@ def _result_json(result: Any) -> str:
 
 def run_job(job_id: str, run: int = 1) -> None:
     """Run one attempt of the jobcast job `job_id`, on its `run`-th trip through RQ (RQ's entry point)."""
+    token = current_job.set(job_id)  # every log line of the attempt carries the job id (logs.py)
+    try:
+        _run_job(job_id, run)
+    finally:
+        current_job.reset(token)
+
+
+def _run_job(job_id: str, run: int) -> None:
     runtime = current_runtime()
     store = runtime.store
     record = store.load(job_id)

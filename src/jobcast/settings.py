@@ -147,6 +147,8 @@ class Settings:
     """`JOBCAST_DEV_WORKERS`: in-process workers `jobcast dev` runs."""
     log_level: str = "info"
     """`JOBCAST_LOG_LEVEL`: debug, info, warning or error."""
+    log_format: str = "text"
+    """`JOBCAST_LOG_FORMAT`: `text`, or `json` for one JSON object per line (with `job_id` on job lines)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -155,6 +157,9 @@ class Settings:
         log_level = _str(env, "JOBCAST_LOG_LEVEL", "info").lower()
         if log_level not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"JOBCAST_LOG_LEVEL={log_level!r} is not a level; use debug, info, warning or error.")
+        log_format = _str(env, "JOBCAST_LOG_FORMAT", "text").lower()
+        if log_format not in {"text", "json"}:
+            raise ConfigError(f"JOBCAST_LOG_FORMAT={log_format!r} is not a format; use text or json.")
         prefix = _str(env, "JOBCAST_PREFIX", "jc")
         if any(c in prefix for c in " {}"):
             raise ConfigError(f"JOBCAST_PREFIX={prefix!r} may not contain spaces or braces.")
@@ -210,6 +215,7 @@ class Settings:
             api_workers=_int(env, "JOBCAST_API_WORKERS", 1, 1, 64),
             dev_workers=_int(env, "JOBCAST_DEV_WORKERS", 2, 0, 32),
             log_level=log_level,
+            log_format=log_format,
         )
 
     def model_unavailable(self) -> str | None:

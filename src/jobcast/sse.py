@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from jobcast.hub import Entry, Hub, Listener
+from jobcast.metrics import EVENTS_DELIVERED
 from jobcast.record import TERMINAL
 from jobcast.settings import Settings
 from jobcast.store import AsyncStore, Snapshot
@@ -106,6 +107,7 @@ class EventStream(Response):
             out = [b"retry: %d\n\n" % self.settings.sse_retry_ms]
             last, done = self._take(self.first[1], self.first[0], out)
             await self._send(send, out)
+            EVENTS_DELIVERED.inc(len(out) - 1)
             while not done:
                 try:
                     async with asyncio.timeout(self.settings.ping_interval_s):
@@ -128,6 +130,7 @@ class EventStream(Response):
                         last, done = self._take(entries, last, out)
                 if out:
                     await self._send(send, out)
+                    EVENTS_DELIVERED.inc(len(out))
         except (TimeoutError, OSError):
             log.info("stream of job %s: client too slow or gone; closing", listener.job_id)
         except RedisError as exc:  # catching up failed: end the stream; the client resumes from its last id

@@ -110,7 +110,10 @@ def deliver(job_id: str) -> None:
     ok = status is not None and 200 <= status < 300
     last_try = hook["attempts"] > RETRIES
     hook["state"] = "delivered" if ok else ("failed" if last_try else "pending")
-    store.redis.hset(store.keys.job(job_id), "webhook", orjson.dumps(hook))
+    with store.redis.pipeline(transaction=False) as pipe:
+        pipe.hset(store.keys.job(job_id), "webhook", orjson.dumps(hook))
+        pipe.hincrby(store.keys.stats, f"webhook|{'retrying' if hook['state'] == 'pending' else hook['state']}", 1)
+        pipe.execute()
     log.info("job %s: webhook try %d: %s (%s)", job_id, hook["attempts"], status, hook["state"])
     if not ok and not last_try:
         raise DeliveryFailed(f"the receiver answered {status}" if status else "the receiver could not be reached")

@@ -15,4 +15,7 @@ redis.call('ZADD', KEYS[3], 0, ARGV[2])
 local rec = redis.call('HMGET', KEYS[1], 'status', 'progress', 'stage', 'attempt')
 local data = state_json(rec[1], rec[2], message, rec[3], rec[4], ahead, '', ARGV[3])
 redis.call('XADD', KEYS[2], '0-1', 'e', 'state', 'd', data)
+local stats = stats_of(KEYS[2])
+redis.call('HINCRBY', stats, 'submitted|' .. redis.call('HGET', KEYS[1], 'type'), 1)
+redis.call('HINCRBY', stats, 'events', 1)
 return ahead

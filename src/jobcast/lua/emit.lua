@@ -71,6 +71,24 @@ if limit > 0 and (kind == 'start' or kind == 'end') then
   end
 end
 
+-- The figures of `metrics.py`: queue wait (from submit, or from when a retry
+-- was due, to the start), run time of each attempt, ends and retries.
+local leaving = cur[1] == 'running' and set.status ~= nil and set.status ~= 'running'
+if kind == 'start' or kind == 'end' or leaving then
+  local stats, jtype, now = stats_of(events), redis.call('HGET', job, 'type'), now_ms()
+  if kind == 'start' then
+    local since = redis.call('HGET', job, 'queued_ms') or redis.call('HGET', job, 'created_ms')
+    observe(stats, 'wait', jtype, math.max(0, now - tonumber(since or now)))
+    set.started_ms = tostring(now)
+  end
+  if leaving then
+    observe(stats, 'run', jtype, math.max(0, now - tonumber(redis.call('HGET', job, 'started_ms') or now)))
+    if set.status == 'queued' then redis.call('HINCRBY', stats, 'retried|' .. jtype, 1) end
+  end
+  if kind == 'end' then redis.call('HINCRBY', stats, 'finished|' .. jtype .. '|' .. set.status, 1) end
+end
+if ARGV[14] ~= '' then set.queued_ms = ARGV[14] end
+
 local name, data = ARGV[3], ARGV[4]
 if kind == 'state' or kind == 'start' then
   -- Progress never goes down within one attempt: a lower value is ignored

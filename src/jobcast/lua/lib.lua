@@ -13,8 +13,28 @@ local function state_json(status, progress, message, stage, attempt, position, e
          ',"eta_s":' .. num(eta) .. ',"ts":"' .. ts .. '"}'
 end
 
+-- The counters every process adds to, one hash per prefix (`metrics.py` reads
+-- it): found from a job's event log key, `{p}:ev:{id}`.
+local function stats_of(events) return string.match(events, '^(.*):ev:') .. ':stats' end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A duration (ms) into histogram `name` of job type `jtype`: field
+-- `name|type|k` counts the durations of at most 4^k ms (k = 0..11), k = 12 the
+-- longer ones (`metrics.BUCKETS_S` holds the same bounds in seconds).
+local function observe(stats, name, jtype, ms)
+  local k = 0
+  while k < 12 and ms > 4 ^ k do k = k + 1 end
+  redis.call('HINCRBY', stats, name .. '|' .. jtype .. '|' .. k, 1)
+  redis.call('HINCRBYFLOAT', stats, name .. '_sum|' .. jtype, ms / 1000)
+end
+
 -- Append event `seq` to a job's log (about `kept` kept) and publish it live.
 local function append_event(events, channel, seq, name, data, kept)
   redis.call('XADD', events, 'MAXLEN', '~', kept, '0-' .. seq, 'e', name, 'd', data)
+  redis.call('HINCRBY', stats_of(events), 'events', 1)
   redis.call('PUBLISH', channel, seq .. ' ' .. name .. ' ' .. data)
 end

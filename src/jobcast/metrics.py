@@ -1,0 +1,148 @@
+"""`GET /metrics`: what every jobcast process did, in the Prometheus text format.
+
+Two kinds of figures, so that they add up however many API processes and
+workers run, on however many machines:
+
+- Job figures live in Redis, in one hash (`{p}:stats`) that the Lua scripts add
+  to in the same atomic step as the change they count (submit, start, end,
+  retry, every event) and the webhook delivery adds to after each try; queue
+  depths and running jobs are read from Redis when scraped. Every API process
+  reports the same cluster-wide values: scrape any one of them, or use `max()`
+  (not `sum()`) across instances.
+- Figures of the API process itself (open streams, events written to clients)
+  are counted in the process by prometheus-client. With several API processes
+  on one machine (`jobcast serve --workers N`) they share a directory
+  (`PROMETHEUS_MULTIPROC_DIR`, which `serve` creates when it is unset) and each
+  process reports the machine's total; with several machines, `sum()` them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import REGISTRY, Collector
+from redis.asyncio import Redis as AsyncRedis
+
+from jobcast.keys import Keys
+from jobcast.settings import Settings
+
+__all__ = ["BUCKETS_S", "EVENTS_DELIVERED", "STREAMS_OPEN", "process_exits", "render"]
+
+BUCKETS_S: Final = tuple(4**k / 1000 for k in range(12))
+"""Histogram bounds in seconds: 1 ms, 4 ms, 16 ms, ... 70 min (`observe()` in `lua/lib.lua`)."""
+
+STREAMS_OPEN = Gauge("jobcast_sse_streams_open", "Event streams open in this API process (machine total in "
+                     "multiprocess mode).", multiprocess_mode="livesum")
+EVENTS_DELIVERED = Counter("jobcast_events_delivered", "Events written to SSE clients (snapshot, backlog and live).")
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def process_exits() -> None:
+    """In multiprocess mode, drop this process's share of the live gauges (its streams are gone)."""
+    if multiprocess_dir():
+        mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+class _ThisProcess(Collector):
+    """The default registry: this process's own counters, plus its CPU, memory and GC figures."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+def _text(raw: dict[bytes, bytes]) -> Iterator[tuple[list[str], float]]:
+    for field, value in raw.items():
+        yield field.decode().split("|"), float(value)
+
+
+def _histogram(name: str, doc: str, fields: dict[str, dict[int, float]], sums: dict[str, float]) -> Metric:
+    family = HistogramMetricFamily(name, doc, labels=["type"])
+    for jtype in sorted(fields):
+        counts, running, buckets = fields[jtype], 0.0, []
+        for k, bound in enumerate((*BUCKETS_S, float("inf"))):
+            running += counts.get(k, 0.0)
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        family.add_metric([jtype], buckets, sums.get(jtype, 0.0))
+    return family
+
+
+def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int, running: int,
+                 workers: int) -> list[Metric]:
+    """The cluster-wide figures from the stats hash and the live counts."""
+    submitted = CounterMetricFamily("jobcast_jobs_submitted", "Jobs accepted by POST /jobs.", labels=["type"])
+    finished = CounterMetricFamily("jobcast_jobs_finished", "Jobs that reached a terminal status.",
+                                   labels=["type", "status"])
+    retried = CounterMetricFamily("jobcast_job_retries", "Attempts that failed and were scheduled again.",
+                                  labels=["type"])
+    events = CounterMetricFamily("jobcast_events_published", "Events appended to job logs and published.")
+    webhooks = CounterMetricFamily("jobcast_webhook_deliveries", "Webhook delivery tries by outcome "
+                                   "(delivered, retrying, failed = gave up).", labels=["outcome"])
+    hist: dict[str, dict[str, dict[int, float]]] = {"run": {}, "wait": {}}
+    sums: dict[str, dict[str, float]] = {"run": {}, "wait": {}}
+    for parts, value in _text(stats):
+        match parts:
+            case ["submitted", jtype]:
+                submitted.add_metric([jtype], value)
+            case ["finished", jtype, status]:
+                finished.add_metric([jtype, status], value)
+            case ["retried", jtype]:
+                retried.add_metric([jtype], value)
+            case ["events"]:
+                events.add_metric([], value)
+            case ["webhook", outcome]:
+                webhooks.add_metric([outcome], value)
+            case ["run" | "wait" as name, jtype, k]:
+                hist[name].setdefault(jtype, {})[int(k)] = value
+            case ["run_sum" | "wait_sum" as name, jtype]:
+                sums[name[:-4]][jtype] = value
+    depth = GaugeMetricFamily("jobcast_queue_depth", "Jobs waiting in an RQ queue.", labels=["queue"])
+    for queue, n in sorted(queues.items()):
+        depth.add_metric([queue], n)
+    return [
+        submitted, finished, retried, events, webhooks,
+        _histogram("jobcast_job_run_seconds", "Run time of each attempt, start to end.", hist["run"], sums["run"]),
+        _histogram("jobcast_job_queue_wait_seconds", "From submit (or a retry's due time) to the start.",
+                   hist["wait"], sums["wait"]),
+        depth,
+        GaugeMetricFamily("jobcast_jobs_delayed", "Jobs waiting for a retry or a free slot.", value=delayed),
+        GaugeMetricFamily("jobcast_jobs_running", "Jobs running now.", value=running),
+        GaugeMetricFamily("jobcast_workers", "RQ workers registered on the job queue.", value=workers),
+    ]
+
+
+async def render(redis: AsyncRedis, settings: Settings, queues: list[str]) -> bytes:
+    """The whole exposition: cluster-wide job figures from Redis, then this process's (or machine's) own."""
+    keys = Keys(settings.prefix)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.stats)
+        for queue in queues:
+            pipe.llen(keys.rq_queue(queue))
+        pipe.zcard(keys.delayed)
+        pipe.zcard(keys.running)
+        pipe.smembers(keys.rq_workers(settings.queue))
+        stats, *depths, delayed, running, worker_keys = await pipe.execute()
+    workers = await redis.exists(*worker_keys) if worker_keys else 0
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(job_families(stats, dict(zip(queues, depths)), delayed, running, workers)))
+    path = multiprocess_dir()
+    if path:
+        MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_ThisProcess())
+    return generate_latest(registry)
