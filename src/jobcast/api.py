@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 IDEMPOTENCY_TTL_S = 86400
+CLAIM_WAIT_MS = 5000
+"""How long a request waits for the job of an Idempotency-Key claimed by another request that is still creating it."""
 LIST_SCAN_LIMIT = 5000
 """A filtered listing reads at most this many of the owner's jobs per page, then hands back a cursor."""
 
@@ -93,20 +95,24 @@ def _not_found(job_id: str) -> NotFound:
     return NotFound(f"no job {shown!r} (unknown, expired, deleted, or not yours).")
 
 
-def _may_see(request: Request, job_id: str, owner: str, token_ok: bool) -> bool:
-    """A stream token for this job (where `token_ok`) or the owner's key lets one see a job."""
-    token = request.query_params.get("token") if token_ok else None
-    if token is not None and _services(request).auth.enabled:
-        _services(request).auth.check_token(token, job_id)
-        return True
-    return owner == owner_of(request)
+def _viewer(request: Request, job_id: str, token_ok: bool) -> str | None:
+    """Who may look at `job_id`, checked before anything is looked up (so a bad key is a 401, never a 404).
+
+    The owner of the API key, or None when a stream token for this very job
+    (where `token_ok`) vouches for the request instead.
+    """
+    auth = _services(request).auth
+    token = request.query_params.get("token") if token_ok and auth.enabled else None
+    if token is None:
+        return owner_of(request)
+    auth.check_token(token, job_id)  # 401 unless it is this job's token, unexpired
+    return None
 
 
 async def _owned_snapshot(request: Request, job_id: str, token_ok: bool = False) -> Snapshot:
-    if token_ok and request.query_params.get("token") is None:
-        owner_of(request)  # no token: a key it must be, before anything is looked up
+    viewer = _viewer(request, job_id, token_ok)
     snap = await _services(request).store.snapshot(job_id) if _JOB_ID.match(job_id) else None
-    if snap is None or not _may_see(request, job_id, snap.owner, token_ok):
+    if snap is None or (viewer is not None and snap.owner != viewer):
         raise _not_found(job_id)
     return snap
 
@@ -123,7 +129,7 @@ async def submit_job(request: Request) -> Response:
         raise InvalidJson(f"the body is JSON {type(data).__name__}, not an object; send "
                           '{"type": "demo", "payload": {}}.')
     try:
-        req = SubmitRequest.model_validate(data)
+        req = SubmitRequest.model_validate(_whole_floats_as_ints(data))
     except ValidationError as exc:
         raise ValidationFailed("the submission does not fit; see details.", validation_details(exc)) from None
     jtype = svc.registry.get(req.type)
@@ -146,15 +152,26 @@ async def submit_job(request: Request) -> Response:
     if idem is not None:
         claim_key = svc.store.keys.idempotency(owner, hashlib.sha256(idem.encode()).hexdigest())
         body_hash = hashlib.sha256(body).hexdigest()
-        replay = await _claim(request, claim_key, f"{job_id} {body_hash}", body_hash)
+        replay = await _claim(request, claim_key, f"{job_id} {body_hash} {time.time_ns() // 1_000_000}", body_hash)
         if replay is not None:
             return replay
     try:
-        return await _create(svc, owner, job_id, jtype, req, payload, webhook_url)
+        return await _create(svc, owner, job_id, jtype, req, payload, webhook_url, claim_key if idem else "")
     except Exception:  # not on cancellation: the create may still finish in its thread
         if idem is not None:
             await svc.redis.delete(claim_key)
         raise
+
+
+def _whole_floats_as_ints(value: Any) -> Any:
+    """`3.0` is the integer 3 in JSON (and JSON Schema); the strict models take only ints for integers."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_floats_as_ints(v) for v in value]
+    return value
 
 
 async def _check_submit_rate(svc: Services, owner: str) -> None:
@@ -191,13 +208,14 @@ async def _claim(request: Request, claim_key: str, claim: str, body_hash: str) -
     raw = await svc.redis.get(claim_key)
     if raw is None:  # the first request failed and let go of the key just now: take it
         return await _claim(request, claim_key, claim, body_hash)
-    job_id, _, first_hash = cast(bytes, raw).decode().partition(" ")
+    job_id, first_hash, claimed_ms = cast(bytes, raw).decode().split(" ")
     if first_hash != body_hash:
         raise Conflict("this Idempotency-Key was used with a different request body in the last 24 h; "
                        "use a new key for a different job.")
-    deadline = time.monotonic() + 5
+    # A request that claimed the key under 5 s ago may still be creating its job: wait for it that long.
+    deadline = time.monotonic() + (int(claimed_ms) + CLAIM_WAIT_MS - time.time_ns() // 1_000_000) / 1000
     while (snap := await svc.store.snapshot(job_id)) is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)  # a concurrent request with the same key is still creating the job
+        await asyncio.sleep(0.02)
     if snap is None:
         # The request that claimed the key died before its job existed, or the job is gone (deleted):
         # drop that claim (unless another request already replaced it) and claim the key afresh.
@@ -208,7 +226,7 @@ async def _claim(request: Request, claim_key: str, claim: str, body_hash: str) -
 
 
 async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: SubmitRequest,
-                  payload: BaseModel, webhook_url: str | None) -> Response:
+                  payload: BaseModel, webhook_url: str | None, idem_key: str) -> Response:
     created_ms = time.time_ns() // 1_000_000
     created_at = now_iso()
     timeout_s = req.timeout_s or jtype.timeout_s
@@ -217,7 +235,7 @@ async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: S
         "stage": QUEUED_STAGE, "attempt": "1", "max_attempts": str(req.max_attempts or jtype.max_attempts),
         "timeout_s": str(timeout_s), "tags": orjson.dumps(req.tags).decode(),
         "payload": payload.model_dump_json(), "queue": svc.settings.queue, "created_at": created_at,
-        "created_ms": str(created_ms),
+        "created_ms": str(created_ms), "idem_key": idem_key,
         "webhook": orjson.dumps({"url": webhook_url, "state": "pending", "attempts": 0,
                                  "last_status": None}).decode() if webhook_url else "",
     }
@@ -289,23 +307,25 @@ def _etags(header: str | None) -> set[str]:
 
 
 def _last_event_id(request: Request) -> int | None:
+    """The id to resume after: the header (as EventSource sends it), else the parameter; both must be ids."""
+    found = []
+    # An empty header means "no id" (as EventSource would send it); an empty parameter is a mistake.
     for name, raw in (("Last-Event-ID", request.headers.get("last-event-id")),
                       ("last_event_id", request.query_params.get("last_event_id"))):
-        if raw is not None and raw.strip() != "":
+        if raw is not None and (raw.strip() != "" or name == "last_event_id"):
             if not _EVENT_ID.match(raw.strip()):
                 raise _invalid(name, f"{raw!r} is not an event id; event ids are whole numbers (1, 2, 3, ...)")
-            return int(raw)
-    return None
+            found.append(int(raw))
+    return found[0] if found else None
 
 
 async def job_events(request: Request) -> Response:
     svc = _services(request)
     job_id = request.path_params["job_id"]
     after = _last_event_id(request)
-    if request.query_params.get("token") is None:
-        owner_of(request)
+    viewer = _viewer(request, job_id, token_ok=True)
     head = await svc.store.head(job_id) if _JOB_ID.match(job_id) else None
-    if head is None or not _may_see(request, job_id, head[0], token_ok=True):
+    if head is None or (viewer is not None and head[0] != viewer):
         raise _not_found(job_id)
     _, status, seq = head
     if after is not None and status in TERMINAL and after >= seq:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import FrameType
 from contextlib import asynccontextmanager
@@ -29,6 +29,7 @@ from jobcast.connections import RedisFactory
 from jobcast.dashboard import dashboard_app
 from jobcast.errors import JobcastError, Unavailable
 from jobcast.metrics import process_exits
+from jobcast.openapi import openapi_document
 from jobcast.registry import Registry, load_job_types
 from jobcast.services import Services
 from jobcast.settings import Settings
@@ -48,7 +49,7 @@ async def _jobcast_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    message = {404: f"no route {request.url.path!r}; the README lists the API's routes.",
+    message = {404: f"no route {request.url.path!r}; GET /openapi.json lists the API's routes.",
                405: f"{request.method} is not allowed on {request.url.path!r}."}.get(exc.status_code, str(exc.detail))
     body = {"error": {"code": code, "message": message, "details": None}}
     return api.JSON(body, status_code=exc.status_code, headers=exc.headers)
@@ -103,6 +104,19 @@ async def _page(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+def _by_method(**endpoints: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """One route for a path with several methods, so that a 405's `Allow` lists all of them."""
+
+    async def endpoint(request: Request) -> Response:
+        return await endpoints["GET" if request.method == "HEAD" else request.method](request)
+
+    return endpoint
+
+
+async def _openapi(request: Request) -> Response:
+    return api.JSON(request.app.state.openapi)
+
+
 def create_app(settings: Settings, factory: RedisFactory | None = None, registry: Registry | None = None) -> Starlette:
     """The jobcast API for `settings`; Redis comes from `factory` (default: `settings.redis_url`)."""
     if factory is None:
@@ -129,10 +143,8 @@ def create_app(settings: Settings, factory: RedisFactory | None = None, registry
             process_exits()
 
     routes = [
-        Route("/jobs", api.submit_job, methods=["POST"]),
-        Route("/jobs", api.list_jobs, methods=["GET"]),
-        Route("/jobs/{job_id}", api.get_job, methods=["GET"]),
-        Route("/jobs/{job_id}", api.delete_job, methods=["DELETE"]),
+        Route("/jobs", _by_method(GET=api.list_jobs, POST=api.submit_job), methods=["GET", "POST"]),
+        Route("/jobs/{job_id}", _by_method(GET=api.get_job, DELETE=api.delete_job), methods=["GET", "DELETE"]),
         Route("/jobs/{job_id}/cancel", api.cancel_job, methods=["POST"]),
         Route("/jobs/{job_id}/retry", api.retry_job, methods=["POST"]),
         Route("/jobs/{job_id}/events", api.job_events, methods=["GET"]),
@@ -140,6 +152,7 @@ def create_app(settings: Settings, factory: RedisFactory | None = None, registry
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/", _page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
@@ -161,7 +174,9 @@ def create_app(settings: Settings, factory: RedisFactory | None = None, registry
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "If-None-Match"],
             expose_headers=["Location", "ETag", "Retry-After", "Idempotent-Replayed"], max_age=600,
         ))
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
+    app.state.openapi = openapi_document(registry, settings)
+    return app
 
 
 SECURITY_HEADERS = [

@@ -60,7 +60,7 @@ class Auth:
     def check_token(self, token: str, job_id: str) -> None:
         """Unauthorized unless `token` was made for `job_id` and has not expired."""
         expires_s, _, mac = token.partition(".")
-        if not expires_s.isascii() or not expires_s.isdigit() or not hmac.compare_digest(mac, self._mac(job_id, int(expires_s))):
+        if not expires_s.isascii() or not expires_s.isdigit() or not hmac.compare_digest(mac.encode(), self._mac(job_id, int(expires_s)).encode()):
             raise Unauthorized("the stream token is not valid for this job; GET /jobs/{id} with your API key "
                                "gives a fresh links.events.")
         if int(expires_s) < time.time():

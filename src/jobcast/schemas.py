@@ -1,12 +1,21 @@
-"""The shapes of request bodies, and how their validation errors are reported."""
+"""The shapes of request and response bodies, and how validation errors are reported.
+
+The response models describe what `record.job_object` and the endpoints write;
+they are the source of `/openapi.json` and the typed results of the Python
+client (`jobcast.client`), which reads them leniently (unknown fields ignored)
+so that an older client keeps working against a newer server.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-__all__ = ["SubmitRequest", "validation_details"]
+__all__ = [
+    "ErrorBody", "Job", "JobList", "JobTypeInfo", "JobTypes", "Ready", "Status", "SubmitRequest",
+    "validation_details",
+]
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
@@ -38,3 +47,103 @@ def validation_details(exc: ValidationError, root: str = "") -> list[dict[str, s
         parts += [str(p) for p in err["loc"]]
         details.append({"path": ".".join(parts) or "(body)", "message": err["msg"]})
     return details
+
+
+# -- responses ------------------------------------------------------------------
+
+Status = Literal["queued", "running", "completed", "failed", "canceled"]
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class JobError(_Response):
+    """Why a job failed (`worker_lost`, `timeout`, ...) or was canceled."""
+
+    code: str
+    message: str
+
+
+class WebhookState(_Response):
+    url: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status: int | None
+
+
+class Output(_Response):
+    items: list[Any] = Field(description="The attempt's output items in order (at least the last 1,000).")
+    text: str = Field(description="The streamed text of the attempt so far.")
+
+
+class Links(_Response):
+    self: str
+    events: str = Field(description="The event stream; carries a stream token when auth is on.")
+    cancel: str
+
+
+class Job(_Response):
+    """The job object: every endpoint that returns a job returns this."""
+
+    id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    type: str
+    status: Status
+    progress: float = Field(ge=0, le=100)
+    message: str = Field(min_length=1)
+    stage: str | None
+    attempt: int = Field(ge=1)
+    max_attempts: int = Field(ge=1)
+    queue_position: int | None = Field(ge=0)
+    eta_s: int | None
+    tags: dict[str, str]
+    created_at: str
+    started_at: str | None
+    ended_at: str | None
+    last_event_id: int = Field(ge=1)
+    output: Output
+    result: Any
+    error: JobError | None
+    webhook: WebhookState | None
+    links: Links
+
+
+class JobList(_Response):
+    jobs: list[Job]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
+
+
+class JobTypeInfo(_Response):
+    name: str
+    description: str
+    schema_: dict[str, Any] = Field(alias="schema", description="The JSON Schema of the payload.")
+    available: bool
+    unavailable_reason: str | None
+    max_attempts: int
+    timeout_s: int
+
+
+class JobTypes(_Response):
+    job_types: list[JobTypeInfo]
+
+
+class ErrorDetail(_Response):
+    code: str = Field(description="invalid_json, validation_error, payload_too_large, unauthorized, not_found, "
+                                  "conflict, rate_limited, unavailable, ...")
+    message: str = Field(description="What went wrong and how to fix it.")
+    details: Any = Field(description="For validation_error: a list of {path, message}; else null.")
+
+
+class ErrorBody(_Response):
+    error: ErrorDetail
+
+
+class Health(_Response):
+    status: Literal["ok"]
+
+
+class Ready(_Response):
+    status: Literal["ready"]
+    redis: Literal["ok"]
+    queue: str
+    workers: int = Field(ge=0, description="Workers alive on the job queue.")

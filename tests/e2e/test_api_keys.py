@@ -76,6 +76,13 @@ def test_the_events_link_works_without_a_key_for_that_job_only(keyed: Stack) -> 
         assert foreign.status_code == 401
         tampered = c.get(f"/jobs/{job['id']}?token={token[:-2]}xy")
         assert tampered.status_code == 401
+        not_ascii = c.get(f"/jobs/{job['id']}?token={token.split('.')[0]}.%C3%A9t%C3%A9")
+        assert not_ascii.status_code == 401, not_ascii.text
+        # Without a key, an unknown job is a 401 as much as a known one: nothing is looked up first.
+        for method, path in [("GET", f"/jobs/{'0' * 32}"), ("DELETE", f"/jobs/{'0' * 32}"),
+                             ("POST", f"/jobs/{'0' * 32}/cancel"), ("POST", f"/jobs/{'0' * 32}/retry"),
+                             ("GET", f"/jobs/{'0' * 32}/events")]:
+            assert c.request(method, path).status_code == 401, (method, path)
     # a fresh link comes with the key
     with _as(keyed, ALICE) as alice:
         assert "?token=" in alice.get(f"/jobs/{job['id']}").json()["links"]["events"]

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tests.e2e.harness import Stack, Stream, read_stream
+from tests.e2e.harness import Stack, Stream, read_stream, wait_for
 
 
 def _wait_running(st: Stack, job: dict) -> Stream:
@@ -158,11 +158,22 @@ def test_an_idempotency_key_whose_first_request_died_is_taken_over(stack: Stack)
     body = b'{"type": "demo", "payload": {"steps": 1, "interval_ms": 0}}'
     key = "order-dead"
     claim = f"{stack.prefix}:idem:{{anonymous}}:{hashlib.sha256(key.encode()).hexdigest()}"
-    # what a request that died between claiming the key and creating its job leaves behind
-    stack.redis.r.set(claim, f"{'0' * 32} {hashlib.sha256(body).hexdigest()}", ex=86400)
+    # what a request that died between claiming the key and creating its job leaves behind (10 s ago)
+    claimed_ms = time.time_ns() // 1_000_000 - 10_000
+    stack.redis.r.set(claim, f"{'0' * 32} {hashlib.sha256(body).hexdigest()} {claimed_ms}", ex=86400)
     with stack.client() as c:
+        t0 = time.monotonic()
         r = c.post("/jobs", content=body, headers={"Idempotency-Key": key})
         assert r.status_code == 202 and "idempotent-replayed" not in r.headers
+        assert time.monotonic() - t0 < 2, "a claim older than 5 s is taken over without waiting"
         again = c.post("/jobs", content=body, headers={"Idempotency-Key": key})
-    assert again.status_code == 202 and again.json()["id"] == r.json()["id"]
-    assert again.headers["idempotent-replayed"] == "true"
+        assert again.status_code == 202 and again.json()["id"] == r.json()["id"]
+        assert again.headers["idempotent-replayed"] == "true"
+
+        # The key's job deleted: the same request makes a new job, at once.
+        wait_for(lambda: c.get(f"/jobs/{r.json()['id']}").json()["status"] == "completed", 10, "the job to end")
+        assert c.delete(f"/jobs/{r.json()['id']}").status_code == 204
+        t0 = time.monotonic()
+        third = c.post("/jobs", content=body, headers={"Idempotency-Key": key})
+        assert third.status_code == 202 and third.json()["id"] != r.json()["id"]
+        assert time.monotonic() - t0 < 2
