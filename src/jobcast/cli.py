@@ -1,4 +1,8 @@
-"""The `jobcast` command: a thin layer over the library. Every option has an environment variable."""
+"""The `jobcast` command: a thin layer over the library. Every option has an environment variable.
+
+Server side: `serve`, `worker`, `dev` (here). Client side: `submit`, `status`, `jobs`, `cancel`,
+`retry` (`terminal.py`, through `jobcast.Client`).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from jobcast.connections import RedisFactory
 from jobcast.errors import ConfigError
 from jobcast.logs import setup_logging
 from jobcast.settings import Settings
+from jobcast.terminal import add_client_commands
+from jobcast.terminal import run as run_client_command
 
 __all__ = ["main"]
 
@@ -207,6 +213,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="serve the LLM job types from a built-in STAND-IN model with made-up answers "
                           "(JOBCAST_FAKE_LLM=1)")
     dev.set_defaults(run=cmd_dev)
+
+    add_client_commands(sub, dict(os.environ))
     return parser
 
 
@@ -217,6 +225,8 @@ def _bind_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if hasattr(args, "client_command"):  # submit, status, jobs, cancel, retry: a client of a running API
+        return run_client_command(args.client_command, args)
     try:
         settings = Settings.from_env()
         setup_logging(settings)

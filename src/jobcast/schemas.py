@@ -89,7 +89,7 @@ class Job(_Response):
     id: str = Field(pattern=r"^[0-9a-f]{32}$")
     type: str
     status: Status
-    progress: float = Field(ge=0, le=100)
+    progress: int | float = Field(ge=0, le=100)
     message: str = Field(min_length=1)
     stage: str | None
     attempt: int = Field(ge=1)

@@ -1,0 +1,355 @@
+"""The Python client: `Client` and its async twin `AsyncClient`, over the HTTP API.
+
+    from jobcast import Client
+
+    with Client() as jc:                       # JOBCAST_URL, JOBCAST_API_KEY
+        job = jc.submit("demo", {"steps": 5})
+        for event in jc.watch(job):            # live over SSE; resumes; polls if it must
+            print(event.event, event.data)
+        print(jc.get(job.id).result)
+
+`watch()` yields every event of the job once, in order, and ends after the
+terminal one. A dropped connection is resumed with `Last-Event-ID`, so nothing
+is missed or repeated; when the stream cannot be had (a proxy that refuses it,
+too many open streams, repeated failures) it polls `GET /jobs/{id}` instead
+and yields a `snapshot` event for each change it sees. Every API error raises
+`ApiError` with the contract's code and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import orjson
+from httpx_sse import EventSource
+
+from jobcast.schemas import Job, JobList, JobTypeInfo, JobTypes, Status
+
+__all__ = ["ApiError", "AsyncClient", "Client", "Event"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL_EVENTS = frozenset({"completed", "failed", "canceled"})
+STREAM_READ_TIMEOUT_S = 60.0
+"""Longer than the server's longest ping interval (15 s): a quiet stream this long is a dead one."""
+STREAM_FAILURES_BEFORE_POLLING = 5
+
+
+class ApiError(Exception):
+    """The API answered with an error (`code`, `message` as the contract lists them), or could not be reached."""
+
+    def __init__(self, status: int | None, code: str, message: str, details: Any = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"{code}: {message}" if status is None else f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.details, self.retry_after = status, code, message, details, retry_after
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a job's stream: `snapshot`, `state`, `output`, or a terminal one."""
+
+    id: int
+    event: str
+    data: dict[str, Any]
+
+    @property
+    def terminal(self) -> bool:
+        return self.event in TERMINAL_EVENTS
+
+    @property
+    def job(self) -> Job | None:
+        """The whole job, for `snapshot` and terminal events (their data is the job object)."""
+        return Job.model_validate(self.data) if self.event == "snapshot" or self.terminal else None
+
+
+# -- what both clients share: requests in, typed results out ---------------------
+
+
+def _settings(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
+    url = (base_url or os.environ.get("JOBCAST_URL") or DEFAULT_URL).rstrip("/")
+    key = api_key if api_key is not None else os.environ.get("JOBCAST_API_KEY")
+    return url, ({"Authorization": f"Bearer {key}"} if key else {})
+
+
+def _submit_body(type_: str, payload: Mapping[str, Any] | None, tags: Mapping[str, str] | None,
+                 webhook_url: str | None, max_attempts: int | None, timeout_s: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": type_, "payload": dict(payload or {})}
+    if tags:
+        body["tags"] = dict(tags)
+    if webhook_url:
+        body["webhook"] = {"url": webhook_url}
+    if max_attempts is not None:
+        body["max_attempts"] = max_attempts
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    return body
+
+
+def _list_params(status: Status | None, type_: str | None, tags: Mapping[str, str] | None, limit: int,
+                 cursor: str | None) -> list[tuple[str, str]]:
+    params = [("limit", str(limit))]
+    params += [(k, v) for k, v in (("status", status), ("type", type_), ("cursor", cursor)) if v]
+    params += [("tag", f"{k}:{v}") for k, v in (tags or {}).items()]
+    return params
+
+
+def _error(response: httpx.Response) -> ApiError:
+    retry_after = response.headers.get("retry-after")
+    try:
+        err = response.json()["error"]
+        code, message, details = err["code"], err["message"], err.get("details")
+    except (ValueError, KeyError, TypeError):
+        code, message, details = "http_error", response.text[:200] or response.reason_phrase, None
+    return ApiError(response.status_code, code, message, details,
+                    float(retry_after) if retry_after and retry_after.isdigit() else None)
+
+
+def _unreachable(url: str, exc: httpx.HTTPError) -> ApiError:
+    return ApiError(None, "unreachable", f"could not reach jobcast at {url} ({exc}); is it running? "
+                                         "(JOBCAST_URL sets the address)")
+
+
+def _json(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise _error(response)
+    return response.json()
+
+
+def _job_id(job: Job | str) -> str:
+    return job.id if isinstance(job, Job) else job
+
+
+def _events_path(job: Job | str, keyed: bool) -> str:
+    """With a key, the plain path (a stream token would expire); without, the job's link and its token."""
+    return job.links.events if isinstance(job, Job) and not keyed else f"/jobs/{_job_id(job)}/events"
+
+
+def _stream_usable(response: httpx.Response) -> bool | None:
+    """True: read it; None: nothing left (204); False: fall back to polling. Raises on a real error."""
+    if response.status_code == 204:
+        return None
+    if response.status_code == 200 and response.headers.get("content-type", "").startswith("text/event-stream"):
+        return True
+    if response.status_code in (401, 404, 422):
+        raise _error(response)  # the caller has read the body
+    return False
+
+
+def _event(sse_id: str, name: str, data: str) -> Event:
+    return Event(int(sse_id), name, orjson.loads(data))
+
+
+def _poll_event(job: Job) -> Event:
+    return Event(job.last_event_id, job.status if job.status in TERMINAL_EVENTS else "snapshot",
+                 job.model_dump(mode="json"))
+
+
+_Method = Literal["GET", "POST", "DELETE"]
+
+
+class Client:
+    """A blocking client. `base_url` defaults to `JOBCAST_URL`, `api_key` to `JOBCAST_API_KEY`."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 10.0,
+                 poll_interval_s: float = 1.0) -> None:
+        self.base_url, headers = _settings(base_url, api_key)
+        self.poll_interval_s = poll_interval_s
+        self._keyed = bool(headers)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: _Method, path: str, **kw: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.base_url, exc) from None
+
+    def submit(self, type: str, payload: Mapping[str, Any] | None = None, *, tags: Mapping[str, str] | None = None,
+               webhook_url: str | None = None, max_attempts: int | None = None, timeout_s: int | None = None,
+               idempotency_key: str | None = None) -> Job:
+        body = _submit_body(type, payload, tags, webhook_url, max_attempts, timeout_s)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return Job.model_validate(_json(self._call("POST", "/jobs", json=body, headers=headers)))
+
+    def get(self, job: Job | str) -> Job:
+        return Job.model_validate(_json(self._call("GET", f"/jobs/{_job_id(job)}")))
+
+    def list(self, *, status: Status | None = None, type: str | None = None, tags: Mapping[str, str] | None = None,
+             limit: int = 50, cursor: str | None = None) -> JobList:
+        params = _list_params(status, type, tags, limit, cursor)
+        return JobList.model_validate(_json(self._call("GET", "/jobs", params=params)))
+
+    def cancel(self, job: Job | str) -> Job:
+        return Job.model_validate(_json(self._call("POST", f"/jobs/{_job_id(job)}/cancel")))
+
+    def retry(self, job: Job | str) -> Job:
+        return Job.model_validate(_json(self._call("POST", f"/jobs/{_job_id(job)}/retry")))
+
+    def delete(self, job: Job | str) -> None:
+        response = self._call("DELETE", f"/jobs/{_job_id(job)}")
+        if response.status_code >= 400:
+            raise _error(response)
+
+    def job_types(self) -> builtins.list[JobTypeInfo]:
+        return JobTypes.model_validate(_json(self._call("GET", "/job-types"))).job_types
+
+    def wait(self, job: Job | str) -> Job:
+        """Watch the job to its end; the final job object."""
+        for event in self.watch(job):
+            if event.terminal:
+                return Job.model_validate(event.data)
+        return self.get(job)
+
+    def watch(self, job: Job | str, *, last_event_id: int = 0) -> Iterator[Event]:
+        """The job's events after `last_event_id`, live, each once, ending after the terminal one."""
+        last, failures = last_event_id, 0
+        while failures < STREAM_FAILURES_BEFORE_POLLING:
+            headers = {"Last-Event-ID": str(last)} if last else {}
+            try:
+                with self._http.stream("GET", _events_path(job, self._keyed), headers=headers,
+                                       timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                    usable = _stream_usable(response)
+                    if usable is None:
+                        return
+                    if not usable:
+                        break
+                    for sse in EventSource(response).iter_sse():
+                        if not sse.id or int(sse.id) <= last:
+                            continue
+                        event = _event(sse.id, sse.event, sse.data)
+                        last, failures = event.id, 0
+                        yield event
+                        if event.terminal:
+                            return
+            except httpx.HTTPError:
+                pass
+            failures += 1  # ended without its terminal event, or dropped: resume after `last`
+            time.sleep(min(5.0, 0.25 * 2 ** failures))
+        yield from self._poll(job, last)
+
+    def _poll(self, job: Job | str, last: int) -> Iterator[Event]:
+        while True:
+            current = self.get(job)
+            if current.last_event_id > last:
+                last = current.last_event_id
+                yield _poll_event(current)
+                if current.status in TERMINAL_EVENTS:
+                    return
+            time.sleep(self.poll_interval_s)
+
+
+class AsyncClient:
+    """The asyncio twin of `Client`: the same methods, awaited; `watch()` is an async iterator."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 10.0,
+                 poll_interval_s: float = 1.0) -> None:
+        self.base_url, headers = _settings(base_url, api_key)
+        self.poll_interval_s = poll_interval_s
+        self._keyed = bool(headers)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: _Method, path: str, **kw: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.base_url, exc) from None
+
+    async def submit(self, type: str, payload: Mapping[str, Any] | None = None, *,
+                     tags: Mapping[str, str] | None = None, webhook_url: str | None = None,
+                     max_attempts: int | None = None, timeout_s: int | None = None,
+                     idempotency_key: str | None = None) -> Job:
+        body = _submit_body(type, payload, tags, webhook_url, max_attempts, timeout_s)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return Job.model_validate(_json(await self._call("POST", "/jobs", json=body, headers=headers)))
+
+    async def get(self, job: Job | str) -> Job:
+        return Job.model_validate(_json(await self._call("GET", f"/jobs/{_job_id(job)}")))
+
+    async def list(self, *, status: Status | None = None, type: str | None = None,
+                   tags: Mapping[str, str] | None = None, limit: int = 50, cursor: str | None = None) -> JobList:
+        params = _list_params(status, type, tags, limit, cursor)
+        return JobList.model_validate(_json(await self._call("GET", "/jobs", params=params)))
+
+    async def cancel(self, job: Job | str) -> Job:
+        return Job.model_validate(_json(await self._call("POST", f"/jobs/{_job_id(job)}/cancel")))
+
+    async def retry(self, job: Job | str) -> Job:
+        return Job.model_validate(_json(await self._call("POST", f"/jobs/{_job_id(job)}/retry")))
+
+    async def delete(self, job: Job | str) -> None:
+        response = await self._call("DELETE", f"/jobs/{_job_id(job)}")
+        if response.status_code >= 400:
+            raise _error(response)
+
+    async def job_types(self) -> builtins.list[JobTypeInfo]:
+        return JobTypes.model_validate(_json(await self._call("GET", "/job-types"))).job_types
+
+    async def wait(self, job: Job | str) -> Job:
+        async for event in self.watch(job):
+            if event.terminal:
+                return Job.model_validate(event.data)
+        return await self.get(job)
+
+    async def watch(self, job: Job | str, *, last_event_id: int = 0) -> AsyncIterator[Event]:
+        last, failures = last_event_id, 0
+        while failures < STREAM_FAILURES_BEFORE_POLLING:
+            headers = {"Last-Event-ID": str(last)} if last else {}
+            try:
+                async with self._http.stream("GET", _events_path(job, self._keyed), headers=headers,
+                                             timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                    usable = _stream_usable(response)
+                    if usable is None:
+                        return
+                    if not usable:
+                        break
+                    async for sse in EventSource(response).aiter_sse():
+                        if not sse.id or int(sse.id) <= last:
+                            continue
+                        event = _event(sse.id, sse.event, sse.data)
+                        last, failures = event.id, 0
+                        yield event
+                        if event.terminal:
+                            return
+            except httpx.HTTPError:
+                pass
+            failures += 1
+            await asyncio.sleep(min(5.0, 0.25 * 2 ** failures))
+        async for event in self._poll(job, last):
+            yield event
+
+    async def _poll(self, job: Job | str, last: int) -> AsyncIterator[Event]:
+        while True:
+            current = await self.get(job)
+            if current.last_event_id > last:
+                last = current.last_event_id
+                yield _poll_event(current)
+                if current.status in TERMINAL_EVENTS:
+                    return
+            await asyncio.sleep(self.poll_interval_s)

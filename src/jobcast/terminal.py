@@ -1,0 +1,192 @@
+"""The client commands of `jobcast`: submit (and watch with a live bar), status, jobs, cancel, retry.
+
+They talk to a running API through `jobcast.Client` (`JOBCAST_URL`, `JOBCAST_API_KEY`).
+Human output (the bar, tables, errors) goes to stderr and the terminal; what a
+script reads (the job object or result as JSON) goes to stdout.
+
+Exit codes: 0 done (or the watched job completed), 1 the watched job failed,
+2 the watched job was canceled, 3 the command itself failed (bad input, the API
+said no, or it could not be reached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+
+from jobcast.client import ApiError, Client
+from jobcast.schemas import Job
+
+__all__ = ["add_client_commands"]
+
+EXIT_FOR_STATUS = {"completed": 0, "failed": 1, "canceled": 2}
+EXIT_ERROR = 3
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.url, args.api_key)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(None, "invalid_json", f"{what} is not valid JSON ({exc}); e.g. --payload '{{\"steps\": 5}}'")
+    if not isinstance(value, dict):
+        raise ApiError(None, "invalid_json", f"{what} must be a JSON object, e.g. --payload '{{\"steps\": 5}}'")
+    return value
+
+
+def _tags(pairs: list[str]) -> dict[str, str]:
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ApiError(None, "validation_error", f"--tag {pair!r} is not key=value")
+        tags[key] = value
+    return tags
+
+
+def _line(job: Job) -> str:
+    extra = f" [{job.stage}]" if job.stage else ""
+    return f"{job.status}{extra} {job.progress:g}% {job.message}"
+
+
+def watch(client: Client, job: Job) -> int:
+    """A live bar with the message and stage until the job ends; the end's exit code."""
+    columns = (TextColumn("{task.fields[status]:<9}"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[stage]}"), TextColumn("{task.description}"))
+    final = job
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task(job.message, total=100, status=job.status, stage=job.stage or "")
+        bar.update(task, completed=job.progress)
+        for event in client.watch(job):
+            data = event.data
+            if event.event in ("snapshot", "state") or event.terminal:
+                bar.update(task, completed=float(data["progress"]), description=data["message"],
+                           status=data["status"], stage=data.get("stage") or "")
+            if event.terminal:
+                final = Job.model_validate(data)
+    err.print(f"{final.status}: {final.message}")
+    _print_json(final.model_dump(mode="json"))
+    return EXIT_FOR_STATUS[final.status]
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    payload = _json_object(args.payload, "--payload")
+    with _client(args) as client:
+        job = client.submit(args.type, payload, tags=_tags(args.tag), max_attempts=args.max_attempts,
+                            timeout_s=args.timeout_s, idempotency_key=args.idempotency_key)
+        err.print(f"submitted {job.type} job {job.id}: {job.message}")
+        if args.watch:
+            return watch(client, job)
+    _print_json(job.model_dump(mode="json"))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.get(args.id)
+    err.print(_line(job))
+    _print_json(job.model_dump(mode="json"))
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        page = client.list(status=args.status, type=args.type, tags=_tags(args.tag), limit=args.limit)
+    if args.json:
+        _print_json(page.model_dump(mode="json"))
+        return 0
+    table = Table(box=None)
+    table.add_column("id", no_wrap=True, min_width=32)
+    for name in ("type", "status", "progress", "message", "created"):
+        table.add_column(name)
+    for job in page.jobs:
+        table.add_row(job.id, job.type, job.status, f"{job.progress:g}%", job.message, job.created_at)
+    Console(highlight=False).print(table)
+    if page.next_cursor:
+        err.print(f"(more: GET /jobs?cursor={page.next_cursor})")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.cancel(args.id)
+    err.print(_line(job))
+    _print_json(job.model_dump(mode="json"))
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.retry(args.id)
+        err.print(_line(job))
+        if args.watch:
+            return watch(client, job)
+    _print_json(job.model_dump(mode="json"))
+    return 0
+
+
+def run(command: Any, args: argparse.Namespace) -> int:
+    try:
+        code: int = command(args)
+        return code
+    except ApiError as exc:
+        err.print(f"jobcast: {exc}", markup=False)
+        if isinstance(exc.details, list):
+            for detail in exc.details:
+                err.print(f"  {detail.get('path')}: {detail.get('message')}", markup=False)
+        return EXIT_ERROR
+
+
+def add_client_commands(sub: Any, env: dict[str, str]) -> None:
+    """Add submit, status, jobs, cancel and retry to the `jobcast` parser."""
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--url", default=env.get("JOBCAST_URL"),
+                            help="the API (JOBCAST_URL, default http://127.0.0.1:8000)")
+        parser.add_argument("--api-key", default=env.get("JOBCAST_API_KEY"), help="the API key (JOBCAST_API_KEY)")
+
+    submit = sub.add_parser("submit", help="submit a job; --watch shows a live progress bar")
+    submit.add_argument("type", help="the job type (GET /job-types lists them)")
+    submit.add_argument("--payload", default="{}", help="the payload, a JSON object (default {})")
+    submit.add_argument("--tag", action="append", default=[], help="key=value label (repeatable)")
+    submit.add_argument("--max-attempts", type=int, help="attempts before it fails (1..10; default the type's)")
+    submit.add_argument("--timeout-s", type=int, help="time limit of one attempt (default the type's)")
+    submit.add_argument("--idempotency-key", help="the same key gives back the same job for 24 h")
+    submit.add_argument("--watch", action="store_true",
+                        help="watch it to the end; exit 0 completed, 1 failed, 2 canceled")
+    common(submit)
+    submit.set_defaults(client_command=cmd_submit)
+
+    for name, func, text in (("status", cmd_status, "show a job"), ("cancel", cmd_cancel, "cancel a job"),
+                             ("retry", cmd_retry, "run a failed or canceled job again")):
+        parser = sub.add_parser(name, help=text)
+        parser.add_argument("id", help="the job's id")
+        if name == "retry":
+            parser.add_argument("--watch", action="store_true", help="watch the new attempt to its end")
+        common(parser)
+        parser.set_defaults(client_command=func)
+
+    jobs = sub.add_parser("jobs", help="list your jobs, newest first")
+    jobs.add_argument("--status", choices=["queued", "running", "completed", "failed", "canceled"])
+    jobs.add_argument("--type")
+    jobs.add_argument("--tag", action="append", default=[], help="key=value (repeatable)")
+    jobs.add_argument("--limit", type=int, default=50, help="at most this many (1..500, default 50)")
+    jobs.add_argument("--json", action="store_true", help="print the page as JSON instead of a table")
+    common(jobs)
+    jobs.set_defaults(client_command=cmd_jobs)
