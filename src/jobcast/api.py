@@ -234,7 +234,7 @@ async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: S
         "id": job_id, "type": jtype.name, "owner": owner, "status": QUEUED, "progress": "0",
         "stage": QUEUED_STAGE, "attempt": "1", "max_attempts": str(req.max_attempts or jtype.max_attempts),
         "timeout_s": str(timeout_s), "tags": orjson.dumps(req.tags).decode(),
-        "payload": payload.model_dump_json(), "queue": svc.settings.queue, "created_at": created_at,
+        "payload": payload.model_dump_json(exclude_unset=True), "queue": svc.settings.queue, "created_at": created_at,
         "created_ms": str(created_ms), "idem_key": idem_key,
         "webhook": orjson.dumps({"url": webhook_url, "state": "pending", "attempts": 0,
                                  "last_status": None}).decode() if webhook_url else "",

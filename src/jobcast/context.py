@@ -164,8 +164,8 @@ class JobContext(Scope):
         self._text: list[str] = []
         self._pending_text: list[str] = []
         self._items: deque[bytes] = deque(maxlen=store.settings.items_kept)
-        self._last_flush = -1e9
-        self._started = time.monotonic()
+        # The runner's start event was the last write: the first progress comes a full interval after it.
+        self._last_flush = self._started = time.monotonic()
         self._canceled = False
         self._canceled_at: float | None = None
         self._on_overdue = on_overdue

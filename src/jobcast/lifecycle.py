@@ -152,9 +152,11 @@ def enqueue(store: Store, pipe: Pipeline, job_id: str, run: int, type_name: str,
     """Queue, in `pipe` (in MULTI), the RQ job for the `run`-th trip of `job_id`, and note it on the record."""
     rq_id = rq_job_id(job_id, run)
     pipe.hset(store.keys.job(job_id), mapping={"run": run, "rq_id": rq_id})
+    # result_ttl=0: RQ forgets a run that returned (the record holds the outcome; RQ's copy of a
+    # finished job and its result stream would cost about 6 KiB a job); failed runs stay in its registry.
     Queue(queue, connection=store.redis).enqueue_call(
-        RUN_JOB, args=(job_id, run), job_id=rq_id, timeout=timeout_s, failure_ttl=store.settings.job_ttl_s,
-        description=f"{type_name} {job_id} (run {run})", pipeline=pipe,
+        RUN_JOB, args=(job_id, run), job_id=rq_id, timeout=timeout_s, result_ttl=0,
+        failure_ttl=store.settings.job_ttl_s, description=f"{type_name} {job_id} (run {run})", pipeline=pipe,
     )
 
 

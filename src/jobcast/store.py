@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Literal, cast
 
+import orjson
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.client import Pipeline
@@ -94,6 +95,16 @@ class Event:
     seq: int
     name: bytes
     data: bytes
+
+
+STATE_KEYS = ("status", "progress", "message", "stage", "attempt", "queue_position", "eta_s", "ts")
+
+
+def logged_data(name: bytes, data: bytes) -> bytes:
+    """An event's data as clients get it: the log keeps a `state` event's values as an array (`state_json`)."""
+    if name != b"state" or not data.startswith(b"["):
+        return data
+    return orjson.dumps(dict(zip(STATE_KEYS, orjson.loads(data), strict=True)))
 
 
 def owner_entry(created_ms: int, job_id: str) -> str:
@@ -289,7 +300,7 @@ class AsyncStore:
             pipe.xrevrange(key, "+", "-", count=1)
             pipe.xrange(key, f"(0-{after}", "+")
             oldest, newest, entries = await pipe.execute()
-        events = [Event(_seq(eid), f[b"e"], f[b"d"]) for eid, f in entries]
+        events = [Event(_seq(eid), f[b"e"], logged_data(f[b"e"], f[b"d"])) for eid, f in entries]
         return (_seq(oldest[0][0]) if oldest else 0), (_seq(newest[0][0]) if newest else 0), events
 
     async def owner_page(self, owner: str, after: str | None, count: int) -> list[str]:

@@ -76,7 +76,7 @@ def schedule(store: Store, job_id: str) -> None:
     Queue(webhook_queue(store.settings), connection=store.redis).enqueue_call(
         "jobcast.webhooks.deliver", args=(job_id,), timeout=int(TIMEOUT_S * 3),
         retry=Retry(max=RETRIES, interval=[int(base * 4 ** i) for i in range(RETRIES)]),
-        description=f"webhook of {job_id}", failure_ttl=store.settings.job_ttl_s,
+        description=f"webhook of {job_id}", result_ttl=0, failure_ttl=store.settings.job_ttl_s,
     )
 
 

@@ -62,10 +62,13 @@ def new_job(store: Store) -> Callable[..., dict[str, str]]:
 
 
 def events(store: Store, job_id: str) -> list[tuple[int, str, Any]]:
-    """The job's event log as (id, name, decoded data)."""
+    """The job's event log as (id, name, decoded data), state events as clients get them."""
     import orjson
+
+    from jobcast.store import logged_data
 
     out = []
     for eid, fields in store.redis.xrange(store.keys.events(job_id)):
-        out.append((int(eid.split(b"-")[1]), fields[b"e"].decode(), orjson.loads(fields[b"d"])))
+        data = logged_data(fields[b"e"], fields[b"d"])
+        out.append((int(eid.split(b"-")[1]), fields[b"e"].decode(), orjson.loads(data)))
     return out

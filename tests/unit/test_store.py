@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from jobcast.record import now_iso
-from jobcast.store import Store
+from jobcast.store import Store, logged_data
 from tests.unit.conftest import events
 
 
@@ -34,6 +34,21 @@ def test_each_change_gets_the_next_id_and_is_published(store: Store, new_job) ->
     assert messages[0].startswith(b"3 state {") and messages[1] == b'4 output {"kind":"item","item":{"n":1}}'
     assert [e[0] for e in events(store, job["id"])] == [1, 2, 3, 4]
     assert store.redis.lrange(store.keys.items(job["id"]), 0, -1) == [b'{"n":1}']
+    pubsub.close()
+
+
+def test_the_log_keeps_a_state_event_compact_and_reads_it_back_as_published(store: Store, new_job) -> None:
+    job = new_job()
+    pubsub = store.redis.pubsub()
+    pubsub.subscribe(store.keys.channel(job["id"]))
+    pubsub.get_message(timeout=1)
+    fields = {"progress": "12.5", "message": 'Persona "Ada" / 2 — ünï\tcode', "stage": "gen", "eta_s": "7"}
+    store.emit(job["id"], "state", ts=now_iso(), fields=fields)
+    published = pubsub.get_message(timeout=1)["data"].split(b" ", 2)[2]
+    stored = store.redis.xrevrange(store.keys.events(job["id"]), count=1)[0][1][b"d"]
+    assert stored.startswith(b"[") and len(stored) < len(published) * 0.6
+    assert orjson.loads(logged_data(b"state", stored)) == orjson.loads(published)
+    assert orjson.loads(published)["message"] == fields["message"] and orjson.loads(published)["progress"] == 12.5
     pubsub.close()
 
 

@@ -89,7 +89,7 @@ if kind == 'start' or kind == 'end' or leaving then
 end
 if ARGV[14] ~= '' then set.queued_ms = ARGV[14] end
 
-local name, data = ARGV[3], ARGV[4]
+local name, data, stored = ARGV[3], ARGV[4], nil
 if kind == 'state' or kind == 'start' then
   -- Progress never goes down within one attempt: a lower value is ignored
   -- (a 'start' begins an attempt, at whatever progress it says).
@@ -109,8 +109,8 @@ if kind == 'state' or kind == 'start' then
     return {seq, cancel, 'same'}
   end
   local eta = set.eta_s or redis.call('HGET', job, 'eta_s') or ''
-  data = state_json(new.status, new.progress, new.message, new.stage, new.attempt,
-                    new.queue_position, eta, ARGV[11])
+  data, stored = state_json(new.status, new.progress, new.message, new.stage, new.attempt,
+                            new.queue_position, eta, ARGV[11])
   -- A new attempt starts with no output ('start', or a change of attempt).
   if kind == 'start' or (set.attempt and set.attempt ~= cur[2]) then
     redis.call('DEL', items)
@@ -130,7 +130,7 @@ flat[#flat + 1] = 'seq'; flat[#flat + 1] = seq
 redis.call('HSET', job, unpack(flat))
 
 if kind == 'end' then data = '{"last_event_id":' .. seq .. ',' .. data end
-append_event(events, ARGV[1], seq, name, data, ARGV[8])
+append_event(events, ARGV[1], seq, name, data, ARGV[8], stored)
 
 if ARGV[13] ~= '' and outcome ~= 'parked' then redis.call('ZADD', KEYS[4], ARGV[13], id)
 elseif set.status and set.status ~= 'running' then redis.call('ZREM', KEYS[4], id) end

@@ -3,14 +3,18 @@
 -- cjson writes '/' as '\/': valid JSON, but noise on the wire; unescape it.
 local function json_string(s) return (string.gsub(cjson.encode(s), '\\/', '/')) end
 
--- The data of a `state` event; an empty string is null.
+-- The data of a `state` event, twice: the JSON object clients get live, and
+-- the same values as an array (no keys: under half the bytes) that the job's
+-- log keeps; `store.py` turns it back into the object when it reads the log.
+-- An empty string is null.
 local function state_json(status, progress, message, stage, attempt, position, eta, ts)
   local function str(v) if v == nil or v == '' then return 'null' end return json_string(v) end
   local function num(v) if v == nil or v == '' then return 'null' end return v end
-  return '{"status":' .. json_string(status) .. ',"progress":' .. progress ..
-         ',"message":' .. json_string(message) .. ',"stage":' .. str(stage) ..
-         ',"attempt":' .. attempt .. ',"queue_position":' .. num(position) ..
-         ',"eta_s":' .. num(eta) .. ',"ts":"' .. ts .. '"}'
+  local s, m, st, p, e = json_string(status), json_string(message), str(stage), num(position), num(eta)
+  return '{"status":' .. s .. ',"progress":' .. progress .. ',"message":' .. m .. ',"stage":' .. st ..
+         ',"attempt":' .. attempt .. ',"queue_position":' .. p .. ',"eta_s":' .. e .. ',"ts":"' .. ts .. '"}',
+         '[' .. s .. ',' .. progress .. ',' .. m .. ',' .. st .. ',' .. attempt .. ',' .. p .. ',' .. e ..
+         ',"' .. ts .. '"]'
 end
 
 -- The counters every process adds to, one hash per prefix (`metrics.py` reads
@@ -32,9 +36,10 @@ local function observe(stats, name, jtype, ms)
   redis.call('HINCRBYFLOAT', stats, name .. '_sum|' .. jtype, ms / 1000)
 end
 
--- Append event `seq` to a job's log (about `kept` kept) and publish it live.
-local function append_event(events, channel, seq, name, data, kept)
-  redis.call('XADD', events, 'MAXLEN', '~', kept, '0-' .. seq, 'e', name, 'd', data)
+-- Append event `seq` to a job's log (about `kept` kept; as `stored` if given,
+-- the compact form of a state event) and publish it live (as `data`).
+local function append_event(events, channel, seq, name, data, kept, stored)
+  redis.call('XADD', events, 'MAXLEN', '~', kept, '0-' .. seq, 'e', name, 'd', stored or data)
   redis.call('HINCRBY', stats_of(events), 'events', 1)
   redis.call('PUBLISH', channel, seq .. ' ' .. name .. ' ' .. data)
 end

@@ -20,8 +20,8 @@ for i = 1, n do
       local message = string.gsub(ARGV[2], '{n}', tostring(position))
       local seq = tonumber(cur[6]) + 1
       redis.call('HSET', job, 'queue_position', position, 'message', message, 'seq', seq)
-      append_event(events, channel, seq, 'state',
-                   state_json('queued', cur[4], message, ARGV[4], cur[5], position, '', ARGV[1]), ARGV[3])
+      local data, stored = state_json('queued', cur[4], message, ARGV[4], cur[5], position, '', ARGV[1])
+      append_event(events, channel, seq, 'state', data, ARGV[3], stored)
       told = told + 1
     end
   end

@@ -18,8 +18,9 @@ while redis.call('SCARD', KEYS[1]) < tonumber(ARGV[1]) do
     redis.call('ZADD', KEYS[4], ARGV[6], id)
     local seq = tonumber(cur[5]) + 1
     redis.call('HSET', job, 'stage', 'queued', 'message', 'Queued', 'queue_position', '', 'seq', seq)
-    append_event(ARGV[2] .. ':ev:{' .. id .. '}', ARGV[2] .. ':ch:{' .. id .. '}', seq, 'state',
-                 state_json('queued', cur[3], 'Queued', 'queued', cur[4], '', '', ARGV[4]), ARGV[5])
+    local data, stored = state_json('queued', cur[3], 'Queued', 'queued', cur[4], '', '', ARGV[4])
+    append_event(ARGV[2] .. ':ev:{' .. id .. '}', ARGV[2] .. ':ch:{' .. id .. '}', seq, 'state', data, ARGV[5],
+                 stored)
     promoted[#promoted + 1] = id
   end
 end
