@@ -152,7 +152,7 @@ async def submit_job(request: Request) -> Response:
     if idem is not None:
         claim_key = svc.store.keys.idempotency(owner, hashlib.sha256(idem.encode()).hexdigest())
         body_hash = hashlib.sha256(body).hexdigest()
-        replay = await _claim(request, claim_key, f"{job_id} {body_hash} {time.time_ns() // 1_000_000}", body_hash)
+        replay = await _claim(request, claim_key, f"{job_id} {body_hash}", body_hash)
         if replay is not None:
             return replay
     try:
@@ -205,15 +205,20 @@ async def _claim(request: Request, claim_key: str, claim: str, body_hash: str) -
     svc = _services(request)
     if await svc.redis.set(claim_key, claim, nx=True, ex=IDEMPOTENCY_TTL_S):
         return None
-    raw = await svc.redis.get(claim_key)
+    async with svc.redis.pipeline(transaction=True) as pipe:
+        pipe.get(claim_key)
+        pipe.pttl(claim_key)
+        raw, ttl_ms = await pipe.execute()
     if raw is None:  # the first request failed and let go of the key just now: take it
         return await _claim(request, claim_key, claim, body_hash)
-    job_id, first_hash, claimed_ms = cast(bytes, raw).decode().split(" ")
+    job_id, _, first_hash = cast(bytes, raw).decode().partition(" ")
     if first_hash != body_hash:
         raise Conflict("this Idempotency-Key was used with a different request body in the last 24 h; "
                        "use a new key for a different job.")
     # A request that claimed the key under 5 s ago may still be creating its job: wait for it that long.
-    deadline = time.monotonic() + (int(claimed_ms) + CLAIM_WAIT_MS - time.time_ns() // 1_000_000) / 1000
+    # (The claim's age comes from its TTL, Redis's clock: no host's clock is trusted.)
+    age_ms = IDEMPOTENCY_TTL_S * 1000 - max(0, int(ttl_ms))
+    deadline = time.monotonic() + max(0, CLAIM_WAIT_MS - age_ms) / 1000
     while (snap := await svc.store.snapshot(job_id)) is None and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     if snap is None:
@@ -322,8 +327,8 @@ def _last_event_id(request: Request) -> int | None:
 async def job_events(request: Request) -> Response:
     svc = _services(request)
     job_id = request.path_params["job_id"]
-    after = _last_event_id(request)
     viewer = _viewer(request, job_id, token_ok=True)
+    after = _last_event_id(request)
     head = await svc.store.head(job_id) if _JOB_ID.match(job_id) else None
     if head is None or (viewer is not None and head[0] != viewer):
         raise _not_found(job_id)

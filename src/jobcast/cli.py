@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from jobcast.connections import RedisFactory
 from jobcast.errors import ConfigError
 from jobcast.logs import setup_logging
+from jobcast.metrics import fresh_multiprocess_dir
 from jobcast.settings import Settings
 from jobcast.terminal import add_client_commands
 from jobcast.terminal import run as run_client_command
@@ -45,10 +46,13 @@ def _serve(settings: Settings, factory: RedisFactory, workers: int = 1) -> None:
     if workers > 1:
         os.environ.setdefault("REDIS_URL", factory.url or "")
         with contextlib.ExitStack() as stack:
-            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-                # /metrics adds up the processes' own figures through files in one directory (metrics.py).
+            # /metrics adds up the processes' own figures through files in one directory (metrics.py),
+            # which must start empty: figures of earlier runs would be added in.
+            path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            if not path:
                 path = stack.enter_context(tempfile.TemporaryDirectory(prefix="jobcast-metrics-"))
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+            fresh_multiprocess_dir(path)
             uvicorn.run("jobcast.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
                         workers=workers, log_level=settings.log_level, log_config=None,
                         timeout_graceful_shutdown=5)
@@ -84,9 +88,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     runtime = Runtime.build(settings, _factory(settings))
     delay = 1.0
     while True:
-        worker = make_worker(runtime, SimpleWorker if args.simple else Worker, name=args.name, queues=queues)
-        log.info("worker %s on queues %s at %s", worker.name, queues, settings.redis_url or "redis://127.0.0.1:6379/0")
         try:
+            worker = make_worker(runtime, SimpleWorker if args.simple else Worker, name=args.name, queues=queues)
+            log.info("worker %s on queues %s at %s", worker.name, queues,
+                     settings.redis_url or "redis://127.0.0.1:6379/0")
             # RQ's scheduler (one per Redis, by lock) brings failed webhook deliveries back when due.
             worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=True)
             return 0
@@ -149,7 +154,8 @@ def fake_llm_server() -> Iterator[str]:
     from jobcast.fake_llm import create_fake_llm
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_fake_llm(), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_fake_llm(), host="127.0.0.1", port=port, log_level="warning",
+                                           log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, name="fake-llm", daemon=True)
     thread.start()
     while not server.started:

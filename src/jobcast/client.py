@@ -9,20 +9,23 @@
         print(jc.get(job.id).result)
 
 `watch()` yields every event of the job once, in order, and ends after the
-terminal one. A dropped connection is resumed with `Last-Event-ID`, so nothing
-is missed or repeated; when the stream cannot be had (a proxy that refuses it,
-too many open streams, repeated failures) it polls `GET /jobs/{id}` instead
-and yields a `snapshot` event for each change it sees. Every API error raises
-`ApiError` with the contract's code and message.
+terminal one. A dropped connection, an API restart or a Redis outage (5xx) is
+ridden out: it tries again with back-off (honouring `Retry-After`) and resumes
+with `Last-Event-ID`, so nothing is missed or repeated. When the stream cannot
+be had (too many open streams: 429; a proxy that answers something else; 5
+failures in a row) it polls `GET /jobs/{id}` instead, riding out the same
+troubles, and yields a `snapshot` event for each change it sees. Any other API
+error raises `ApiError` with the contract's code and message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -110,7 +113,7 @@ def _error(response: httpx.Response) -> ApiError:
                     float(retry_after) if retry_after and retry_after.isdigit() else None)
 
 
-def _unreachable(url: str, exc: httpx.HTTPError) -> ApiError:
+def _unreachable(url: str, exc: httpx.HTTPError | httpx.InvalidURL) -> ApiError:
     return ApiError(None, "unreachable", f"could not reach jobcast at {url} ({exc}); is it running? "
                                          "(JOBCAST_URL sets the address)")
 
@@ -118,7 +121,20 @@ def _unreachable(url: str, exc: httpx.HTTPError) -> ApiError:
 def _json(response: httpx.Response) -> Any:
     if response.status_code >= 400:
         raise _error(response)
-    return response.json()
+    try:
+        return response.json()
+    except ValueError:
+        raise ApiError(response.status_code, "invalid_response", f"the answer from {response.url} is not JSON "
+                       "(is JOBCAST_URL a jobcast API, not a proxy's page?)") from None
+
+
+def _transient(exc: ApiError) -> bool:
+    """Worth asking again: the API unreachable, busy, or its Redis briefly away."""
+    return exc.status is None or exc.status == 429 or exc.status >= 500
+
+
+def _pause(exc: ApiError, failures: int) -> float:
+    return exc.retry_after if exc.retry_after is not None else min(5.0, 0.25 * 2 ** failures)
 
 
 def _job_id(job: Job | str) -> str:
@@ -131,14 +147,18 @@ def _events_path(job: Job | str, keyed: bool) -> str:
 
 
 def _stream_usable(response: httpx.Response) -> bool | None:
-    """True: read it; None: nothing left (204); False: fall back to polling. Raises on a real error."""
+    """True: read it; None: nothing left (204); False: poll instead (the stream is refused, or is not one).
+
+    Raises ApiError for an error: a transient one (5xx, unreachable) is tried again by the caller.
+    """
     if response.status_code == 204:
         return None
-    if response.status_code == 200 and response.headers.get("content-type", "").startswith("text/event-stream"):
-        return True
-    if response.status_code in (401, 404, 422):
-        raise _error(response)  # the caller has read the body
-    return False
+    if response.status_code == 200:
+        content_type: str = response.headers.get("content-type", "")
+        return content_type.startswith("text/event-stream")
+    if response.status_code == 429:
+        return False
+    raise _error(response)  # the caller has read the body
 
 
 def _event(sse_id: str, name: str, data: str) -> Event:
@@ -175,7 +195,7 @@ class Client:
     def _call(self, method: _Method, path: str, **kw: Any) -> httpx.Response:
         try:
             return self._http.request(method, path, **kw)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise _unreachable(self.base_url, exc) from None
 
     def submit(self, type: str, payload: Mapping[str, Any] | None = None, *, tags: Mapping[str, str] | None = None,
@@ -219,6 +239,7 @@ class Client:
         last, failures = last_event_id, 0
         while failures < STREAM_FAILURES_BEFORE_POLLING:
             headers = {"Last-Event-ID": str(last)} if last else {}
+            pause: ApiError = ApiError(None, "stream_ended", "the stream ended before the job did")
             try:
                 with self._http.stream("GET", _events_path(job, self._keyed), headers=headers,
                                        timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)) as response:
@@ -237,15 +258,28 @@ class Client:
                         yield event
                         if event.terminal:
                             return
-            except httpx.HTTPError:
-                pass
-            failures += 1  # ended without its terminal event, or dropped: resume after `last`
-            time.sleep(min(5.0, 0.25 * 2 ** failures))
+            except ApiError as exc:
+                if not _transient(exc):
+                    raise
+                pause = exc
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                pause = _unreachable(self.base_url, exc)
+            failures += 1  # dropped, refused for now, or ended early: resume after `last`
+            time.sleep(_pause(pause, failures))
         yield from self._poll(job, last)
 
     def _poll(self, job: Job | str, last: int) -> Iterator[Event]:
+        failures = 0
         while True:
-            current = self.get(job)
+            try:
+                current = self.get(job)
+            except ApiError as exc:
+                if not _transient(exc):
+                    raise
+                failures += 1
+                time.sleep(_pause(exc, failures))
+                continue
+            failures = 0
             if current.last_event_id > last:
                 last = current.last_event_id
                 yield _poll_event(current)
@@ -276,7 +310,7 @@ class AsyncClient:
     async def _call(self, method: _Method, path: str, **kw: Any) -> httpx.Response:
         try:
             return await self._http.request(method, path, **kw)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise _unreachable(self.base_url, exc) from None
 
     async def submit(self, type: str, payload: Mapping[str, Any] | None = None, *,
@@ -310,15 +344,17 @@ class AsyncClient:
         return JobTypes.model_validate(_json(await self._call("GET", "/job-types"))).job_types
 
     async def wait(self, job: Job | str) -> Job:
-        async for event in self.watch(job):
-            if event.terminal:
-                return Job.model_validate(event.data)
+        async with contextlib.aclosing(self.watch(job)) as events:
+            async for event in events:
+                if event.terminal:
+                    return Job.model_validate(event.data)
         return await self.get(job)
 
-    async def watch(self, job: Job | str, *, last_event_id: int = 0) -> AsyncIterator[Event]:
+    async def watch(self, job: Job | str, *, last_event_id: int = 0) -> AsyncGenerator[Event, None]:
         last, failures = last_event_id, 0
         while failures < STREAM_FAILURES_BEFORE_POLLING:
             headers = {"Last-Event-ID": str(last)} if last else {}
+            pause: ApiError = ApiError(None, "stream_ended", "the stream ended before the job did")
             try:
                 async with self._http.stream("GET", _events_path(job, self._keyed), headers=headers,
                                              timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)) as response:
@@ -337,16 +373,29 @@ class AsyncClient:
                         yield event
                         if event.terminal:
                             return
-            except httpx.HTTPError:
-                pass
+            except ApiError as exc:
+                if not _transient(exc):
+                    raise
+                pause = exc
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                pause = _unreachable(self.base_url, exc)
             failures += 1
-            await asyncio.sleep(min(5.0, 0.25 * 2 ** failures))
+            await asyncio.sleep(_pause(pause, failures))
         async for event in self._poll(job, last):
             yield event
 
-    async def _poll(self, job: Job | str, last: int) -> AsyncIterator[Event]:
+    async def _poll(self, job: Job | str, last: int) -> AsyncGenerator[Event, None]:
+        failures = 0
         while True:
-            current = await self.get(job)
+            try:
+                current = await self.get(job)
+            except ApiError as exc:
+                if not _transient(exc):
+                    raise
+                failures += 1
+                await asyncio.sleep(_pause(exc, failures))
+                continue
+            failures = 0
             if current.last_event_id > last:
                 last = current.last_event_id
                 yield _poll_event(current)

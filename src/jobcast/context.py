@@ -174,7 +174,8 @@ class JobContext(Scope):
         self.settings = store.settings
         """The process's settings (the model to use, for instance)."""
         self._stopped = False
-        self._last_cancel_poll = -1e9
+        # The start event told the runner whether a cancel was already asked for: next poll in a while.
+        self._last_cancel_poll = time.monotonic()
         self._beat_every = self.settings.heartbeat_deadline_s / 4
         self._next_beat = time.monotonic() + self._beat_every
         self._flusher = threading.Thread(target=self._flush_loop, name=f"jobcast-flush-{self.id}", daemon=True)
@@ -385,12 +386,14 @@ class JobContext(Scope):
         return min(waits)
 
     def close(self) -> None:
-        """Flush and stop the background thread; nothing is sent after this."""
+        """Flush and stop the background thread; nothing is sent after this.
+
+        Not waited for: the thread writes only under the lock taken here, and
+        once this returns it finds `_stopped` and ends by itself.
+        """
         with self._cond:
             if not self._stopped:
                 self.flush()
             self._stopped = True
             self._cond.notify_all()
-        if threading.current_thread() is not self._flusher:
-            self._flusher.join(timeout=5)
 

@@ -12,7 +12,7 @@
 | `{p}:waiting-owners`       | set    | owners with jobs waiting for a slot                        |
 | `{p}:running`              | zset   | running job ids, scored by heartbeat deadline (ms)         |
 | `{p}:delayed`              | zset   | job ids waiting to retry, scored by when (ms)              |
-| `{p}:idem:{owner}:{key}`   | string | `{job id} {body hash} {claimed ms}` for an Idempotency-Key, 24 h |
+| `{p}:idem:{owner}:{key}`   | string | `{job id} {body hash}` for an Idempotency-Key, 24 h        |
 | `{p}:janitor`              | string | the lock one janitor holds while it sweeps                 |
 | `{p}:rate:{owner}:{min}`   | string | the owner's submissions in that minute (expires after 2)   |
 | `{p}:stats`                | hash   | the counters and histograms of `/metrics` (`metrics.py`)   |

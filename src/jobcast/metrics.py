@@ -31,7 +31,7 @@ from redis.asyncio import Redis as AsyncRedis
 from jobcast.keys import Keys
 from jobcast.settings import Settings
 
-__all__ = ["BUCKETS_S", "EVENTS_DELIVERED", "STREAMS_OPEN", "process_exits", "render"]
+__all__ = ["BUCKETS_S", "EVENTS_DELIVERED", "STREAMS_OPEN", "fresh_multiprocess_dir", "process_exits", "render"]
 
 BUCKETS_S: Final = tuple(4**k / 1000 for k in range(12))
 """Histogram bounds in seconds: 1 ms, 4 ms, 16 ms, ... 70 min (`observe()` in `lua/lib.lua`)."""
@@ -45,10 +45,26 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+def fresh_multiprocess_dir(path: str) -> None:
+    """Make `path` an empty directory for the API processes' figures (before they start)."""
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
+
+
 def process_exits() -> None:
     """In multiprocess mode, drop this process's share of the live gauges (its streams are gone)."""
     if multiprocess_dir():
         mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def _forget_dead_processes(path: str) -> None:
+    """Drop the live gauges of API processes that died without `process_exits` (killed, restarted)."""
+    for name in os.listdir(path):
+        pid = name.rpartition("_")[2].removesuffix(".db")
+        if name.startswith("gauge_live") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            mark_process_dead(int(pid), path)  # type: ignore[no-untyped-call]
 
 
 class _Fixed(Collector):
@@ -86,8 +102,8 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
                  workers: int) -> list[Metric]:
     """The cluster-wide figures from the stats hash and the live counts."""
     submitted = CounterMetricFamily("jobcast_jobs_submitted", "Jobs accepted by POST /jobs.", labels=["type"])
-    finished = CounterMetricFamily("jobcast_jobs_finished", "Jobs that reached a terminal status.",
-                                   labels=["type", "status"])
+    finished = CounterMetricFamily("jobcast_jobs_finished", "Ends of jobs by terminal status (a job run again "
+                                   "by POST /retry ends, and counts, again).", labels=["type", "status"])
     retried = CounterMetricFamily("jobcast_job_retries", "Attempts that failed and were scheduled again.",
                                   labels=["type"])
     events = CounterMetricFamily("jobcast_events_published", "Events appended to job logs and published.")
@@ -120,7 +136,8 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
         _histogram("jobcast_job_queue_wait_seconds", "From submit (or a retry's due time) to the start.",
                    hist["wait"], sums["wait"]),
         depth,
-        GaugeMetricFamily("jobcast_jobs_delayed", "Jobs waiting for a retry or a free slot.", value=delayed),
+        GaugeMetricFamily("jobcast_jobs_delayed", "Jobs waiting out a retry's back-off (or just given a slot).",
+                          value=delayed),
         GaugeMetricFamily("jobcast_jobs_running", "Jobs running now.", value=running),
         GaugeMetricFamily("jobcast_workers", "RQ workers registered on the job queue.", value=workers),
     ]
@@ -142,6 +159,7 @@ async def render(redis: AsyncRedis, settings: Settings, queues: list[str]) -> by
     registry.register(_Fixed(job_families(stats, dict(zip(queues, depths)), delayed, running, workers)))
     path = multiprocess_dir()
     if path:
+        _forget_dead_processes(path)
         MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
     else:
         registry.register(_ThisProcess())

@@ -1,24 +1,29 @@
 """The client commands of `jobcast`: submit (and watch with a live bar), status, jobs, cancel, retry.
 
 They talk to a running API through `jobcast.Client` (`JOBCAST_URL`, `JOBCAST_API_KEY`).
-Human output (the bar, tables, errors) goes to stderr and the terminal; what a
-script reads (the job object or result as JSON) goes to stdout.
+What a script reads goes to stdout: the job object as JSON, or the `jobs` table
+(`--json` for JSON). The bar, status lines and errors go to stderr. Job
+messages are shown as they are (never read as rich markup).
 
 Exit codes: 0 done (or the watched job completed), 1 the watched job failed,
-2 the watched job was canceled, 3 the command itself failed (bad input, the API
-said no, or it could not be reached).
+2 the watched job was canceled, 3 the command itself failed (bad arguments, bad
+input, the API said no or could not be reached), 130 stopped watching with
+Ctrl-C (the job goes on).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
+import httpx
 import orjson
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from jobcast.client import ApiError, Client
 from jobcast.schemas import Job
@@ -27,8 +32,14 @@ __all__ = ["add_client_commands"]
 
 EXIT_FOR_STATUS = {"completed": 0, "failed": 1, "canceled": 2}
 EXIT_ERROR = 3
+EXIT_INTERRUPTED = 130
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def say(text: str) -> None:
+    """A line on stderr, printed as is."""
+    err.print(text, markup=False)
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -67,8 +78,8 @@ def _line(job: Job) -> str:
 
 def watch(client: Client, job: Job) -> int:
     """A live bar with the message and stage until the job ends; the end's exit code."""
-    columns = (TextColumn("{task.fields[status]:<9}"), BarColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[stage]}"), TextColumn("{task.description}"))
+    columns = (TextColumn("{task.fields[status]:<9}", markup=False), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[stage]}", markup=False), TextColumn("{task.description}", markup=False))
     final = job
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task(job.message, total=100, status=job.status, stage=job.stage or "")
@@ -80,7 +91,7 @@ def watch(client: Client, job: Job) -> int:
                            status=data["status"], stage=data.get("stage") or "")
             if event.terminal:
                 final = Job.model_validate(data)
-    err.print(f"{final.status}: {final.message}")
+    say(f"{final.status}: {final.message}")
     _print_json(final.model_dump(mode="json"))
     return EXIT_FOR_STATUS[final.status]
 
@@ -90,7 +101,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.submit(args.type, payload, tags=_tags(args.tag), max_attempts=args.max_attempts,
                             timeout_s=args.timeout_s, idempotency_key=args.idempotency_key)
-        err.print(f"submitted {job.type} job {job.id}: {job.message}")
+        say(f"submitted {job.type} job {job.id}: {job.message}")
         if args.watch:
             return watch(client, job)
     _print_json(job.model_dump(mode="json"))
@@ -100,7 +111,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.get(args.id)
-    err.print(_line(job))
+    say(_line(job))
     _print_json(job.model_dump(mode="json"))
     return 0
 
@@ -116,17 +127,18 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     for name in ("type", "status", "progress", "message", "created"):
         table.add_column(name)
     for job in page.jobs:
-        table.add_row(job.id, job.type, job.status, f"{job.progress:g}%", job.message, job.created_at)
+        table.add_row(*(Text(cell) for cell in (job.id, job.type, job.status, f"{job.progress:g}%", job.message,
+                                                 job.created_at)))
     Console(highlight=False).print(table)
     if page.next_cursor:
-        err.print(f"(more: GET /jobs?cursor={page.next_cursor})")
+        say(f"(more: GET /jobs?cursor={page.next_cursor})")
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.cancel(args.id)
-    err.print(_line(job))
+    say(_line(job))
     _print_json(job.model_dump(mode="json"))
     return 0
 
@@ -134,7 +146,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.retry(args.id)
-        err.print(_line(job))
+        say(_line(job))
         if args.watch:
             return watch(client, job)
     _print_json(job.model_dump(mode="json"))
@@ -146,17 +158,32 @@ def run(command: Any, args: argparse.Namespace) -> int:
         code: int = command(args)
         return code
     except ApiError as exc:
-        err.print(f"jobcast: {exc}", markup=False)
+        say(f"jobcast: {exc}")
         if isinstance(exc.details, list):
             for detail in exc.details:
-                err.print(f"  {detail.get('path')}: {detail.get('message')}", markup=False)
-        return EXIT_ERROR
+                say(f"  {detail.get('path')}: {detail.get('message')}")
+    except ValidationError as exc:
+        say(f"jobcast: the API's answer is not what this client expects ({exc.error_count()} problems); "
+            "is the server a newer or older jobcast?")
+    except httpx.InvalidURL as exc:
+        say(f"jobcast: {exc}; set JOBCAST_URL (or --url) to the API's address, e.g. http://127.0.0.1:8000")
+    except KeyboardInterrupt:
+        say("jobcast: stopped watching; the job goes on (jobcast status ID shows it)")
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR
+
+
+def _usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    parser.print_usage(sys.stderr)
+    parser.exit(EXIT_ERROR, f"{parser.prog}: error: {message}\n")
 
 
 def add_client_commands(sub: Any, env: dict[str, str]) -> None:
     """Add submit, status, jobs, cancel and retry to the `jobcast` parser."""
 
     def common(parser: argparse.ArgumentParser) -> None:
+        # Bad arguments exit 3 here, not argparse's 2 (which means "canceled" for submit --watch).
+        parser.error = lambda message: _usage_error(parser, message)  # type: ignore[method-assign]
         parser.add_argument("--url", default=env.get("JOBCAST_URL"),
                             help="the API (JOBCAST_URL, default http://127.0.0.1:8000)")
         parser.add_argument("--api-key", default=env.get("JOBCAST_API_KEY"), help="the API key (JOBCAST_API_KEY)")

@@ -68,8 +68,12 @@ def test_metrics_add_up_over_two_api_processes_and_two_workers(make_stack: Any) 
     stop = threading.Event()
 
     def watch() -> None:
+        waited = False
+
         def hold(s: Any) -> bool:
-            if len(s.events) == 1:
+            nonlocal waited
+            if not waited:
+                waited = True
                 started.wait(10)
             return stop.is_set() and len(s.events) > 1
 
@@ -80,11 +84,14 @@ def test_metrics_add_up_over_two_api_processes_and_two_workers(make_stack: Any) 
         t.start()
     started.wait(10)
     assert wait_for(lambda: value(scrape(stack), "jobcast_sse_streams_open") == 4, 10, "4 open streams counted")
+    # Whichever of the two processes answers, it reports both processes' streams.
+    assert [value(scrape(stack), "jobcast_sse_streams_open") for _ in range(6)] == [4] * 6
     assert value(scrape(stack), "jobcast_jobs_running") == 1
     assert value(scrape(stack), "jobcast_events_delivered_total") >= 4
     stop.set()
     for t in watchers:
         t.join(10)
+        assert not t.is_alive()
     assert wait_for(lambda: value(scrape(stack), "jobcast_sse_streams_open") == 0, 10, "streams closed counted")
     with stack.client() as c:
         assert c.post(f"/jobs/{long['id']}/cancel").status_code == 202

@@ -50,7 +50,7 @@ def test_client_resumes_a_dropped_stream_without_gaps(make_stack: Any) -> None:
             if len(seen) == 5:  # the API dies mid-stream and comes back
                 stack.stop_api()
                 stack.start_api()
-        assert seen == list(range(1, seen[-1] + 1))
+        assert seen == list(range(seen[0], seen[-1] + 1))
         assert jc.get(job).status == "completed"
 
 
@@ -61,12 +61,19 @@ def test_client_falls_back_to_polling_when_streams_are_refused(make_stack: Any) 
         job = jc.submit("demo", {"steps": 10, "interval_ms": 100})
         stop = threading.Event()
         holder_client = Client(stack.url)
-        holder = threading.Thread(target=lambda: [None for e in holder_client.watch(job) if stop.is_set()])
+
+        def hold() -> None:
+            for _ in holder_client.watch(job):
+                if stop.is_set():
+                    return
+
+        holder = threading.Thread(target=hold)
         holder.start()
         wait_for(lambda: "jobcast_sse_streams_open 1.0" in jc._http.get("/metrics").text, 10, "the held stream")
         events = list(jc.watch(job))
         stop.set()
         holder.join(30)
+        assert not holder.is_alive()
         holder_client.close()
     assert events[-1].event == "completed" and events[-1].data["progress"] == 100
     assert all(e.event in ("snapshot", "completed") for e in events), "polled: snapshots, then the end"
@@ -113,11 +120,14 @@ def test_cli_submit_watch_exits_by_how_the_job_ended(stack: Stack) -> None:
                              '{"steps": 200, "interval_ms": 100}', "--watch", "--tag", "cli=cancel-me"],
                             cwd=ROOT, env={**os.environ, "JOBCAST_URL": stack.url}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    with Client(stack.url) as jc:
-        job = wait_for(lambda: jc.list(tags={"cli": "cancel-me"}).jobs, 10, "the CLI's job")[0]
-        wait_for(lambda: jc.get(job).status == "running", 10, "the CLI's job to run")
-        jc.cancel(job)
-    out, errs = proc.communicate(timeout=30)
+    try:
+        with Client(stack.url) as jc:
+            job = wait_for(lambda: jc.list(tags={"cli": "cancel-me"}).jobs, 10, "the CLI's job")[0]
+            wait_for(lambda: jc.get(job).status == "running", 10, "the CLI's job to run")
+            jc.cancel(job)
+        out, errs = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
     assert proc.returncode == 2, errs
     assert orjson.loads(out)["status"] == "canceled"
 
@@ -156,6 +166,31 @@ def test_cli_bad_input_says_what_is_wrong_and_exits_3(stack: Stack, args: list[s
         assert run.returncode == 3 and says in run.stderr, run.stderr
         assert "Traceback" not in run.stderr and run.stdout == ""
         assert [j.id for j in jc.list(limit=500).jobs] == [j.id for j in before], "nothing was created"
+
+
+def test_cli_usage_errors_exit_3_not_2(stack: Stack) -> None:
+    run = jobcast_cli(stack, "submit")  # no type
+    assert run.returncode == 3 and "the following arguments are required: type" in run.stderr
+
+
+def test_cli_shows_messages_as_they_are(stack: Stack) -> None:
+    run = jobcast_cli(stack, "submit", "demo", "--payload", '{"steps": 0}')
+    assert run.returncode == 3 and "[" not in run.stdout
+    weird = jobcast_cli(stack, "jobs", "--type", "[bold]x[/bold]")
+    assert weird.returncode == 0, weird.stderr
+
+
+def test_watch_rides_out_an_api_outage(make_stack: Any) -> None:
+    stack: Stack = make_stack(workers=1)
+    with Client(stack.url) as jc:
+        job = jc.submit("demo", {"steps": 40, "interval_ms": 50})
+        seen: list[int] = []
+        for event in jc.watch(job):
+            seen.append(event.id)
+            if len(seen) == 3:  # the API is gone for a while (longer than a quick reconnect)
+                stack.stop_api()
+                threading.Timer(3.0, stack.start_api).start()
+        assert seen == list(range(seen[0], seen[-1] + 1)) and jc.get(job).status == "completed"
 
 
 def test_cli_without_a_server_says_where_it_looked(stack: Stack) -> None:

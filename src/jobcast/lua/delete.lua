@@ -10,5 +10,9 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[4], string.format('%015d', tonumber(rec[2])) .. ':' .. ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
-if rec[3] and rec[3] ~= '' then redis.call('DEL', rec[3]) end
+-- The job's Idempotency-Key, unless another request has taken the key over since.
+if rec[3] and rec[3] ~= '' then
+  local claim = redis.call('GET', rec[3])
+  if claim and string.sub(claim, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then redis.call('DEL', rec[3]) end
+end
 return 'ok'

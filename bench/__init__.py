@@ -1,0 +1,1 @@
+"""jobcast benchmarks: `python -m bench` (see bench/__main__.py)."""

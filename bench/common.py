@@ -1,0 +1,117 @@
+"""What every benchmark needs: a private stack, raw HTTP/SSE clients, and the figures' shape.
+
+The stack (redis-server, `jobcast serve`, `worker.py` workers) is the one the
+end-to-end tests run (`tests/e2e/harness.py`), here with the bench job types.
+The clients are written on bare asyncio streams so that the load generator
+costs as little as possible of the 2 cores it shares with what it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.e2e.harness import RedisServer, Stack, free_port, running_stack, wait_for
+
+__all__ = [
+    "Figure", "RedisServer", "Stack", "bench_stack", "free_port", "http_get_loop", "open_sse", "percentile",
+    "private_redis", "rss_kib", "wait_for",
+]
+
+
+@dataclass
+class Figure:
+    """One line of the report: a measured value, its baseline from the same run, and the target."""
+
+    name: str
+    value: float
+    unit: str
+    target: str
+    ok: bool
+    baseline: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.value / self.baseline if self.baseline else None
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[RedisServer]:
+    with tempfile.TemporaryDirectory(prefix="jobcast-bench-") as tmp:
+        server = RedisServer(Path(tmp))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.close()
+
+
+@contextlib.contextmanager
+def bench_stack(redis: RedisServer, workers: int = 1, **env: str) -> Iterator[Stack]:
+    """API + workers with the bench job types, auth off, no stream limit, pings every second."""
+    with tempfile.TemporaryDirectory(prefix="jobcast-bench-stack-") as tmp:
+        settings = {"JOBCAST_JOB_MODULES": "bench.jobs", "JOBCAST_MAX_STREAMS_PER_OWNER": "0",
+                    "JOBCAST_SUBMIT_RATE": "0", "JOBCAST_MAX_RUNNING_PER_OWNER": "0", "JOBCAST_LOG_LEVEL": "warning",
+                    **env}
+        with running_stack(redis, Path(tmp), workers, **settings) as stack:
+            yield stack
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def open_sse(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An event stream on a bare socket: the response head read, the body left to the caller."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"stream {path}: {head[:80]!r}")
+    return reader, writer
+
+
+async def http_get_loop(port: int, path: str, connections: int, seconds: float) -> int:
+    """Keep-alive GETs of `path` on `connections` sockets for `seconds`; how many got a 200."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    done = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+
+    async def one() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while loop.time() < deadline:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                if head.startswith(b"HTTP/1.1 200"):
+                    done += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one() for _ in range(connections)))
+    return done

@@ -1,0 +1,62 @@
+"""The job types the benchmarks run (`JOBCAST_JOB_MODULES=bench.jobs`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobcast import JobContext, job_type
+
+class Ticks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ticks: int = Field(100, ge=1)
+    interval_ms: int = Field(100, ge=0)
+    wait_s: float = Field(0, ge=0)
+
+
+@job_type("bench_ticks", payload=Ticks, max_attempts=1, timeout_s=3600,
+          description="After wait_s, one progress report a tick whose message is the send time in ns.")
+def bench_ticks(ctx: JobContext, p: Ticks) -> None:
+    ctx.sleep(p.wait_s)
+    for i in range(1, p.ticks + 1):
+        ctx.progress(100 * i / (p.ticks + 1), str(time.time_ns()))
+        ctx.sleep(p.interval_ms / 1000)
+
+
+class Burst(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: int = Field(1000, ge=1)
+    wait_s: float = Field(0, ge=0)
+
+
+@job_type("bench_burst", payload=Burst, max_attempts=1, timeout_s=3600,
+          description="After wait_s, as many output items as fast as it can.")
+def bench_burst(ctx: JobContext, p: Burst) -> None:
+    ctx.sleep(p.wait_s)
+    for i in range(p.items):
+        ctx.item({"i": i})
+
+
+class Nothing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@job_type("bench_noop", payload=Nothing, max_attempts=1, timeout_s=60, description="Does nothing.")
+def bench_noop(ctx: JobContext, p: Nothing) -> None:
+    return None
+
+
+class Loop(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    calls: int = Field(100_000, ge=1)
+
+
+@job_type("bench_tight_loop", payload=Loop, max_attempts=1, timeout_s=600,
+          description="progress() in a tight loop; returns how long the loop took.")
+def bench_tight_loop(ctx: JobContext, p: Loop) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    for i in range(p.calls):
+        ctx.progress(100 * i / p.calls)
+    return {"wall_s": time.perf_counter() - t0}

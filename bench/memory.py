@@ -1,0 +1,44 @@
+"""Redis memory per finished 20-step demo job, everything it leaves included (events, output, RQ's keys).
+
+`used_memory` before and after N demo jobs of 20 steps have run to the end,
+divided by N; and what each of one job's keys holds (`MEMORY USAGE`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from bench.common import Figure, bench_stack, private_redis, wait_for
+
+
+async def _submit(url: str, jobs: int) -> list[str]:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        sem = asyncio.Semaphore(16)
+
+        async def one() -> str:
+            async with sem:
+                r = await client.post("/jobs", json={"type": "demo", "payload": {"steps": 20, "interval_ms": 0}})
+                return str(r.json()["id"])
+
+        return await asyncio.gather(*(one() for _ in range(jobs)))
+
+
+def run(quick: bool) -> list[Figure]:
+    jobs = 50 if quick else 1000
+    with private_redis() as server, bench_stack(server, workers=2) as stack:
+        r = server.r
+        asyncio.run(_submit(stack.url, 1))  # the first job creates the shared keys (registries, stats)
+        wait_for(lambda: int(r.hget(f"{stack.prefix}:stats", "finished|demo|completed") or 0) >= 1, 30, "warm-up")
+        before = int(r.info("memory")["used_memory"])
+        ids = asyncio.run(_submit(stack.url, jobs))
+        wait_for(lambda: int(r.hget(f"{stack.prefix}:stats", "finished|demo|completed") or 0) >= jobs + 1, 300,
+                 "the jobs to end", interval=0.02)
+        per_job = (int(r.info("memory")["used_memory"]) - before) / jobs
+        one = ids[-1].encode()
+        parts = {key.decode(): int(r.memory_usage(key) or 0)
+                 for key in r.scan_iter(count=1000) if one in key}
+    breakdown = ", ".join(f"{k.replace(ids[-1], '{id}')} {v:,} B" for k, v in sorted(parts.items()))
+    return [Figure("Redis memory per finished 20-step demo job", per_job / 1024, "KiB", "≤ 4 KiB",
+                   per_job <= 4096, note=breakdown)]

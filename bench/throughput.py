@@ -1,0 +1,86 @@
+"""Trivial jobs per second end to end, against raw RQ: the same worker class and count, one Redis.
+
+jobcast: jobs submitted through `POST /jobs` (16 at a time), timed from the
+first submit to the last `completed` (the `finished` counter of /metrics).
+Raw RQ: `Queue.enqueue` of a function that does nothing, worked by the same
+number of `rq.Worker` processes, timed from the first enqueue to the last job
+in RQ's finished registry. Once with RQ's default `Worker` (a fork per job),
+once with `SimpleWorker` (jobs in the worker process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import redis
+from rq import Queue
+from rq.registry import FinishedJobRegistry
+
+from bench.common import Figure, RedisServer, bench_stack, private_redis, wait_for
+from tests.e2e.harness import ROOT
+
+WORKERS = 2
+
+
+async def _submit(url: str, jobs: int) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        sem = asyncio.Semaphore(16)
+
+        async def one() -> None:
+            async with sem:
+                r = await client.post("/jobs", json={"type": "bench_noop", "payload": {}})
+                r.raise_for_status()
+
+        await asyncio.gather(*(one() for _ in range(jobs)))
+
+
+def _jobcast(server: RedisServer, jobs: int, simple: bool) -> float:
+    with bench_stack(server, workers=WORKERS, JOBCAST_WORKER_SIMPLE="1" if simple else "0") as stack:
+        finished = f"{stack.prefix}:stats"
+        t0 = time.perf_counter()
+        asyncio.run(_submit(stack.url, jobs))
+        wait_for(lambda: int(server.r.hget(finished, "finished|bench_noop|completed") or 0) >= jobs, 300,
+                 "the jobs to complete", interval=0.005)
+        return jobs / (time.perf_counter() - t0)
+
+
+def _raw(server: RedisServer, jobs: int, simple: bool) -> float:
+    queue_name = "bench-raw"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    workers = [subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "-u", server.url, "-q", queue_name,
+                                 "-w", "rq.worker.SimpleWorker" if simple else "rq.worker.Worker"],
+                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(WORKERS)]
+    try:
+        conn = redis.Redis.from_url(server.url)
+        wait_for(lambda: conn.scard(f"rq:workers:{queue_name}") >= WORKERS, 30, "the raw RQ workers")
+        queue = Queue(queue_name, connection=conn)
+        registry = FinishedJobRegistry(queue=queue)
+        t0 = time.perf_counter()
+        for _ in range(jobs):
+            queue.enqueue("bench.raw_jobs.noop")
+        wait_for(lambda: registry.count >= jobs, 300, "the raw jobs to finish", interval=0.005)
+        return jobs / (time.perf_counter() - t0)
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(timeout=30)
+
+
+def run(quick: bool) -> list[Figure]:
+    jobs = 40 if quick else 400
+    figures = []
+    for simple, kind in ((False, "Worker: a fork per job"), (True, "SimpleWorker")):
+        with private_redis() as server:
+            raw = _raw(server, jobs, simple)
+            ours = _jobcast(server, jobs, simple)
+        figures.append(Figure(f"trivial jobs/s, {WORKERS} × {kind}", ours, "/s", "≥ 0.8× raw RQ", ours >= 0.8 * raw,
+                              raw, f"{jobs} jobs"))
+    return figures
