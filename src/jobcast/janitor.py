@@ -1,4 +1,5 @@
-"""The janitor: notices lost workers, starts due retries and hands out free slots, every few seconds.
+"""The janitor: notices lost workers, starts due retries, hands out free slots and tells queued jobs
+their places, every few seconds.
 
 Every worker process and every API process runs one in a background thread;
 a short Redis lock lets one sweep at a time. It is how a job whose worker was
@@ -53,6 +54,8 @@ class Janitor:
                 requeue(self.store, job_id)
             for owner in self.store.waiting_owners():
                 promote(self.store, owner)
+            # Places that busy starts skipped telling (runner.TELL_POSITIONS_EVERY_MS).
+            self.store.tell_positions(self.store.settings.queue)
         finally:
             with contextlib.suppress(LockError):
                 lock.release()

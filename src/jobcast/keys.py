@@ -16,6 +16,7 @@
 | `{p}:janitor`              | string | the lock one janitor holds while it sweeps                 |
 | `{p}:rate:{owner}:{min}`   | string | the owner's submissions in that minute (expires after 2)   |
 | `{p}:stats`                | hash   | the counters and histograms of `/metrics` (`metrics.py`)   |
+| `{p}:told:{queue}`         | string | set for 200 ms when a start told the queue's front its places |
 
 The braces are literal: they are Redis Cluster hash tags, so one job's keys live
 on one shard and one Lua script may touch them all. The per-job keys get the
@@ -82,6 +83,9 @@ class Keys:
     @property
     def janitor(self) -> str:
         return f"{self.prefix}:janitor"
+
+    def told(self, queue: str) -> str:
+        return f"{self.prefix}:told:{queue}"
 
     @property
     def stats(self) -> str:

@@ -12,6 +12,7 @@ by RQ itself (`rq worker -w jobcast.worker.Worker`) reads it from the environmen
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from typing import Any
@@ -61,7 +62,11 @@ def _kill_this_process() -> None:
 
 
 class Worker(_RuntimeMixin, rq.Worker):
-    pass
+    def fork_work_horse(self, *args: Any, **kwargs: Any) -> None:
+        # Everything the worker holds goes to the permanent generation first, so that the work
+        # horse's garbage collector never touches (and so copies, page by page) the parent's objects.
+        gc.freeze()
+        super().fork_work_horse(*args, **kwargs)
 
 
 class SimpleWorker(_RuntimeMixin, rq.SimpleWorker):

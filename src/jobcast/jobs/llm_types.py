@@ -10,14 +10,23 @@ import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobcast import prompts
 from jobcast.context import JobContext, JobFailed
-from jobcast.llm import LLM
 from jobcast.registry import job_type
+
+if TYPE_CHECKING:
+    from jobcast.llm import LLM
+
+
+def _llm(ctx: JobContext) -> LLM:
+    """The model client, imported only when a job needs it: `openai` is large, and most workers fork."""
+    from jobcast.llm import LLM
+
+    return LLM(ctx)
 
 __all__ = ["chat", "generate_backlog", "generate_lore", "generate_personas"]
 
@@ -70,7 +79,7 @@ def _parallel(llm: LLM, workers: int, calls: Sequence[Callable[[], T]]) -> Itera
 @job_type("generate_personas", payload=PersonasPayload, **LLM_DEFAULTS,
           description="Generates `count` personas, 10 per model call, a few calls at a time.")
 def generate_personas(ctx: JobContext, p: PersonasPayload) -> dict[str, Any]:
-    llm = LLM(ctx)
+    llm = _llm(ctx)
     batches = [(start, min(BATCH, p.count - start + 1)) for start in range(1, p.count + 1, BATCH)]
     made = ctx.stage("generate", 0, 95).tracker(items=p.count, message=f"Generating {p.count} personas")
 
@@ -126,7 +135,7 @@ class LoreValue(BaseModel):
 @job_type("generate_lore", payload=LorePayload, **LLM_DEFAULTS,
           description="Builds `count` pieces of lore, each in several model steps, pieces in parallel.")
 def generate_lore(ctx: JobContext, p: LorePayload) -> dict[str, Any]:
-    llm = LLM(ctx)
+    llm = _llm(ctx)
     steps = LORE_STEPS[p.kind]
     progress = ctx.tracker(items=p.count, steps=len(steps), message=f"Building {p.count} {p.kind}")
     done = {step: 0 for step in steps}
@@ -181,7 +190,7 @@ class Tasks(BaseModel):
 @job_type("generate_backlog", payload=BacklogPayload, **LLM_DEFAULTS,
           description="Turns a brief into an epic (0-30%), its stories (30-60%) and their tasks (60-100%).")
 def generate_backlog(ctx: JobContext, p: BacklogPayload) -> dict[str, Any]:
-    llm = LLM(ctx)
+    llm = _llm(ctx)
     with ctx.stage("epic", 0, 30, "Writing the epic"):
         epic = llm.json(prompts.backlog_epic(p.brief), Epic).model_dump()
         ctx.item({"kind": "epic", **epic})
@@ -218,5 +227,5 @@ class ChatPayload(_Payload):
           description="Streams the model's reply to `messages` (OpenAI chat format) as text deltas.")
 def chat(ctx: JobContext, p: ChatPayload) -> dict[str, Any]:
     ctx.progress(0, "Thinking", stage="generate")
-    text, usage = LLM(ctx).stream([m.model_dump() for m in p.messages], on_text=ctx.delta, max_tokens=p.max_tokens)
+    text, usage = _llm(ctx).stream([m.model_dump() for m in p.messages], on_text=ctx.delta, max_tokens=p.max_tokens)
     return {"text": text, "usage": usage}
