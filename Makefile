@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test check serve worker clean
+.PHONY: run test check bench serve worker clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(VENV)/.installed check
 
 check: $(VENV)/.installed
 	$(BIN)/mypy
+
+## bench: every benchmark beside its raw baseline (a few minutes; docs/benchmarks.md has the figures)
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench
 
 serve: $(VENV)/.installed
 	$(BIN)/jobcast serve

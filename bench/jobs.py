@@ -28,15 +28,21 @@ def bench_ticks(ctx: JobContext, p: Ticks) -> None:
 class Burst(BaseModel):
     model_config = ConfigDict(extra="forbid")
     items: int = Field(1000, ge=1)
+    per_s: int = Field(100, ge=1)
     wait_s: float = Field(0, ge=0)
 
 
 @job_type("bench_burst", payload=Burst, max_attempts=1, timeout_s=3600,
-          description="After wait_s, as many output items as fast as it can.")
+          description="After wait_s, `items` output items, `per_s` a second (in bursts of 10).")
 def bench_burst(ctx: JobContext, p: Burst) -> None:
     ctx.sleep(p.wait_s)
+    t0 = time.monotonic()
     for i in range(p.items):
         ctx.item({"i": i})
+        if i % 10 == 9:
+            ahead = t0 + (i + 1) / p.per_s - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
 
 
 class Nothing(BaseModel):

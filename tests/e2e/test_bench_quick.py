@@ -1,0 +1,24 @@
+"""`python -m bench --quick`: every benchmark starts its stack, measures its baseline and reports (CI's check)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.e2e.harness import ROOT
+
+FIGURES = [
+    "progress → 100 SSE clients, p50", "progress → 100 SSE clients, p99", "idle SSE streams held by one API process",
+    "RSS per idle stream", "events/s to 200 clients on one hot job", "trivial jobs/s, 2 × Worker: a fork per job",
+    "trivial jobs/s, 2 × SimpleWorker", "100,000 progress() calls in a tight loop", "Redis writes/s for that job",
+    "GET /jobs/{id} req/s", "Redis memory per finished 20-step demo job",
+]
+
+
+def test_every_benchmark_runs_in_quick_mode() -> None:
+    run = subprocess.run([sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = run.stdout.split("all figures", 1)[1]
+    for figure in FIGURES:
+        assert figure in summary, f"{figure!r} missing from:\n{summary}"
