@@ -7,7 +7,7 @@
 | `{p}:out:{id}`             | list   | the current attempt's output items (raw JSON), 1,000 kept  |
 | `{p}:ch:{id}`              | pubsub | the same events, live: `"{seq} {event} {data}"`            |
 | `{p}:owner:{owner}`        | zset   | the owner's jobs: `{created_ms:015d}:{id}` at score 0      |
-| `{p}:active:{owner}`       | set    | the owner's jobs holding one of its slots (queued in RQ or running) |
+| `{p}:active:{owner}`       | set    | the owner's jobs holding one of its slots: started (running, or between automatic retries), or given a slot and on their way to RQ |
 | `{p}:waiting:{owner}`      | list   | the owner's jobs waiting for a slot, in order              |
 | `{p}:waiting-owners`       | set    | owners with jobs waiting for a slot                        |
 | `{p}:running`              | zset   | running job ids, scored by heartbeat deadline (ms)         |

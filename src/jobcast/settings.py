@@ -134,7 +134,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     """`JOBCAST_CORS_ORIGINS`: comma-separated origins whose pages may call this API (none by default)."""
     max_running_per_owner: int = 3
-    """`JOBCAST_MAX_RUNNING_PER_OWNER`: jobs one owner may have running or queued in RQ at once (0: no limit)."""
+    """`JOBCAST_MAX_RUNNING_PER_OWNER`: started jobs one owner may have at once (a job keeps its slot between
+    automatic retries); a start past it waits in the owner's line (0: no limit)."""
     job_modules: tuple[str, ...] = ()
     """`JOBCAST_JOB_MODULES`: comma-separated modules to import for their `@job_type` functions."""
     host: str = "127.0.0.1"

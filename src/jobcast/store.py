@@ -101,10 +101,14 @@ STATE_KEYS = ("status", "progress", "message", "stage", "attempt", "queue_positi
 
 
 def logged_data(name: bytes, data: bytes) -> bytes:
-    """An event's data as clients get it: the log keeps a `state` event's values as an array (`state_json`)."""
+    """An event's data as clients get it: the log keeps a `state` event's values as an array (`state_json`),
+    its time as digits (`20261125120000120` for `2026-11-25T12:00:00.120Z`)."""
     if name != b"state" or not data.startswith(b"["):
         return data
-    return orjson.dumps(dict(zip(STATE_KEYS, orjson.loads(data), strict=True)))
+    values = orjson.loads(data)
+    d = str(values[-1])
+    values[-1] = f"{d[0:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}.{d[14:17]}Z"
+    return orjson.dumps(dict(zip(STATE_KEYS, values, strict=True)))
 
 
 def owner_entry(created_ms: int, job_id: str) -> str:

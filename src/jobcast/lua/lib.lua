@@ -4,9 +4,9 @@
 local function json_string(s) return (string.gsub(cjson.encode(s), '\\/', '/')) end
 
 -- The data of a `state` event, twice: the JSON object clients get live, and
--- the same values as an array (no keys: under half the bytes) that the job's
--- log keeps; `store.py` turns it back into the object when it reads the log.
--- An empty string is null.
+-- the same values as an array (no keys, the time as its digits: under half the
+-- bytes) that the job's log keeps; `store.logged_data` turns it back into the
+-- object when it reads the log. An empty string is null.
 local function state_json(status, progress, message, stage, attempt, position, eta, ts)
   local function str(v) if v == nil or v == '' then return 'null' end return json_string(v) end
   local function num(v) if v == nil or v == '' then return 'null' end return v end
@@ -14,7 +14,7 @@ local function state_json(status, progress, message, stage, attempt, position, e
   return '{"status":' .. s .. ',"progress":' .. progress .. ',"message":' .. m .. ',"stage":' .. st ..
          ',"attempt":' .. attempt .. ',"queue_position":' .. p .. ',"eta_s":' .. e .. ',"ts":"' .. ts .. '"}',
          '[' .. s .. ',' .. progress .. ',' .. m .. ',' .. st .. ',' .. attempt .. ',' .. p .. ',' .. e ..
-         ',"' .. ts .. '"]'
+         ',' .. string.gsub(ts, '%D', '') .. ']'
 end
 
 -- The counters every process adds to, one hash per prefix (`metrics.py` reads
