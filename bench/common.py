@@ -19,7 +19,7 @@ from pathlib import Path
 from tests.e2e.harness import RedisServer, Stack, free_port, running_stack, wait_for
 
 __all__ = [
-    "Figure", "RedisServer", "Stack", "bench_stack", "free_port", "http_get_loop", "open_sse", "percentile",
+    "Figure", "RedisServer", "Stack", "bench_stack", "free_port", "http_get_loop", "median", "open_sse", "percentile",
     "private_redis", "rss_kib", "wait_for",
 ]
 
