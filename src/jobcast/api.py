@@ -230,6 +230,15 @@ async def _claim(request: Request, claim_key: str, claim: str, body_hash: str) -
     return JSON(obj, status_code=202, headers={"Location": obj["links"]["self"], "Idempotent-Replayed": "true"})
 
 
+def _stored_payload(payload: BaseModel) -> str:
+    """The payload as sent, by alias: static defaults are left out (the worker's validation fills them in
+    again, and a short record stays compact in Redis), values from default factories kept (every attempt
+    sees the id or time the API saw)."""
+    fields = type(payload).model_fields
+    unset = {n for n, f in fields.items() if n not in payload.model_fields_set and f.default_factory is None}
+    return payload.model_dump_json(exclude=unset, by_alias=True)
+
+
 async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: SubmitRequest,
                   payload: BaseModel, webhook_url: str | None, idem_key: str) -> Response:
     created_ms = time.time_ns() // 1_000_000
@@ -239,7 +248,7 @@ async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: S
         "id": job_id, "type": jtype.name, "owner": owner, "status": QUEUED, "progress": "0",
         "stage": QUEUED_STAGE, "attempt": "1", "max_attempts": str(req.max_attempts or jtype.max_attempts),
         "timeout_s": str(timeout_s), "tags": orjson.dumps(req.tags).decode(),
-        "payload": payload.model_dump_json(exclude_unset=True), "queue": svc.settings.queue, "created_at": created_at,
+        "payload": _stored_payload(payload), "queue": svc.settings.queue, "created_at": created_at,
         "created_ms": str(created_ms), "idem_key": idem_key,
         "webhook": orjson.dumps({"url": webhook_url, "state": "pending", "attempts": 0,
                                  "last_status": None}).decode() if webhook_url else "",

@@ -147,6 +147,7 @@ class JobContext(Scope):
         store: Store,
         record: dict[str, str],
         on_overdue: Callable[[], None] | None = None,
+        canceled: bool = False,
     ) -> None:
         super().__init__(self, 0, 100, None)
         self.id = record["id"]
@@ -166,15 +167,16 @@ class JobContext(Scope):
         self._items: deque[bytes] = deque(maxlen=store.settings.items_kept)
         # The runner's start event was the last write: the first progress comes a full interval after it.
         self._last_flush = self._started = time.monotonic()
-        self._canceled = False
-        self._canceled_at: float | None = None
+        # `canceled`: the start event found a cancel already asked for (its next poll is a while off).
+        self._canceled = canceled
+        self._canceled_at: float | None = time.monotonic() if canceled else None
         self._on_overdue = on_overdue
         self._on_cancel: list[Callable[[], None]] = []
         self._on_cancel_lock = threading.Lock()
         self.settings = store.settings
         """The process's settings (the model to use, for instance)."""
         self._stopped = False
-        # The start event told the runner whether a cancel was already asked for: next poll in a while.
+        # The start event told whether a cancel was already asked for (`canceled`): next poll in a while.
         self._last_cancel_poll = time.monotonic()
         self._beat_every = self.settings.heartbeat_deadline_s / 4
         self._next_beat = time.monotonic() + self._beat_every
@@ -392,8 +394,10 @@ class JobContext(Scope):
         once this returns it finds `_stopped` and ends by itself.
         """
         with self._cond:
-            if not self._stopped:
-                self.flush()
-            self._stopped = True
-            self._cond.notify_all()
+            try:
+                if not self._stopped:
+                    self.flush()
+            finally:  # even when Redis fails the last flush: the thread must not outlive the attempt
+                self._stopped = True
+                self._cond.notify_all()
 

@@ -144,7 +144,8 @@ def _run_job(job_id: str, run: int) -> None:
             payload = job_type.payload_model.model_validate_json(record["payload"])
         except ValidationError as exc:
             raise JobFailed(f"the stored payload no longer fits the schema: {exc}", code="invalid_payload") from None
-        ctx = JobContext(store, record, on_overdue=overdue)
+        ctx = JobContext(store, record, on_overdue=overdue, canceled=bool(res.cancel))
+        ctx.check()
         result_json = _result_json(_call(job_type.func, ctx, payload))
     except JobCanceled:
         finish(CANCELED, message="Canceled", error=error_json("canceled", "canceled by request"))
@@ -159,5 +160,9 @@ def _run_job(job_id: str, run: int) -> None:
     except Exception as exc:
         log.exception("job %s: %s raised", job_id, record["type"])
         fail("job_error", f"{type(exc).__name__}: {exc}")
+        raise
+    except BaseException:  # SystemExit, a stray CancelledError: the janitor reports the attempt as lost
+        if ctx is not None:
+            ctx.close()
         raise
     finish(COMPLETED, progress="100", message="Completed", stage="", result=result_json)

@@ -106,8 +106,9 @@ def logged_data(name: bytes, data: bytes) -> bytes:
     if name != b"state" or not data.startswith(b"["):
         return data
     values = orjson.loads(data)
-    d = str(values[-1])
-    values[-1] = f"{d[0:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}.{d[14:17]}Z"
+    if isinstance(values[-1], int):  # (arrays of an earlier version kept the ISO string: left as it is)
+        d = str(values[-1])
+        values[-1] = f"{d[0:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}.{d[14:17]}Z"
     return orjson.dumps(dict(zip(STATE_KEYS, values, strict=True)))
 
 

@@ -38,6 +38,8 @@ class _RuntimeMixin:
         if self.runtime is None:
             settings = Settings.from_env()
             self.runtime = Runtime.build(settings, RedisFactory(settings.redis_url or "redis://127.0.0.1:6379/0"))
+        if self.runtime.settings.model_unavailable() is None:
+            import jobcast.llm  # noqa: F401 (loaded once here, not in every forked work horse)
         janitor = Janitor(self.runtime.store)
         janitor.start()
         token = _runtime.set(self.runtime)

@@ -52,6 +52,16 @@ def test_the_log_keeps_a_state_event_compact_and_reads_it_back_as_published(stor
     pubsub.close()
 
 
+def test_log_entries_of_earlier_versions_still_read_back() -> None:
+    full = b'{"status":"queued","progress":0,"message":"Queued","stage":null,"attempt":1,"queue_position":0,'
+    full += b'"eta_s":null,"ts":"2026-11-25T12:00:00.120Z"}'
+    assert logged_data(b"state", full) == full  # whole objects, as the first version logged them
+    iso_array = b'["queued",0,"Queued",null,1,0,null,"2026-11-25T12:00:00.120Z"]'  # arrays with an ISO time
+    assert orjson.loads(logged_data(b"state", iso_array)) == orjson.loads(full)
+    digits = b'["queued",0,"Queued",null,1,0,null,20261125120000120]'
+    assert orjson.loads(logged_data(b"state", digits)) == orjson.loads(full)
+
+
 def test_progress_never_goes_down_within_an_attempt(store: Store, new_job) -> None:
     job = new_job()
     store.emit(job["id"], "state", ts=now_iso(), fields={"progress": "50"})

@@ -144,10 +144,13 @@ end
 if kind == 'end' then
   redis.call('ZREM', KEYS[5], id)
   -- Redis gives a stream's newest node 4 KiB up front, more than the whole log
-  -- of most jobs; rewriting the finished log gives back what it does not use
-  -- (skipped where DUMP or RESTORE is renamed away: it only saves memory).
-  local dumped = redis.pcall('DUMP', events)
-  if type(dumped) == 'string' then redis.pcall('RESTORE', events, 0, dumped, 'REPLACE') end
+  -- of most jobs; rewriting a short finished log gives back what it does not
+  -- use (a long one gains little for its cost; skipped where DUMP or RESTORE is
+  -- renamed away: it only saves memory).
+  if redis.call('XLEN', events) <= 100 then
+    local dumped = redis.pcall('DUMP', events)
+    if type(dumped) == 'string' then redis.pcall('RESTORE', events, 0, dumped, 'REPLACE') end
+  end
   local ttl = tonumber(ARGV[10])
   redis.call('EXPIRE', job, ttl)
   redis.call('EXPIRE', events, ttl)

@@ -14,7 +14,7 @@ local function state_json(status, progress, message, stage, attempt, position, e
   return '{"status":' .. s .. ',"progress":' .. progress .. ',"message":' .. m .. ',"stage":' .. st ..
          ',"attempt":' .. attempt .. ',"queue_position":' .. p .. ',"eta_s":' .. e .. ',"ts":"' .. ts .. '"}',
          '[' .. s .. ',' .. progress .. ',' .. m .. ',' .. st .. ',' .. attempt .. ',' .. p .. ',' .. e ..
-         ',' .. string.gsub(ts, '%D', '') .. ']'
+         ',' .. (ts ~= '' and string.gsub(ts, '%D', '') or 'null') .. ']'
 end
 
 -- The counters every process adds to, one hash per prefix (`metrics.py` reads
