@@ -42,9 +42,17 @@ def test_redis_down_answers_503_and_ends_streams_then_recovers(make_stack, own_r
     st: Stack = make_stack(workers=1, redis=own_redis)
     job = st.submit({"steps": 200, "interval_ms": 50})
     result: list[Stream] = []
-    reader = threading.Thread(target=lambda: result.append(read_stream(st.url, job["links"]["events"], timeout=30)))
+    streaming = threading.Event()
+
+    def note_first_event(s: Stream) -> bool:
+        if s.events:
+            streaming.set()
+        return False
+
+    reader = threading.Thread(target=lambda: result.append(
+        read_stream(st.url, job["links"]["events"], stop=note_first_event, timeout=30)))
     reader.start()
-    wait_for(lambda: st.redis.r.pubsub_numsub(f"{st.prefix}:ch:{{{job['id']}}}")[0][1] == 1, 10, "the stream to subscribe")
+    assert streaming.wait(10), "the stream did not start"  # subscribed, backlog read, first event sent
     own_redis.stop()
 
     reader.join(timeout=15)
