@@ -28,7 +28,7 @@ from rich.text import Text
 from jobcast.client import ApiError, Client
 from jobcast.schemas import Job
 
-__all__ = ["add_client_commands"]
+__all__ = ["add_client_commands", "run"]
 
 EXIT_FOR_STATUS = {"completed": 0, "failed": 1, "canceled": 2}
 EXIT_ERROR = 3

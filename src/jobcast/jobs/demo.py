@@ -17,8 +17,8 @@ class DemoPayload(BaseModel):
 
     steps: int = Field(10, ge=1, le=100_000, description="How many progress steps.")
     interval_ms: int = Field(500, ge=0, le=60_000, description="Sleep between steps.")
-    fail_at: int | None = Field(None, ge=1, description="Raise an error at that step (every attempt).")
-    fail_attempts: int | None = Field(None, ge=0, description="Fail at step 1 on the first N attempts only.")
+    fail_at: int | None = Field(None, ge=1, le=100_000, description="Raise an error at that step (every attempt).")
+    fail_attempts: int | None = Field(None, ge=0, le=10, description="Fail at step 1 on the first N attempts only.")
     emit_output: bool = Field(False, description="Also send an output item each step.")
 
 
