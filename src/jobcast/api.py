@@ -443,7 +443,7 @@ async def healthz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     svc = _services(request)
     queues = [svc.settings.queue, webhooks.webhook_queue(svc.settings)]
-    body = await render_metrics(svc.redis, svc.settings, queues)
+    body = await render_metrics(svc.store, svc.settings.queue, queues)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
@@ -453,6 +453,5 @@ async def readyz(request: Request) -> Response:
     await redis.ping()
     if not svc.hub.connected:
         raise Unavailable("Redis answers, but this process's event subscription is still reconnecting; retry shortly.")
-    keys = await redis.smembers(svc.sync_store.keys.rq_workers(svc.settings.queue))
-    alive = await redis.exists(*keys) if keys else 0
+    alive = await svc.store.workers_alive(svc.settings.queue)
     return JSON({"status": "ready", "redis": "ok", "queue": svc.settings.queue, "workers": alive})

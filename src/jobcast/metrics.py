@@ -26,10 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import REGISTRY, Collector
-from redis.asyncio import Redis as AsyncRedis
 
-from jobcast.keys import Keys
-from jobcast.settings import Settings
+from jobcast.store import AsyncStore
 
 __all__ = ["BUCKETS_S", "EVENTS_DELIVERED", "STREAMS_OPEN", "fresh_multiprocess_dir", "process_exits", "render"]
 
@@ -143,18 +141,20 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
     ]
 
 
-async def render(redis: AsyncRedis, settings: Settings, queues: list[str]) -> bytes:
-    """The whole exposition: cluster-wide job figures from Redis, then this process's (or machine's) own."""
-    keys = Keys(settings.prefix)
-    async with redis.pipeline(transaction=False) as pipe:
+async def render(store: AsyncStore, job_queue: str, queues: list[str]) -> bytes:
+    """The whole exposition: cluster-wide job figures from Redis, then this process's (or machine's) own.
+
+    `queues` are the RQ queues whose depth is shown; workers are counted on `job_queue`.
+    """
+    keys = store.keys
+    async with store.redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.stats)
         for queue in queues:
             pipe.llen(keys.rq_queue(queue))
         pipe.zcard(keys.delayed)
         pipe.zcard(keys.running)
-        pipe.smembers(keys.rq_workers(settings.queue))
-        stats, *depths, delayed, running, worker_keys = await pipe.execute()
-    workers = await redis.exists(*worker_keys) if worker_keys else 0
+        stats, *depths, delayed, running = await pipe.execute()
+    workers = await store.workers_alive(job_queue)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(job_families(stats, dict(zip(queues, depths)), delayed, running, workers)))
     path = multiprocess_dir()

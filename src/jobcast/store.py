@@ -275,6 +275,11 @@ class AsyncStore:
         self._snapshot = redis.register_script(SNAPSHOT_LUA)
         self._queue_prefix = Keys.rq_queue("")
 
+    async def workers_alive(self, queue: str) -> int:
+        """How many RQ workers that listen on `queue` are alive (registered, and their key not expired)."""
+        keys = await self.redis.smembers(self.keys.rq_workers(queue))
+        return int(await self.redis.exists(*keys)) if keys else 0
+
     @staticmethod
     def _to_snapshot(reply: Any) -> Snapshot | None:
         if reply is None:
