@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import httpx
 import orjson
-from httpx_sse import EventSource
+from httpx_sse import EventSource, ServerSentEvent
 
 from jobcast.schemas import Job, JobList, JobTypeInfo, JobTypes, Status
 
@@ -170,6 +170,48 @@ def _poll_event(job: Job) -> Event:
                  job.model_dump(mode="json"))
 
 
+class _Resume:
+    """What `watch()` carries from one try to the next, sync or async: the last event id, failures in a row."""
+
+    def __init__(self, last: int) -> None:
+        self.last, self.failures = last, 0
+
+    @property
+    def streaming(self) -> bool:
+        """Whether to try the stream again (else poll)."""
+        return self.failures < STREAM_FAILURES_BEFORE_POLLING
+
+    def headers(self) -> dict[str, str]:
+        return {"Last-Event-ID": str(self.last)} if self.last else {}
+
+    def take(self, sse: ServerSentEvent) -> Event | None:
+        """The stream's event, unless it was seen already."""
+        if not sse.id or int(sse.id) <= self.last:
+            return None
+        event = _event(sse.id, sse.event, sse.data)
+        self.last, self.failures = event.id, 0
+        return event
+
+    def polled(self, job: Job) -> Event | None:
+        """A `snapshot` (or terminal) event for a polled job, if it changed since the last one."""
+        self.failures = 0
+        if job.last_event_id <= self.last:
+            return None
+        self.last = job.last_event_id
+        return _poll_event(job)
+
+    def failed(self, exc: ApiError) -> float:
+        """Count a failed try and say how long to wait before the next; raise `exc` if trying again cannot help."""
+        if not _transient(exc):
+            raise exc
+        self.failures += 1
+        return _pause(exc, self.failures)
+
+
+STREAM_TIMEOUT = httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)
+ENDED_EARLY = ApiError(None, "stream_ended", "the stream ended before the job did")
+
+
 _Method = Literal["GET", "POST", "DELETE"]
 
 
@@ -236,13 +278,11 @@ class Client:
 
     def watch(self, job: Job | str, *, last_event_id: int = 0) -> Iterator[Event]:
         """The job's events after `last_event_id`, live, each once, ending after the terminal one."""
-        last, failures = last_event_id, 0
-        while failures < STREAM_FAILURES_BEFORE_POLLING:
-            headers = {"Last-Event-ID": str(last)} if last else {}
-            pause: ApiError = ApiError(None, "stream_ended", "the stream ended before the job did")
+        state = _Resume(last_event_id)
+        while state.streaming:
             try:
-                with self._http.stream("GET", _events_path(job, self._keyed), headers=headers,
-                                       timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)) as response:
+                with self._http.stream("GET", _events_path(job, self._keyed), headers=state.headers(),
+                                       timeout=STREAM_TIMEOUT) as response:
                     if response.status_code >= 400:
                         response.read()
                     usable = _stream_usable(response)
@@ -251,39 +291,28 @@ class Client:
                     if not usable:
                         break
                     for sse in EventSource(response).iter_sse():
-                        if not sse.id or int(sse.id) <= last:
-                            continue
-                        event = _event(sse.id, sse.event, sse.data)
-                        last, failures = event.id, 0
-                        yield event
-                        if event.terminal:
-                            return
+                        if (event := state.take(sse)) is not None:
+                            yield event
+                            if event.terminal:
+                                return
+                failure = ENDED_EARLY
             except ApiError as exc:
-                if not _transient(exc):
-                    raise
-                pause = exc
+                failure = exc
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                pause = _unreachable(self.base_url, exc)
-            failures += 1  # dropped, refused for now, or ended early: resume after `last`
-            time.sleep(_pause(pause, failures))
-        yield from self._poll(job, last)
+                failure = _unreachable(self.base_url, exc)
+            time.sleep(state.failed(failure))  # dropped, refused for now, or ended early: resume after the last
+        yield from self._poll(job, state)
 
-    def _poll(self, job: Job | str, last: int) -> Iterator[Event]:
-        failures = 0
+    def _poll(self, job: Job | str, state: _Resume) -> Iterator[Event]:
         while True:
             try:
                 current = self.get(job)
             except ApiError as exc:
-                if not _transient(exc):
-                    raise
-                failures += 1
-                time.sleep(_pause(exc, failures))
+                time.sleep(state.failed(exc))
                 continue
-            failures = 0
-            if current.last_event_id > last:
-                last = current.last_event_id
-                yield _poll_event(current)
-                if current.status in TERMINAL_EVENTS:
+            if (event := state.polled(current)) is not None:
+                yield event
+                if event.terminal:
                     return
             time.sleep(self.poll_interval_s)
 
@@ -351,13 +380,11 @@ class AsyncClient:
         return await self.get(job)
 
     async def watch(self, job: Job | str, *, last_event_id: int = 0) -> AsyncGenerator[Event, None]:
-        last, failures = last_event_id, 0
-        while failures < STREAM_FAILURES_BEFORE_POLLING:
-            headers = {"Last-Event-ID": str(last)} if last else {}
-            pause: ApiError = ApiError(None, "stream_ended", "the stream ended before the job did")
+        state = _Resume(last_event_id)
+        while state.streaming:
             try:
-                async with self._http.stream("GET", _events_path(job, self._keyed), headers=headers,
-                                             timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)) as response:
+                async with self._http.stream("GET", _events_path(job, self._keyed), headers=state.headers(),
+                                             timeout=STREAM_TIMEOUT) as response:
                     if response.status_code >= 400:
                         await response.aread()
                     usable = _stream_usable(response)
@@ -366,39 +393,28 @@ class AsyncClient:
                     if not usable:
                         break
                     async for sse in EventSource(response).aiter_sse():
-                        if not sse.id or int(sse.id) <= last:
-                            continue
-                        event = _event(sse.id, sse.event, sse.data)
-                        last, failures = event.id, 0
-                        yield event
-                        if event.terminal:
-                            return
+                        if (event := state.take(sse)) is not None:
+                            yield event
+                            if event.terminal:
+                                return
+                failure = ENDED_EARLY
             except ApiError as exc:
-                if not _transient(exc):
-                    raise
-                pause = exc
+                failure = exc
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                pause = _unreachable(self.base_url, exc)
-            failures += 1
-            await asyncio.sleep(_pause(pause, failures))
-        async for event in self._poll(job, last):
+                failure = _unreachable(self.base_url, exc)
+            await asyncio.sleep(state.failed(failure))
+        async for event in self._poll(job, state):
             yield event
 
-    async def _poll(self, job: Job | str, last: int) -> AsyncGenerator[Event, None]:
-        failures = 0
+    async def _poll(self, job: Job | str, state: _Resume) -> AsyncGenerator[Event, None]:
         while True:
             try:
                 current = await self.get(job)
             except ApiError as exc:
-                if not _transient(exc):
-                    raise
-                failures += 1
-                await asyncio.sleep(_pause(exc, failures))
+                await asyncio.sleep(state.failed(exc))
                 continue
-            failures = 0
-            if current.last_event_id > last:
-                last = current.last_event_id
-                yield _poll_event(current)
-                if current.status in TERMINAL_EVENTS:
+            if (event := state.polled(current)) is not None:
+                yield event
+                if event.terminal:
                     return
             await asyncio.sleep(self.poll_interval_s)
