@@ -108,12 +108,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        job = client.get(args.id)
+def _show(job: Job) -> int:
+    """A one-line status on stderr, the job object on stdout."""
     say(_line(job))
     _print_json(job.model_dump(mode="json"))
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return _show(client.get(args.id))
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -137,20 +141,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.cancel(args.id)
-    say(_line(job))
-    _print_json(job.model_dump(mode="json"))
-    return 0
+        return _show(client.cancel(args.id))
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.retry(args.id)
+        if not args.watch:
+            return _show(job)
         say(_line(job))
-        if args.watch:
-            return watch(client, job)
-    _print_json(job.model_dump(mode="json"))
-    return 0
+        return watch(client, job)
 
 
 def run(command: Any, args: argparse.Namespace) -> int:
