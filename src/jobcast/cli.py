@@ -19,8 +19,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-
 from jobcast.connections import RedisFactory
 from jobcast.errors import ConfigError
 from jobcast.logs import setup_logging
@@ -80,27 +78,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from jobcast.runtime import Runtime
-    from jobcast.worker import SimpleWorker, Worker, make_worker
-
     from jobcast.webhooks import webhook_queue
+    from jobcast.worker import SimpleWorker, Worker, run_worker
 
     queues = [q.strip() for q in (args.queues or f"{settings.queue},{webhook_queue(settings)}").split(",") if q.strip()]
-    runtime = Runtime.build(settings, _factory(settings))
-    delay = 1.0
-    while True:
-        try:
-            worker = make_worker(runtime, SimpleWorker if args.simple else Worker, name=args.name, queues=queues)
-            log.info("worker %s on queues %s at %s", worker.name, queues,
-                     settings.redis_url or "redis://127.0.0.1:6379/0")
-            # RQ's scheduler (one per Redis, by lock) brings failed webhook deliveries back when due.
-            worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=True)
-            return 0
-        except RedisConnectionError as exc:
-            # RQ rides out a lost connection while it waits for jobs, but not while it starts or
-            # stops: start again once Redis answers, rather than leave the machine without a worker.
-            log.warning("worker stopped: Redis unreachable (%s); starting again in %.0fs", exc, delay)
-            time.sleep(delay)
-            delay = min(30.0, delay * 2)
+    return run_worker(Runtime.build(settings, _factory(settings)), SimpleWorker if args.simple else Worker,
+                      name=args.name, queues=queues, burst=args.burst, logging_level=settings.log_level.upper())
 
 
 def _free_port() -> int:

@@ -10,10 +10,15 @@ from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobcast.errors import ConfigError
 
-__all__ = ["RedisFactory"]
+__all__ = ["REDIS_TROUBLE", "RedisFactory"]
+
+REDIS_TROUBLE = (RedisConnectionError, RedisTimeoutError)
+"""What a Redis restart or outage raises (`BusyLoadingError`, Redis loading its data, is a ConnectionError)."""
 
 ASYNC_POOL_SIZE = 64
 """Redis connections one API process uses at most for its requests (beside the hub's own)."""

@@ -18,7 +18,7 @@ import time
 
 from redis.exceptions import LockError
 
-from jobcast.lifecycle import lose, now_ms, promote, requeue
+from jobcast.lifecycle import lose, now_ms, promote, reconcile, requeue
 from jobcast.store import Store
 
 __all__ = ["Janitor"]
@@ -27,8 +27,10 @@ log = logging.getLogger("jobcast.janitor")
 
 
 class Janitor:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, worker_name: str | None = None) -> None:
+        """`worker_name`: in a worker process, the RQ worker whose liveness each round also tells."""
         self.store = store
+        self.worker_name = worker_name
         self.interval_s = max(0.5, store.settings.heartbeat_deadline_s / 8)
         self._stop = threading.Event()
         self._last_ok = time.monotonic()
@@ -52,6 +54,9 @@ class Janitor:
                 lose(self.store, job_id)
             for job_id in self.store.due(keys.delayed, now):
                 requeue(self.store, job_id)
+            # Jobs handed to RQ a while ago and not started: does RQ still have them? (`reconcile`)
+            for job_id in self.store.due(keys.queued, now - int(self.store.settings.heartbeat_deadline_s * 1000)):
+                reconcile(self.store, job_id)
             for owner in self.store.waiting_owners():
                 promote(self.store, owner)
             # Places that busy starts skipped telling (runner.TELL_POSITIONS_EVERY_MS).
@@ -61,8 +66,17 @@ class Janitor:
                 lock.release()
         return True
 
+    def _beat(self) -> None:
+        if self.worker_name is not None:
+            try:
+                self.store.beat(self.worker_name)
+            except Exception:
+                log.warning("janitor: could not tell that worker %s is alive", self.worker_name, exc_info=True)
+
     def run(self) -> None:
+        self._beat()
         while not self._stop.wait(self.interval_s):
+            self._beat()
             try:
                 self.sweep()
             except Exception:

@@ -17,6 +17,8 @@
 | `{p}:rate:{owner}:{min}`   | string | the owner's submissions in that minute (expires after 2)   |
 | `{p}:stats`                | hash   | the counters and histograms of `/metrics` (`metrics.py`)   |
 | `{p}:told:{queue}`         | string | set for 200 ms when a start told the queue's front its places |
+| `{p}:alive:{worker}`       | string | set by a worker's janitor every few seconds, gone `JOBCAST_HEARTBEAT_S` after its last beat |
+| `{p}:queued`               | zset   | jobs handed to RQ and not started yet, scored by when they were last checked (ms) |
 
 The braces are literal: they are Redis Cluster hash tags, so one job's keys live
 on one shard and one Lua script may touch them all. The per-job keys get the
@@ -84,6 +86,14 @@ class Keys:
     def janitor(self) -> str:
         return f"{self.prefix}:janitor"
 
+    def alive(self, worker_name: str) -> str:
+        """Exists while the RQ worker `worker_name` beats (RQ's own worker key outlives a killed worker by minutes)."""
+        return f"{self.prefix}:alive:{worker_name}"
+
+    @property
+    def queued(self) -> str:
+        return f"{self.prefix}:queued"
+
     def told(self, queue: str) -> str:
         return f"{self.prefix}:told:{queue}"
 
@@ -94,6 +104,10 @@ class Keys:
     @staticmethod
     def rq_queue(name: str) -> str:
         return f"{Queue.redis_queue_namespace_prefix}{name}"
+
+    @staticmethod
+    def rq_job(rq_job_id: str) -> str:
+        return f"rq:job:{rq_job_id}"
 
     @staticmethod
     def rq_workers(queue: str) -> str:

@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
+from typing import cast
 
 import orjson
 from redis.client import Pipeline
@@ -26,12 +27,12 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from jobcast.record import CANCELED, FAILED, QUEUED, QUEUED_STAGE, RUNNING, job_object, now_iso
+from jobcast.record import CANCELED, FAILED, QUEUED, QUEUED_STAGE, RUNNING, WAITING_STAGE, job_object, now_iso
 from jobcast.store import EmitResult, Store
 
 __all__ = [
-    "RETRY_STAGE", "cancel", "delete", "end_job", "enqueue", "error_json", "fail_attempt", "lose", "promote",
-    "requeue", "retry", "retry_delay", "rq_job_id",
+    "RETRY_STAGE", "RQ_JOB_LOST", "cancel", "delete", "end_job", "enqueue", "error_json", "fail_attempt", "lose",
+    "promote", "reconcile", "requeue", "retry", "retry_delay", "rq_job_id",
 ]
 
 log = logging.getLogger("jobcast.lifecycle")
@@ -152,6 +153,7 @@ def enqueue(store: Store, pipe: Pipeline, job_id: str, run: int, type_name: str,
     """Queue, in `pipe` (in MULTI), the RQ job for the `run`-th trip of `job_id`, and note it on the record."""
     rq_id = rq_job_id(job_id, run)
     pipe.hset(store.keys.job(job_id), mapping={"run": run, "rq_id": rq_id})
+    pipe.zadd(store.keys.queued, {job_id: now_ms()})  # the janitor checks that RQ really keeps it (`reconcile`)
     # result_ttl=0: RQ forgets a run that returned (the record holds the outcome; RQ's copy of a
     # finished job and its result stream would cost about 6 KiB a job); failed runs stay in its registry.
     Queue(queue, connection=store.redis).enqueue_call(
@@ -190,6 +192,78 @@ def requeue(store: Store, job_id: str) -> bool:
                guard_status=(QUEUED,), guard_attempt=int(record["attempt"]))
     store.tell_positions(record["queue"])
     return True
+
+
+RQ_JOB_LOST = "rq_job_lost"
+
+
+def reconcile(store: Store, job_id: str) -> str:
+    """Check that a job handed to RQ is still in RQ's hands, and set it right if it is not.
+
+    A worker killed between RQ's dequeue and the job's start, an operator
+    emptying the queue (rq-dashboard, `rq empty`) or a Redis restored from an
+    older dump leaves a record saying `queued` that no worker will ever take.
+    If RQ still has the trip's RQ job but no live worker holds it and it is in
+    no queue, the job goes to RQ again (same attempt, a new trip); if RQ's job
+    is gone, the job ends `failed` with `rq_job_lost` (the operator removed it;
+    `POST /retry` runs it again). Returns `in_rq`, `requeued`, `failed`,
+    `left` (no longer queued in RQ's hands) or `busy` (it changed meanwhile).
+    """
+    keys, redis = store.keys, store.redis
+    with redis.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(keys.job(job_id))  # type: ignore[no-untyped-call]
+            record = store.load(job_id)
+            if (record is None or record["status"] != QUEUED or record.get("stage") == WAITING_STAGE
+                    or pipe.zscore(keys.delayed, job_id) is not None):
+                pipe.multi()
+                pipe.zrem(keys.queued, job_id)
+                pipe.execute()
+                return "left"
+            rq_id = record.get("rq_id") or job_id
+            where = _whereabouts(store, rq_id, record["queue"])
+            pipe.multi()
+            if where == "in_rq":
+                pipe.zadd(keys.queued, {job_id: now_ms()}, xx=True)  # look again in a while
+            elif where == "dropped":
+                enqueue(store, pipe, job_id, int(record.get("run") or 1) + 1, record["type"], record["queue"],
+                        int(record["timeout_s"]))
+            else:
+                pipe.zrem(keys.queued, job_id)
+            pipe.execute()
+        except WatchError:
+            return "busy"
+    if where == "in_rq":
+        return where
+    if where == "dropped":
+        log.warning("job %s: RQ job %s was taken by no live worker and is in no queue (its worker died before "
+                    "starting it?); enqueued again", job_id, rq_id)
+        store.tell_positions(record["queue"])
+        return "requeued"
+    log.warning("job %s: RQ job %s is gone (queue emptied, or Redis lost it); the job fails", job_id, rq_id)
+    message = (f"its RQ job {rq_id} disappeared before any worker started it (the queue was emptied, in "
+               "rq-dashboard or with `rq empty`, or Redis lost it); POST /jobs/{id}/retry runs it again")
+    res = end_job(store, record, FAILED, items=store.output_items(job_id), guard_status=(QUEUED,),
+                  fields={"message": "Failed: its RQ job disappeared before it started",
+                          "error": error_json(RQ_JOB_LOST, message.replace("{id}", job_id))})
+    return "failed" if res.outcome == "ok" else "busy"
+
+
+def _whereabouts(store: Store, rq_id: str, queue: str) -> str:
+    """Where RQ has the RQ job `rq_id`: `in_rq` (queued, scheduled, or held by a live worker), `dropped`
+    (it has the job, but nothing will run it), or `gone`."""
+    redis, keys = store.redis, store.keys
+    status, worker_name = cast(list[bytes | None], redis.hmget(keys.rq_job(rq_id), ["status", "worker_name"]))
+    if status is None:
+        return "gone"
+    if status in (b"scheduled", b"deferred"):
+        return "in_rq"
+    if status == b"queued":
+        in_queue = redis.lpos(keys.rq_queue(queue), rq_id) is not None
+        return "in_rq" if in_queue else "dropped"
+    if status == b"started" and worker_name and store.worker_alive(worker_name.decode()):
+        return "in_rq"
+    return "dropped"  # dequeued by a worker that died, or ended without starting the job
 
 
 def lose(store: Store, job_id: str) -> None:

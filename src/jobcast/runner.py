@@ -92,7 +92,7 @@ def _run_job(job_id: str, run: int) -> None:
                     "queue_position": "", "eta_s": "", "started_at": started, "ended_at": "", "error": "",
                     "worker": f"{socket.gethostname()}:{os.getpid()}"}
     res = store.emit(job_id, "start", ts=started, fields=start_fields, guard_status=(QUEUED,),
-                     guard_attempt=int(record["attempt"]),
+                     guard_attempt=int(record["attempt"]), guard_run=run,
                      heartbeat_ms=now_ms() + int(store.settings.heartbeat_deadline_s * 1000))
     if res.outcome == "parked":
         log.info("job %s: its owner runs its limit of jobs already; waiting for a slot", job_id)

@@ -24,4 +24,6 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, factory: RedisFactory) -> Runtime:
         redis = factory.sync()
-        return cls(settings, redis, Store(redis, settings), load_job_types(settings.job_modules))
+        # A worker rides out Redis trouble for as long as the janitor would take to call its job lost.
+        store = Store(redis, settings, ride_out_s=settings.heartbeat_deadline_s)
+        return cls(settings, redis, store, load_job_types(settings.job_modules))

@@ -7,17 +7,20 @@ as RQ requires, and decode only what they must.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import orjson
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.client import Pipeline
 
+from jobcast.connections import REDIS_TROUBLE
 from jobcast.keys import Keys
 from jobcast.record import (
     QUEUED_MESSAGE,
@@ -33,6 +36,10 @@ from jobcast.settings import Settings
 
 __all__ = ["AsyncStore", "EmitResult", "Event", "Snapshot", "Store"]
 
+log = logging.getLogger("jobcast.store")
+
+T = TypeVar("T")
+
 
 def _lua(name: str) -> str:
     return files("jobcast").joinpath(f"lua/{name}.lua").read_text()
@@ -46,6 +53,8 @@ DELETE_LUA = _lua("delete")
 PROMOTE_LUA = _LIB + _lua("promote")
 HEARTBEAT_LUA = _lua("heartbeat")
 SNAPSHOT_LUA = _lua("snapshot")
+
+RQ_WORKER_PREFIX = "rq:worker:"
 
 LIVE_POSITIONS = 20
 """The jobs at the front of a queue that get a `state` event whenever their place in line changes.
@@ -122,11 +131,18 @@ def _seq(entry_id: bytes) -> int:
 
 
 class Store:
-    """Synchronous access: what workers emit, and the record a submit creates."""
+    """Synchronous access: what workers emit, and the record a submit creates.
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    With `ride_out_s` (the workers' store), an emit or a cancel check that meets
+    a Redis restart or outage tries again for up to that long, with back-off,
+    rather than failing the job's code: every emit carries an id of its own, so
+    one that Redis applied before its reply was lost is not applied twice.
+    """
+
+    def __init__(self, redis: Redis, settings: Settings, ride_out_s: float = 0.0) -> None:
         self.redis = redis
         self.settings = settings
+        self.ride_out_s = ride_out_s
         self.keys = Keys(settings.prefix)
         self._emit = redis.register_script(EMIT_LUA)
         self._create = redis.register_script(CREATE_LUA)
@@ -219,8 +235,34 @@ class Store:
         if ids:
             self.redis.zadd(self.keys.running, dict.fromkeys(ids, deadline), xx=True)
 
+    def beat(self, worker_name: str) -> None:
+        """Say that the worker `worker_name` is alive, for the next `JOBCAST_HEARTBEAT_S`."""
+        self.redis.set(self.keys.alive(worker_name), os.getpid(), px=int(self.settings.heartbeat_deadline_s * 1000))
+
+    def worker_alive(self, worker_name: str) -> bool:
+        return bool(self.redis.exists(self.keys.alive(worker_name)))
+
     def cancel_requested(self, job_id: str) -> bool:
-        return self.redis.hget(self.keys.job(job_id), "cancel") == b"1"
+        return self._ride_out(lambda: self.redis.hget(self.keys.job(job_id), "cancel"), job_id) == b"1"
+
+    def _ride_out(self, call: Callable[[], T], job_id: str) -> T:
+        """`call()`, tried again through Redis trouble for up to `ride_out_s` (1 s apart at most)."""
+        deadline: float | None = None
+        delay = 0.05
+        while True:
+            try:
+                return call()
+            except REDIS_TROUBLE as exc:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.ride_out_s
+                    if self.ride_out_s > 0:
+                        log.warning("job %s: Redis unreachable (%s); trying again for up to %.0f s",
+                                    job_id, exc, self.ride_out_s)
+                if now >= deadline:
+                    raise
+                time.sleep(min(delay, deadline - now))
+                delay = min(1.0, delay * 2)
 
     def emit(
         self,
@@ -234,10 +276,15 @@ class Store:
         fields: Mapping[str, str] | None = None,
         guard_status: Iterable[str] = (),
         guard_attempt: int | None = None,
+        guard_run: int | None = None,
         heartbeat_ms: int | None = None,
         retry_at_ms: int | None = None,
+        op: str | None = None,
     ) -> EmitResult:
-        """Apply one change to a job atomically; see `lua/emit.lua` for what each kind does."""
+        """Apply one change to a job atomically; see `lua/emit.lua` for what each kind does.
+
+        `op` names the write (default: a fresh random id), so that sending it again is harmless.
+        """
         k, s = self.keys, self.settings
         statuses = "".join(f",{st}" for st in guard_status)
         args: list[str | bytes | int] = [
@@ -258,11 +305,13 @@ class Store:
             s.max_running_per_owner,
             k.prefix,
             WAITING_MESSAGE.replace("{limit}", str(s.max_running_per_owner)),
+            "" if guard_run is None else guard_run,
+            op or os.urandom(8).hex(),
         ]
         for name, value in (fields or {}).items():
             args += [name, value]
-        keys = [k.job(job_id), k.events(job_id), k.items(job_id), k.running, k.delayed]
-        seq, cancel, outcome = self._emit(keys=keys, args=args)
+        keys = [k.job(job_id), k.events(job_id), k.items(job_id), k.running, k.delayed, k.queued]
+        seq, cancel, outcome = self._ride_out(lambda: self._emit(keys=keys, args=args), job_id)
         return EmitResult(int(seq), bool(cancel), outcome.decode())
 
 
@@ -276,9 +325,14 @@ class AsyncStore:
         self._queue_prefix = Keys.rq_queue("")
 
     async def workers_alive(self, queue: str) -> int:
-        """How many RQ workers that listen on `queue` are alive (registered, and their key not expired)."""
-        keys = await self.redis.smembers(self.keys.rq_workers(queue))
-        return int(await self.redis.exists(*keys)) if keys else 0
+        """How many RQ workers that listen on `queue` are alive: registered, and beating (`Keys.alive`).
+
+        RQ keeps a killed worker's registration for minutes (its TTL is 420 s and up);
+        jobcast's beat goes `JOBCAST_HEARTBEAT_S` after the worker's last sign of life.
+        """
+        registered = cast(set[bytes], await self.redis.smembers(self.keys.rq_workers(queue)))
+        names = [k.decode().removeprefix(RQ_WORKER_PREFIX) for k in registered]
+        return int(await self.redis.exists(*map(self.keys.alive, names))) if names else 0
 
     @staticmethod
     def _to_snapshot(reply: Any) -> Snapshot | None:

@@ -7,6 +7,7 @@
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list
 -- KEYS[4] running jobs (zset: heartbeat deadline)   KEYS[5] delayed retries (zset: due time)
+-- KEYS[6] jobs handed to RQ and not started yet (zset: when last checked)
 -- ARGV[1] channel
 -- ARGV[2] kind: 'state' | 'start' (a new attempt begins: output reset) |
 --               'item' | 'delta' | 'end' (a terminal event)
@@ -22,7 +23,11 @@
 -- ARGV[14] when to run the next attempt (ms; '' = not delayed)
 -- ARGV[15] how many jobs one owner may run at once (0 = no limit)   ARGV[16] the key prefix
 -- ARGV[17] the message of a job waiting for one of its owner's slots, with '{n}' for the number ahead
--- ARGV[18..] field, value pairs to set on the record
+-- ARGV[18] guard: the trip through RQ the writer belongs to, the record's `run` ('' = any)
+-- ARGV[19] the write's own id ('' = none): a write sent again after a lost reply (the
+--          worker rides out Redis trouble by resending) finds its id on the record
+--          and gets the first answer back instead of being applied twice
+-- ARGV[20..] field, value pairs to set on the record
 -- A 'start' takes one of the owner's slots, or, when the owner runs its limit
 -- already, parks the job in the owner's waiting list instead (outcome 'parked');
 -- an 'end' gives the slot back. (The owner's keys are built here from the
@@ -37,13 +42,20 @@ local cur = redis.call('HMGET', job, 'status', 'attempt', 'progress', 'message',
 if not cur[1] then return {0, 0, 'missing'} end
 local cancel = (cur[7] == '1') and 1 or 0
 local seq = tonumber(cur[8])
+local op = ARGV[19]
+if op ~= '' then
+  local done = redis.call('HGET', job, 'op')
+  if done and string.sub(done, 1, #op + 1) == op .. ' ' then return {seq, cancel, string.sub(done, #op + 2)} end
+end
 if ARGV[6] ~= '' and not string.find(ARGV[6], ',' .. cur[1] .. ',', 1, true) then
   return {seq, cancel, 'refused'}
 end
 if ARGV[7] ~= '' and ARGV[7] ~= cur[2] then return {seq, cancel, 'refused'} end
+-- (A trip the janitor gave up on and enqueued again must not start beside the new one.)
+if ARGV[18] ~= '' and ARGV[18] ~= (redis.call('HGET', job, 'run') or '1') then return {seq, cancel, 'refused'} end
 
 local set = {}
-for i = 18, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
+for i = 20, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
 
 local id = ARGV[12]
 local outcome = 'ok'
@@ -127,6 +139,7 @@ local flat = {}
 for f, v in pairs(set) do flat[#flat + 1] = f; flat[#flat + 1] = v end
 seq = seq + 1
 flat[#flat + 1] = 'seq'; flat[#flat + 1] = seq
+if op ~= '' then flat[#flat + 1] = 'op'; flat[#flat + 1] = op .. ' ' .. outcome end
 redis.call('HSET', job, unpack(flat))
 
 if kind == 'end' then data = '{"last_event_id":' .. seq .. ',' .. data end
@@ -135,6 +148,10 @@ append_event(events, ARGV[1], seq, name, data, ARGV[8], stored)
 if ARGV[13] ~= '' and outcome ~= 'parked' then redis.call('ZADD', KEYS[4], ARGV[13], id)
 elseif set.status and set.status ~= 'running' then redis.call('ZREM', KEYS[4], id) end
 if ARGV[14] ~= '' then redis.call('ZADD', KEYS[5], ARGV[14], id) end
+-- Started, parked, ended or due again later: no longer in RQ's hands waiting to start.
+if outcome == 'parked' or ARGV[14] ~= '' or (set.status and set.status ~= 'queued') then
+  redis.call('ZREM', KEYS[6], id)
+end
 if set.status == 'queued' then
   redis.call('PERSIST', job)
   redis.call('PERSIST', events)
