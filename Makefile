@@ -12,12 +12,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
+# Independent implementations (npm) the end-to-end tests check jobcast against.
+NODE_DEPS := tests/e2e/node/node_modules/.installed
+
+$(NODE_DEPS): tests/e2e/node/package-lock.json
+	npm ci --prefix tests/e2e/node --no-audit --no-fund --loglevel=error
+	touch $@
+
 ## run: API + 2 workers + a private Redis (REDIS_URL if set), at http://127.0.0.1:8000/
 run: $(VENV)/.installed
 	$(BIN)/jobcast dev
 
 ## test: type check, then every unit and end-to-end test (needs redis-server; .ci/run installs it)
-test: $(VENV)/.installed check
+test: $(VENV)/.installed $(NODE_DEPS) check
 	$(BIN)/python -m pytest
 
 check: $(VENV)/.installed

@@ -250,8 +250,7 @@ async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: S
         "timeout_s": str(timeout_s), "tags": orjson.dumps(req.tags).decode(),
         "payload": _stored_payload(payload), "queue": svc.settings.queue, "created_at": created_at,
         "created_ms": str(created_ms), "idem_key": idem_key,
-        "webhook": orjson.dumps({"url": webhook_url, "state": "pending", "attempts": 0,
-                                 "last_status": None}).decode() if webhook_url else "",
+        "webhook": webhooks.pending(webhook_url) if webhook_url else "",
     }
 
     def create() -> int:

@@ -27,6 +27,7 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
+from jobcast import webhooks
 from jobcast.record import CANCELED, FAILED, QUEUED, QUEUED_STAGE, RUNNING, WAITING_STAGE, job_object, now_iso
 from jobcast.store import EmitResult, Store
 
@@ -59,7 +60,15 @@ def end_job(
     items: list[bytes],
     guard_status: tuple[str, ...],
 ) -> EmitResult:
-    """Emit the terminal event: set `fields` on the record and publish the whole job object."""
+    """Emit the terminal event: set `fields` on the record and publish the whole job object.
+
+    A job with a webhook gets a delivery of its own for every terminal status
+    an attempt reaches (a job that failed, then completed after `POST /retry`,
+    sends both), and its `webhook` field starts again as that delivery's state.
+    """
+    hook = record.get("webhook")
+    if hook:
+        fields = {**fields, "webhook": webhooks.pending(orjson.loads(hook)["url"])}
     final = {**record, **fields, "status": status, "ended_at": now_iso(), "eta_s": "", "queue_position": ""}
     body = orjson.dumps(job_object(final, items, None, include_last_event_id=False))
     res = store.emit(
@@ -73,10 +82,8 @@ def end_job(
     )
     if res.outcome == "ok":
         promote(store, record["owner"])  # the end freed one of the owner's slots (or a place in its line)
-        if record.get("webhook"):
-            from jobcast import webhooks  # imported here: webhooks reaches the runner, which imports us
-
-            webhooks.schedule(store, record["id"])
+        if hook:
+            webhooks.schedule(store, record["id"], int(record["attempt"]))
     return res
 
 

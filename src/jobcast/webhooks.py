@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
+from redis.client import Pipeline
 from rq import Queue, Retry
 from standardwebhooks.webhooks import Webhook
 
@@ -31,7 +32,7 @@ from jobcast.record import job_object
 from jobcast.settings import Settings
 from jobcast.store import Store
 
-__all__ = ["check_url", "deliver", "schedule", "webhook_queue"]
+__all__ = ["check_url", "deliver", "pending", "schedule", "webhook_queue"]
 
 log = logging.getLogger("jobcast.webhooks")
 
@@ -70,23 +71,36 @@ def _refused(why: str) -> ValidationFailed:
     return ValidationFailed(f"webhook.url: {why}", [{"path": "webhook.url", "message": why}])
 
 
-def schedule(store: Store, job_id: str) -> None:
-    """Enqueue the delivery of `job_id`'s webhook (called once, when the job has ended)."""
+def pending(url: str) -> str:
+    """The `webhook` field of a job whose delivery is yet to be made."""
+    return orjson.dumps({"url": url, "state": "pending", "attempts": 0, "last_status": None}).decode()
+
+
+def schedule(store: Store, job_id: str, attempt: int) -> None:
+    """Enqueue the delivery of `job_id`'s webhook for the end of attempt `attempt` (once per end)."""
     base = store.settings.webhook_retry_base_s
     Queue(webhook_queue(store.settings), connection=store.redis).enqueue_call(
-        "jobcast.webhooks.deliver", args=(job_id,), timeout=int(TIMEOUT_S * 3),
+        "jobcast.webhooks.deliver", args=(job_id, attempt), timeout=int(TIMEOUT_S * 3),
         retry=Retry(max=RETRIES, interval=[int(base * 4 ** i) for i in range(RETRIES)]),
-        description=f"webhook of {job_id}", result_ttl=0, failure_ttl=store.settings.job_ttl_s,
+        description=f"webhook of {job_id} (attempt {attempt})", result_ttl=0, failure_ttl=store.settings.job_ttl_s,
     )
 
 
-def deliver(job_id: str) -> None:
-    """One try at delivering `job_id`'s webhook (RQ's entry point; raises to be tried again)."""
+def deliver(job_id: str, attempt: int | None = None) -> None:
+    """One try at delivering `job_id`'s webhook for the end of `attempt` (RQ's entry point; raises to be
+    tried again). A delivery whose job has ended again since (a retried job) gives way to the new one.
+
+    (`attempt` None: a delivery queued by an earlier version, for whatever attempt the job is on.)
+    """
     from jobcast.runner import current_runtime  # the runner ends jobs, which schedules these: import late
 
     store = current_runtime().store
     record = store.load(job_id)
     if record is None or not record.get("webhook"):
+        return
+    if attempt is not None and int(record["attempt"]) != attempt:
+        log.info("job %s: webhook for attempt %d dropped: the job is on attempt %s now, which has its own",
+                 job_id, attempt, record["attempt"])
         return
     hook: dict[str, Any] = orjson.loads(record["webhook"])
     if hook.get("state") != "pending":
@@ -94,7 +108,7 @@ def deliver(job_id: str) -> None:
     hook["attempts"] = int(hook.get("attempts") or 0) + 1
     items = store.output_items(job_id)
     body = orjson.dumps({"type": f"job.{record['status']}", "data": job_object(record, items, None)}).decode()
-    msg_id = f"msg_{job_id}_{record['attempt']}"
+    msg_id = f"msg_{job_id}_{record['attempt']}"  # one message per attempt's end: its tries share it
     now = datetime.now(tz=UTC)
     signature = Webhook(store.settings.webhook_secret or "").sign(msg_id, now, body)
     headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())),
@@ -110,10 +124,20 @@ def deliver(job_id: str) -> None:
     ok = status is not None and 200 <= status < 300
     last_try = hook["attempts"] > RETRIES
     hook["state"] = "delivered" if ok else ("failed" if last_try else "pending")
-    with store.redis.pipeline(transaction=False) as pipe:
-        pipe.hset(store.keys.job(job_id), "webhook", orjson.dumps(hook))
-        pipe.hincrby(store.keys.stats, f"webhook|{'retrying' if hook['state'] == 'pending' else hook['state']}", 1)
-        pipe.execute()
+    _record_try(store, job_id, record["attempt"], orjson.dumps(hook).decode())
+    store.redis.hincrby(store.keys.stats, f"webhook|{'retrying' if hook['state'] == 'pending' else hook['state']}", 1)
     log.info("job %s: webhook try %d: %s (%s)", job_id, hook["attempts"], status, hook["state"])
     if not ok and not last_try:
         raise DeliveryFailed(f"the receiver answered {status}" if status else "the receiver could not be reached")
+
+
+def _record_try(store: Store, job_id: str, attempt: str, hook: str) -> None:
+    """Set the job's `webhook` field, unless the job has moved on to another attempt (and delivery) meanwhile."""
+    key = store.keys.job(job_id)
+
+    def write(pipe: Pipeline) -> None:
+        if pipe.hget(key, "attempt") == attempt.encode():
+            pipe.multi()
+            pipe.hset(key, "webhook", hook)
+
+    store.redis.transaction(write, key)

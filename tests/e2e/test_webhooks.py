@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -80,3 +83,42 @@ def test_without_a_signing_secret_webhooks_are_refused(stack: Stack) -> None:
     with stack.client() as c:
         r = c.post("/jobs", json={"type": "demo", "webhook": {"url": "https://example.com/hook"}})
     assert r.status_code == 422 and "JOBCAST_WEBHOOK_SECRET" in r.json()["error"]["message"]
+
+
+def _verify_with_npm_standardwebhooks(deliveries: list[tuple[dict[str, str], bytes]]) -> list[dict]:
+    """Each delivery's payload as the npm `standardwebhooks` package verifies it (an error if it does not)."""
+    script = Path(__file__).parent / "node" / "verify_webhook.js"
+    stdin = json.dumps({"secret": SECRET, "deliveries": [{"headers": h, "body": b.decode()} for h, b in deliveries]})
+    out = subprocess.run(["node", str(script)], input=stdin, capture_output=True, text=True, check=True, timeout=30)
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_no_webhook_after_a_manual_retry_is_fixed_every_end_gets_its_own_delivery(make_stack) -> None:
+    receiver = Receiver([])
+    try:
+        st: Stack = make_stack(workers=1, JOBCAST_WEBHOOK_SECRET=SECRET, JOBCAST_WEBHOOK_ALLOW_PRIVATE="1")
+        job = st.submit({"steps": 2, "interval_ms": 0, "fail_attempts": 1}, webhook={"url": receiver.url})
+        failed = read_stream(st.url, job["links"]["events"]).events[-1]
+        assert failed.event == "failed"
+        wait_for(lambda: len(receiver.got) == 1, 30, "the job.failed delivery")
+        with st.client() as c:
+            wait_for(lambda: c.get(f"/jobs/{job['id']}").json()["webhook"]["state"] == "delivered", 10,
+                     "the failed delivery to show")
+            retried = c.post(f"/jobs/{job['id']}/retry")
+            assert retried.status_code == 202
+        done = read_stream(st.url, job["links"]["events"], headers={"Last-Event-ID": str(failed.id)}).events[-1]
+        assert done.event == "completed"
+        assert done.data["webhook"] == {"url": receiver.url, "state": "pending", "attempts": 0, "last_status": None}
+        wait_for(lambda: len(receiver.got) == 2, 30, "the job.completed delivery")
+        with st.client() as c:
+            hook = wait_for(lambda: (h := c.get(f"/jobs/{job['id']}").json()["webhook"])["state"] == "delivered"
+                            and h, 10, "the webhook field to describe the latest delivery")
+        assert hook == {"url": receiver.url, "state": "delivered", "attempts": 1, "last_status": 200}
+        payloads = _verify_with_npm_standardwebhooks(receiver.got)
+        assert [p.get("type") for p in payloads] == ["job.failed", "job.completed"], payloads
+        assert [p["data"]["attempt"] for p in payloads] == [1, 2]
+        ids = [h["webhook-id"] for h, _ in receiver.got]
+        assert ids[0] != ids[1], "each end is a message of its own"
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
