@@ -32,6 +32,7 @@ from jobcast.metrics import process_exits
 from jobcast.openapi import openapi_document
 from jobcast.registry import Registry, load_job_types
 from jobcast.services import Services
+from jobcast.sse import StreamTransport
 from jobcast.settings import Settings
 
 __all__ = ["create_app"]
@@ -174,7 +175,7 @@ def create_app(settings: Settings, factory: RedisFactory | None = None, registry
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "If-None-Match"],
             expose_headers=["Location", "ETag", "Retry-After", "Idempotent-Replayed"], max_age=600,
         ))
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
+    app = StreamTransport(routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
     app.state.openapi = openapi_document(registry, settings)
     return app
 

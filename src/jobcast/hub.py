@@ -4,23 +4,33 @@ Each open event stream registers a `Listener` for its job. The hub subscribes
 to the job's channel when its first listener arrives (and only returns once
 Redis has confirmed the subscription, so a stream that reads its backlog
 afterwards cannot miss an event in between), unsubscribes when the last one
-leaves, and hands every message to all of the job's listeners, encoded once.
+leaves, and keeps each watched job's recent events, encoded once, in a ring
+that all of the job's listeners read from.
 
-A listener never blocks the hub: it buffers a bounded number of events, and
-one that falls further behind is flagged to catch up from the job's event log
-instead. When the connection to Redis breaks, the hub reconnects at once and
-flags every listener to catch up from the log; if Redis stays away, it ends
-every stream (their clients reconnect, and get `503` until Redis is back) and
-keeps trying in the background.
+A listener holds no events of its own: it is woken, and its stream takes what
+came after the last id it sent from the ring. So a listener that falls behind
+costs nothing until it reads, and catching up costs the same whatever the
+number of listeners. A listener further behind than the ring is told so
+(`after` returns None) and its stream sends a `snapshot`, read once for all of
+the job's listeners that need one at the time (`snapshot`). The ring keeps at
+most `RING` events, and drops those every listener has sent.
+
+When the connection to Redis breaks, the hub reconnects at once and then reads
+what it missed from each job's log, once per job and in pages (`_repair`),
+into the ring; if Redis stays away, it ends every stream (their clients
+reconnect, and get `503` until Redis is back) and keeps trying in the
+background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.client import PubSub
@@ -30,13 +40,20 @@ from redis.exceptions import RedisError
 from jobcast.errors import Unavailable
 from jobcast.keys import Keys
 from jobcast.metrics import STREAMS_OPEN
+from jobcast.store import AsyncStore, Snapshot
 
-__all__ = ["Hub", "Listener"]
+__all__ = ["Entry", "Hub", "Listener"]
 
 log = logging.getLogger("jobcast.hub")
 
-MAX_BUFFERED = 256
-"""Events a listener may hold unsent before it is told to catch up from the log instead."""
+RING = 512
+"""Events of one job the hub keeps for its listeners at most; a listener further behind gets a snapshot."""
+
+TRIM_EVERY = 64
+"""A ring drops what every listener has sent once this many events have come since it last looked."""
+
+REPAIR_PAGE = 256
+"""Events read from a job's log per request when the hub fills in what it missed."""
 
 SUBSCRIBE_TIMEOUT_S = 5.0
 
@@ -44,64 +61,95 @@ KEEPALIVE_S = 5.0
 """After this long without a word from Redis the hub sends PING; after twice as long it reconnects."""
 
 _RESYNC = object()
-"""In a channel's confirmation queue: when this subscription is confirmed, tell its listeners to catch up."""
+"""In a channel's confirmation queue: when this subscription is confirmed, fill in what was missed."""
 
-Entry = tuple[int, bytes, bool]
-"""One event for a listener: its id, its encoded bytes, whether it is terminal."""
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One event, ready to send."""
+
+    seq: int
+    chunk: bytes
+    """The event in SSE format."""
+    terminal: bool
+    at: float
+    """When the hub received it (monotonic), to tell how far behind a stream is."""
+
+
+Encoder = Callable[[str, int, bytes, bytes], Entry]
 
 
 class Listener:
-    """One event stream's inbox."""
+    """One event stream's place in its job's channel."""
 
-    __slots__ = ("job_id", "channel", "entries", "wake", "behind", "closed", "owner")
+    __slots__ = ("job_id", "channel", "owner", "last", "wake", "closed")
 
     def __init__(self, job_id: str, channel: bytes, owner: str = "") -> None:
         self.job_id = job_id
-        self.owner = owner
         self.channel = channel
-        self.entries: list[Entry] = []
+        self.owner = owner
+        self.last = 0
+        """The id of the last event its stream sent (the stream keeps it up to date)."""
         self.wake = asyncio.Event()
-        self.behind = False
-        """Events were dropped (a full inbox or a reconnect): catch up from the log."""
         self.closed = False
         """The stream must end (client gone, shutdown, Redis lost)."""
-
-    def push(self, entry: Entry) -> None:
-        if len(self.entries) >= MAX_BUFFERED:
-            self.behind = True
-            self.entries.clear()
-        elif not self.behind:
-            self.entries.append(entry)
-        self.wake.set()
-
-    def take(self) -> list[Entry]:
-        entries, self.entries = self.entries, []
-        self.wake.clear()
-        return entries
-
-    def fall_behind(self) -> None:
-        self.behind = True
-        self.entries.clear()
-        self.wake.set()
 
     def close(self) -> None:
         self.closed = True
         self.wake.set()
 
 
-Encoder = Callable[[str, int, bytes, bytes], Entry]
+class _Channel:
+    """A watched job: its listeners, its recent events, and the shared reads that serve them."""
+
+    __slots__ = ("job_id", "listeners", "ring", "newest", "since_trim", "repairing", "missed", "snapshot")
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.listeners: set[Listener] = set()
+        self.ring: deque[Entry] = deque()
+        """Consecutive events, oldest first."""
+        self.newest = 0
+        """The newest id the ring has held (0: none yet)."""
+        self.since_trim = 0
+        self.repairing = False
+        """Filling in from the log what the hub missed: live messages are only noted meanwhile."""
+        self.missed = 0
+        """The newest id seen live while repairing."""
+        self.snapshot: asyncio.Task[Snapshot | None] | None = None
+
+    def add(self, entry: Entry) -> None:
+        if self.ring and entry.seq != self.ring[-1].seq + 1:
+            self.ring.clear()  # (only after a repair could not reach back: listeners behind get snapshots)
+        self.ring.append(entry)
+        self.newest = entry.seq
+        if len(self.ring) > RING:
+            self.ring.popleft()
+        self.since_trim += 1
+        if self.since_trim >= TRIM_EVERY:
+            self.since_trim = 0
+            slowest = min((lst.last for lst in self.listeners), default=entry.seq)
+            while self.ring and self.ring[0].seq <= slowest:
+                self.ring.popleft()
+
+    def wake_all(self) -> None:
+        for listener in self.listeners:
+            listener.wake.set()
 
 
 class Hub:
-    def __init__(self, redis: AsyncRedis, keys: Keys, encode: Encoder) -> None:
-        """`redis` must not retry on its own (a silent reconnect would lose messages unseen)."""
+    def __init__(self, redis: AsyncRedis, keys: Keys, encode: Encoder, store: AsyncStore) -> None:
+        """`redis` (for pub/sub only) must not retry on its own (a silent reconnect would lose messages
+        unseen); `store` reads the logs and snapshots."""
         self._redis = redis
         self._keys = keys
         self._encode = encode
-        self._channels: dict[bytes, set[Listener]] = {}
+        self._store = store
+        self._channels: dict[bytes, _Channel] = {}
         self._confirms: dict[bytes, deque[object]] = {}
         self._pubsub: PubSub | None = None
         self._task: asyncio.Task[None] | None = None
+        self._repairs: set[asyncio.Task[None]] = set()
         self._connected = asyncio.Event()
         self._stopping = False
         self.streams_by_owner: dict[str, int] = {}
@@ -112,7 +160,7 @@ class Hub:
 
     @property
     def stream_count(self) -> int:
-        return sum(len(group) for group in self._channels.values())
+        return sum(len(ch.listeners) for ch in self._channels.values())
 
     async def start(self, wait_s: float = 5.0) -> None:
         self._task = asyncio.create_task(self._run(), name="jobcast-hub")
@@ -124,6 +172,8 @@ class Hub:
     async def stop(self) -> None:
         self._stopping = True
         self.close_all()
+        for repair in self._repairs:
+            repair.cancel()
         task, pubsub = self._task, self._pubsub
         if task is not None:
             task.cancel()
@@ -137,27 +187,31 @@ class Hub:
 
     def close_all(self) -> None:
         """End every open stream (shutdown, or Redis gone)."""
-        for group in self._channels.values():
-            for listener in group:
+        for ch in self._channels.values():
+            for listener in ch.listeners:
                 listener.close()
+
+    # -- what streams call -------------------------------------------------------
 
     async def listen(self, job_id: str, owner: str = "") -> Listener:
         """A listener for `job_id`, returned once its channel's subscription is confirmed."""
         pubsub = self._pubsub
         if pubsub is None or not self.connected:
             raise Unavailable()
-        channel = self._keys.channel(job_id).encode()
-        listener = Listener(job_id, channel, owner)
+        key = self._keys.channel(job_id).encode()
+        listener = Listener(job_id, key, owner)
         self.streams_by_owner[owner] = self.streams_by_owner.get(owner, 0) + 1
-        group = self._channels.setdefault(channel, set())
-        group.add(listener)
+        ch = self._channels.get(key)
+        if ch is None:
+            ch = self._channels[key] = _Channel(job_id)
+        ch.listeners.add(listener)
         STREAMS_OPEN.inc()
-        confirms = self._confirms.setdefault(channel, deque())
+        confirms = self._confirms.setdefault(key, deque())
         try:
-            if len(group) == 1:
+            if len(ch.listeners) == 1:
                 confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 confirms.append(confirmed)
-                await pubsub.execute_command("SUBSCRIBE", channel)
+                await pubsub.execute_command("SUBSCRIBE", key)
             else:
                 futures = [c for c in confirms if isinstance(c, asyncio.Future)]
                 if not futures:
@@ -172,24 +226,48 @@ class Hub:
         return listener
 
     async def unlisten(self, listener: Listener) -> None:
-        group = self._channels.get(listener.channel)
-        if group is None or listener not in group:
+        ch = self._channels.get(listener.channel)
+        if ch is None or listener not in ch.listeners:
             return
-        group.discard(listener)
+        ch.listeners.discard(listener)
         STREAMS_OPEN.dec()
         left = self.streams_by_owner.get(listener.owner, 1) - 1
         if left:
             self.streams_by_owner[listener.owner] = left
         else:
             self.streams_by_owner.pop(listener.owner, None)
-        if group:
+        if ch.listeners:
             return
-        del self._channels[listener.channel]
+        del self._channels[listener.channel]  # and its ring with it
         if self._pubsub is not None and self.connected:
             try:
                 await self._pubsub.execute_command("UNSUBSCRIBE", listener.channel)
             except (RedisError, OSError):
                 pass  # the connection is going; the reader loop deals with it
+
+    def after(self, listener: Listener, last: int, limit: int = RING) -> list[Entry] | None:
+        """The ring's events after `last` (at most `limit`), or None if the ring no longer reaches back to
+        `last + 1`: the listener is too far behind (or the hub is still filling in what it missed)."""
+        ch = self._channels.get(listener.channel)
+        if ch is None or ch.repairing:
+            return []
+        ring = ch.ring
+        if not ring or ring[-1].seq <= last:
+            return None if ch.newest > last else []
+        if ring[0].seq > last + 1:
+            return None
+        start = last + 1 - ring[0].seq
+        return list(itertools.islice(ring, start, start + limit))
+
+    async def snapshot(self, listener: Listener) -> Snapshot | None:
+        """The job's current state for a listener too far behind the ring; one read serves every listener
+        of the job that asks while it is under way."""
+        ch = self._channels.get(listener.channel)
+        if ch is None:
+            return await self._store.snapshot(listener.job_id)
+        if ch.snapshot is None or ch.snapshot.done():
+            ch.snapshot = asyncio.ensure_future(self._store.snapshot(listener.job_id))
+        return await asyncio.shield(ch.snapshot)
 
     # -- the reader --------------------------------------------------------------
 
@@ -230,8 +308,8 @@ class Hub:
     async def _serve(self, pubsub: PubSub) -> None:
         await pubsub.connect()  # type: ignore[no-untyped-call]
         channels = list(self._channels)
-        for channel in channels:
-            self._confirms.setdefault(channel, deque()).append(_RESYNC)
+        for key in channels:
+            self._confirms.setdefault(key, deque()).append(_RESYNC)
         if channels:
             await pubsub.execute_command("SUBSCRIBE", *channels)
         else:
@@ -258,13 +336,21 @@ class Hub:
     def _dispatch(self, reply: list[bytes]) -> None:
         kind = reply[0]
         if kind == b"message":
-            group = self._channels.get(reply[1])
-            if not group:
+            ch = self._channels.get(reply[1])
+            if ch is None:
                 return
-            seq, name, data = reply[2].split(b" ", 2)
-            entry = self._encode(next(iter(group)).job_id, int(seq), name, data)
-            for listener in group:
-                listener.push(entry)
+            seq_, name, data = reply[2].split(b" ", 2)
+            seq = int(seq_)
+            if ch.repairing:
+                ch.missed = max(ch.missed, seq)
+                return
+            if seq <= ch.newest:
+                return
+            if ch.newest and seq != ch.newest + 1:
+                self._start_repair(ch, seq)  # a message went missing on the way: read it from the log
+                return
+            ch.add(self._encode(ch.job_id, seq, name, data))
+            ch.wake_all()
         elif kind == b"subscribe":
             confirms = self._confirms.get(reply[1])
             if not confirms:
@@ -275,9 +361,43 @@ class Hub:
             if isinstance(marker, asyncio.Future):
                 if not marker.done():
                     marker.set_result(None)
-            else:
-                for listener in self._channels.get(reply[1], ()):
-                    listener.fall_behind()
+            elif (ch := self._channels.get(reply[1])) is not None:
+                self._start_repair(ch, 0)
+
+    def _start_repair(self, ch: _Channel, seen: int) -> None:
+        """Fill in from the job's log what the hub did not hear (a reconnect, a lost message), once for all
+        of the job's listeners; they wait for it (`after` gives them nothing meanwhile)."""
+        ch.missed = max(ch.missed, seen)
+        if ch.repairing:
+            return
+        ch.repairing = True
+        task = asyncio.create_task(self._repair(ch), name=f"jobcast-hub-repair-{ch.job_id}")
+        self._repairs.add(task)
+        task.add_done_callback(self._repairs.discard)
+
+    async def _repair(self, ch: _Channel) -> None:
+        try:
+            while True:
+                after = ch.newest or min((lst.last for lst in ch.listeners), default=0)
+                oldest, newest, events = await self._store.events_after(ch.job_id, after, count=REPAIR_PAGE)
+                if events and events[0].seq != after + 1:  # the log no longer reaches back: start afresh
+                    ch.ring.clear()
+                for event in events:
+                    ch.add(self._encode(ch.job_id, event.seq, event.name, event.data))
+                if events:
+                    ch.wake_all()
+                if len(events) < REPAIR_PAGE and ch.newest >= ch.missed:
+                    break
+                if not events and newest <= after:
+                    break  # (the job was deleted, or nothing more is there)
+        except (RedisError, OSError) as exc:
+            log.warning("could not read the missed events of job %s (%s); ending its streams", ch.job_id, exc)
+            for listener in ch.listeners:
+                listener.close()
+        finally:
+            ch.repairing = False
+            ch.missed = 0
+            ch.wake_all()
 
     def _lost(self, exc: BaseException) -> None:
         self._connected.clear()
@@ -288,8 +408,4 @@ class Hub:
                     marker.set_exception(Unavailable())
                     marker.exception()  # retrieved here, so an abandoned one is not logged
         self._confirms.clear()
-        # Whatever was published while we were away is in the logs: catch up once back.
-        for group in self._channels.values():
-            for listener in group:
-                listener.behind = True
-                listener.entries.clear()
+        # Whatever is published while we are away is in the logs: `_repair` reads it once we are back.

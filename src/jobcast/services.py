@@ -46,10 +46,10 @@ class Services:
             return {"self": base, "events": events, "cancel": f"{base}/cancel"}
 
         encode = EventEncoder(links)
-        hub = Hub(factory.asyncio(retries=False), Keys(settings.prefix), encode)
+        store = AsyncStore(redis, settings)
+        hub = Hub(factory.asyncio(retries=False), Keys(settings.prefix), encode, store)
         sync_store = Store(sync_redis, settings)
-        return cls(settings, registry, redis, sync_redis, AsyncStore(redis, settings), sync_store, hub, encode,
-                   Janitor(sync_store), auth)
+        return cls(settings, registry, redis, sync_redis, store, sync_store, hub, encode, Janitor(sync_store), auth)
 
     async def start(self) -> None:
         await self.hub.start()

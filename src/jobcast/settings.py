@@ -92,8 +92,9 @@ class Settings:
     """`JOBCAST_SSE_RETRY_MS`: the reconnect delay the event stream tells browsers."""
     ping_interval_s: float = 15.0
     """`JOBCAST_PING_MS` (at most 15000): the longest an idle event stream goes without a `: ping` comment."""
-    send_timeout_s: float = 30.0
-    """`JOBCAST_SEND_TIMEOUT_S`: a stream whose client takes longer than this to accept a write is closed."""
+    stream_max_lag_s: float = 10.0
+    """`JOBCAST_STREAM_MAX_LAG_S`: a stream whose client has not taken an event this long after it happened
+    (a stalled or too slow reader) is closed; the client resumes from its last id once it reads again."""
     progress_interval_s: float = 0.05
     """`JOBCAST_PROGRESS_INTERVAL_MS`: pure progress changes of one job are sent at most this often."""
     heartbeat_deadline_s: float = 20.0
@@ -189,7 +190,7 @@ class Settings:
             items_kept=_int(env, "JOBCAST_ITEMS_KEPT", 1000, 1000, 1_000_000),
             sse_retry_ms=_int(env, "JOBCAST_SSE_RETRY_MS", 2000, 100, 600_000),
             ping_interval_s=_int(env, "JOBCAST_PING_MS", 15000, 100, 15000) / 1000,
-            send_timeout_s=_int(env, "JOBCAST_SEND_TIMEOUT_S", 30, 1, 3600),
+            stream_max_lag_s=_int(env, "JOBCAST_STREAM_MAX_LAG_S", 10, 1, 3600),
             progress_interval_s=_int(env, "JOBCAST_PROGRESS_INTERVAL_MS", 50, 10, 10_000) / 1000,
             heartbeat_deadline_s=_int(env, "JOBCAST_HEARTBEAT_S", 20, 2, 300),
             cancel_grace_s=_int(env, "JOBCAST_CANCEL_GRACE_MS", 3000, 0, 60_000) / 1000,

@@ -8,30 +8,42 @@ one job (see `bench/`); sse-starlette spends four tasks a stream and encodes
 per client.
 
 The stream: `retry:` first; then the backlog (a `snapshot`, or every event
-after `Last-Event-ID`); then live events from the hub, skipping ids already
-sent and catching up from the log on any gap; `: ping` while idle; and the end
+after `Last-Event-ID`, read from the log in pages); then live events from the
+hub's ring, skipping ids already sent, and a `snapshot` when the stream has
+fallen further behind than the ring reaches; `: ping` while idle; and the end
 of the response right after the terminal event.
+
+A stalled or too slow client is closed, not buffered for: a stream socket's
+kernel send buffer is kept small (`SEND_BUFFER`, where the server lets us at
+the socket), a write the client does not take within `JOBCAST_STREAM_MAX_LAG_S`
+gives up, and so does a stream whose next event is older than that. The
+connection is then aborted at once (uvicorn would otherwise wait for a peer
+whose window stays shut to drain the last write), and the client resumes from
+its last id when it reads again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
+from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from jobcast.hub import Entry, Hub, Listener
+from jobcast.hub import RING, Entry, Hub, Listener
 from jobcast.metrics import EVENTS_DELIVERED
 from jobcast.record import TERMINAL
 from jobcast.settings import Settings
 from jobcast.store import AsyncStore, Snapshot
 
-__all__ = ["EventEncoder", "EventStream", "backlog"]
+__all__ = ["EventEncoder", "EventStream", "StreamTransport", "backlog"]
 
 log = logging.getLogger("jobcast.sse")
 
@@ -49,30 +61,75 @@ class EventEncoder:
         terminal = name in _TERMINAL
         if terminal:
             data = data[:-1] + b',"links":' + orjson.dumps(self.links(job_id)) + b"}"
-        return seq, b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name, data), terminal
+        return Entry(seq, b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name, data), terminal, time.monotonic())
 
     def job_object(self, snap: Snapshot) -> Entry:
-        """The job as one event: `snapshot`, or its terminal event once it has ended."""
+        """The job as one `snapshot` event."""
         obj: dict[str, Any] = snap.job_object()
         obj["links"] = self.links(snap.record["id"])
         event = snap.status if snap.status in TERMINAL else "snapshot"
         data = orjson.dumps(obj)
-        return snap.seq, b"id: %d\nevent: %s\ndata: %s\n\n" % (snap.seq, event.encode(), data), event != "snapshot"
+        return Entry(snap.seq, b"id: %d\nevent: %s\ndata: %s\n\n" % (snap.seq, event.encode(), data),
+                     event != "snapshot", time.monotonic())
 
 
-async def backlog(store: AsyncStore, encode: EventEncoder, job_id: str, after: int | None) -> tuple[int, list[Entry]] | None:
-    """What a stream sends to get up to date: the events after `after`, or a snapshot.
+LOG_PAGE = 256
+"""Events a stream reads from the log per request while it resumes after `Last-Event-ID`."""
 
-    Returns the id the entries follow and the entries, or None if the job is
-    gone. When the log no longer holds every event after `after` (or `after` is
-    no id of this job's), the job's current state comes as one snapshot.
+Backlog = tuple[int, list[Entry], bool]
+"""What a stream sends to get up to date: the id its entries follow, the entries, and whether the log
+has more for it (it goes on reading pages)."""
+
+
+async def backlog(store: AsyncStore, encode: EventEncoder, job_id: str, after: int | None) -> Backlog | None:
+    """The events after `after` (a page of them), or a snapshot; None if the job is gone.
+
+    When the log no longer holds every event after `after` (or `after` is no
+    id of this job's), the job's current state comes as one snapshot.
     """
     if after is not None:
-        oldest, newest, events = await store.events_after(job_id, after)
+        oldest, newest, events = await store.events_after(job_id, after, LOG_PAGE)
         if 0 < oldest <= after + 1 and after <= newest:
-            return after, [encode(job_id, e.seq, e.name, e.data) for e in events]
+            return after, [encode(job_id, e.seq, e.name, e.data) for e in events], len(events) == LOG_PAGE
     snap = await store.snapshot(job_id)
-    return None if snap is None else (snap.seq - 1, [encode.job_object(snap)])
+    return None if snap is None else (snap.seq - 1, [await _job_entry(store, encode, snap)], False)
+
+
+async def _job_entry(store: AsyncStore, encode: EventEncoder, snap: Snapshot) -> Entry:
+    """The job as one event: `snapshot`, or, once it has ended, its terminal event as the log has it (the
+    same bytes whichever way a client gets it: the record may have changed since, a webhook's state)."""
+    if snap.status in TERMINAL:
+        last = await store.last_event(snap.record["id"])
+        if last is not None and last.seq == snap.seq and last.name in _TERMINAL:
+            return encode(snap.record["id"], last.seq, last.name, last.data)
+    return encode.job_object(snap)
+
+
+SEND_BUFFER = 32 * 1024
+"""The kernel send buffer of a stream socket (Linux doubles it): a stalled client is noticed after this
+much, not after the megabytes loopback and fast links autotune to."""
+
+TRANSPORT = "jobcast.transport"
+"""Where `StreamTransport` puts the connection's asyncio transport in the scope."""
+
+
+class StreamTransport(Starlette):
+    """The app, with the server's transport of each request at hand for the event streams.
+
+    ASGI gives an app no way to close its connection, nor to size its socket's
+    buffer. uvicorn's `send` is a method of the connection's request cycle,
+    which holds the transport; seen here, before any middleware wraps `send`,
+    it is put in the scope. Where it is not there (another server, an app
+    mounted in another), streams still work, only stalled clients are noticed
+    later and their connection is left to the server to close.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if isinstance(transport, asyncio.Transport):
+                scope[TRANSPORT] = transport
+        await super().__call__(scope, receive, send)
 
 
 class EventStream(Response):
@@ -85,7 +142,7 @@ class EventStream(Response):
         encode: EventEncoder,
         settings: Settings,
         listener: Listener,
-        first: tuple[int, list[Entry]],
+        first: Backlog,
     ) -> None:
         # No Response.__init__: it would add a Content-Length.
         self.status_code = 200
@@ -101,79 +158,101 @@ class EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         listener = self.listener
+        transport: asyncio.Transport | None = scope.get(TRANSPORT)
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         watcher = asyncio.ensure_future(self._watch_disconnect(receive))
+        gave_up = False
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            follows, entries, resuming = self.first
             out = [b"retry: %d\n\n" % self.settings.sse_retry_ms]
-            last, done = self._take(self.first[1], self.first[0], out)
+            last, done = self._take(entries, follows, out)
             await self._send(send, out)
             EVENTS_DELIVERED.inc(len(out) - 1)
-            while not done:
-                try:
-                    async with asyncio.timeout(self.settings.ping_interval_s):
-                        await listener.wake.wait()
-                except TimeoutError:
-                    await self._send(send, [PING])
-                    continue
-                if listener.closed:
+            while not done and not listener.closed:
+                listener.last = last
+                if not resuming:
+                    try:
+                        async with asyncio.timeout(self.settings.ping_interval_s):
+                            await listener.wake.wait()
+                    except TimeoutError:
+                        await self._send(send, [PING])
+                        continue
+                    if listener.closed:
+                        break
+                    listener.wake.clear()
+                got = await self._next(last, resuming)
+                if got is None:  # deleted while we watched
                     break
+                entries, resuming = got
+                if entries and time.monotonic() - entries[0].at > self.settings.stream_max_lag_s:
+                    raise TimeoutError(f"{time.monotonic() - entries[0].at:.0f} s behind")
                 out = []
-                if listener.behind:
-                    listener.behind = False
-                    listener.take()
-                    last, done = await self._catch_up(last, out)
-                else:
-                    entries = listener.take()
-                    if entries and entries[-1][0] > last and _has_gap(entries, last):
-                        last, done = await self._catch_up(last, out)
-                    else:
-                        last, done = self._take(entries, last, out)
+                last, done = self._take(entries, last, out)
                 if out:
                     await self._send(send, out)
                     EVENTS_DELIVERED.inc(len(out))
-        except (TimeoutError, OSError):
-            log.info("stream of job %s: client too slow or gone; closing", listener.job_id)
+                if len(entries) >= RING:
+                    listener.wake.set()  # the ring may hold more than one write took
+        except (TimeoutError, OSError) as exc:
+            gave_up = True
+            log.info("stream of job %s: client too slow or gone (%s); closing", listener.job_id, exc or "no write")
         except RedisError as exc:  # catching up failed: end the stream; the client resumes from its last id
             log.warning("stream of job %s: Redis failed while catching up (%s); closing", listener.job_id, exc)
         finally:
             watcher.cancel()
             await self.hub.unlisten(listener)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if gave_up and transport is not None:
+            transport.abort()  # now: the last write would wait for a peer that does not read
+            return
+        try:
+            async with asyncio.timeout(1):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:
+            if transport is not None:
+                transport.abort()
+
+    async def _next(self, last: int, resuming: bool) -> tuple[list[Entry], bool] | None:
+        """The entries that come after `last`, and whether the stream is still reading the log; None if
+        the job is gone."""
+        listener = self.listener
+        ring = self.hub.after(listener, last)
+        if ring:
+            return ring, False
+        if resuming or ring is None:
+            if resuming:
+                page = await backlog(self.store, self.encode, listener.job_id, last)
+            else:  # fell further behind than the ring reaches: the job's state now, then on from there
+                snap = await self.hub.snapshot(listener)
+                if snap is not None and snap.seq <= last:
+                    snap = await self.store.snapshot(listener.job_id)  # (a read begun before we fell behind)
+                page = None if snap is None else (snap.seq - 1, [await _job_entry(self.store, self.encode, snap)],
+                                                  False)
+            if page is None:
+                return None
+            return page[1], page[2]
+        return [], False
 
     @staticmethod
     def _take(entries: list[Entry], last: int, out: list[bytes]) -> tuple[int, bool]:
         """Append the entries after `last` to `out`; return the new last id and whether the stream is done."""
-        for seq, chunk, terminal in entries:
-            if seq <= last:
+        for entry in entries:
+            if entry.seq <= last:
                 continue
-            out.append(chunk)
-            last = seq
-            if terminal:
+            out.append(entry.chunk)
+            last = entry.seq
+            if entry.terminal:
                 return last, True
         return last, False
 
-    async def _catch_up(self, last: int, out: list[bytes]) -> tuple[int, bool]:
-        caught_up = await backlog(self.store, self.encode, self.listener.job_id, last)
-        if caught_up is None:  # deleted while we watched
-            return last, True
-        return self._take(caught_up[1], caught_up[0], out)
-
     async def _send(self, send: Send, out: list[bytes]) -> None:
-        async with asyncio.timeout(self.settings.send_timeout_s):
+        async with asyncio.timeout(self.settings.stream_max_lag_s):
             await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
 
     async def _watch_disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
         self.listener.close()
-
-
-def _has_gap(entries: list[Entry], last: int) -> bool:
-    expected = last + 1
-    for seq, _, _ in entries:
-        if seq < expected:
-            continue
-        if seq != expected:
-            return True
-        expected += 1
-    return False

@@ -363,16 +363,25 @@ class AsyncStore:
             return None
         return owner.decode(), status.decode(), int(seq)
 
-    async def events_after(self, job_id: str, after: int) -> tuple[int, int, list[Event]]:
-        """The oldest and newest event ids still kept (0, 0 if none), and every kept event after `after`."""
+    async def events_after(self, job_id: str, after: int, count: int) -> tuple[int, int, list[Event]]:
+        """The oldest and newest event ids still kept (0, 0 if none), and up to `count` kept events after `after`."""
         key = self.keys.events(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xrange(key, "-", "+", count=1)
             pipe.xrevrange(key, "+", "-", count=1)
-            pipe.xrange(key, f"(0-{after}", "+")
+            pipe.xrange(key, f"(0-{after}", "+", count=count)
             oldest, newest, entries = await pipe.execute()
         events = [Event(_seq(eid), f[b"e"], logged_data(f[b"e"], f[b"d"])) for eid, f in entries]
         return (_seq(oldest[0][0]) if oldest else 0), (_seq(newest[0][0]) if newest else 0), events
+
+    async def last_event(self, job_id: str) -> Event | None:
+        """The newest event kept in the job's log."""
+        rows = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                    await self.redis.xrevrange(self.keys.events(job_id), "+", "-", count=1))
+        if not rows:
+            return None
+        eid, f = rows[0]
+        return Event(_seq(eid), f[b"e"], logged_data(f[b"e"], f[b"d"]))
 
     async def owner_page(self, owner: str, after: str | None, count: int) -> list[str]:
         """Up to `count` entries of the owner's index, newest first, strictly after the entry `after`.

@@ -267,3 +267,44 @@ def read_stream(
 
 def count_events(n: int) -> Callable[[Stream], bool]:
     return lambda s: len(s.events) >= n
+
+
+# -- many raw readers at once ----------------------------------------------------
+
+
+async def read_raw(port: int, path: str, *, timeout: float = 60) -> list[tuple[int | None, str, bytes]]:
+    """GET an event stream over a bare socket (HTTP/1.1, chunked) and return its events as (id, name, data),
+    until the server ends it or a terminal event arrives."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
+    events: list[tuple[int | None, str, bytes]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower(), head
+            text = b""
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                if size == 0:
+                    return events
+                text += (await reader.readexactly(size + 2))[:-2]
+                *blocks, text = text.split(b"\n\n")
+                for block in blocks:
+                    fields = dict(line.partition(b": ")[::2] for line in block.split(b"\n"))
+                    if b"data" in fields:
+                        eid = fields.get(b"id")
+                        events.append((int(eid) if eid else None, fields.get(b"event", b"message").decode(),
+                                       fields[b"data"]))
+                        if events[-1][1] in ("completed", "failed", "canceled"):
+                            return events
+    finally:
+        writer.close()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")

@@ -27,24 +27,24 @@ def _ids(body: bytes) -> list[int]:
     return [int(m) for m in re.findall(rb"^id: (\d+)$", body, re.M)]
 
 
-def test_a_slow_client_catches_up_from_the_log(server: fakeredis.FakeServer, store: Store, settings: Settings,
-                                                new_job) -> None:
-    job = new_job()
-    job_id = job["id"]
-    n_events = hub_module.MAX_BUFFERED * 3
+def _stream_scenario(server: fakeredis.FakeServer, store: Store, settings: Settings, job_id: str, n_events: int,
+                     after: int | None, stall_first: bool) -> tuple[bytes, Hub]:
+    """Stream one job to a client that (if `stall_first`) stops reading after the first write while
+    `n_events` items and the end are emitted; return what the client got."""
 
-    async def scenario() -> tuple[bytes, bool]:
+    async def scenario() -> tuple[bytes, Hub]:
         encode = EventEncoder(links)
-        hub = Hub(fakeredis.FakeAsyncRedis(server=server), Keys(settings.prefix), encode)
-        await hub.start()
         astore = AsyncStore(fakeredis.FakeAsyncRedis(server=server), settings)
+        hub = Hub(fakeredis.FakeAsyncRedis(server=server), Keys(settings.prefix), encode, astore)
+        await hub.start()
         listener = await hub.listen(job_id)
-        first = await backlog(astore, encode, job_id, None)
+        first = await backlog(astore, encode, job_id, after)
         assert first is not None
         stream = EventStream(hub, astore, encode, settings, listener, first)
         body = bytearray()
         gate = asyncio.Event()
-        fell_behind = []
+        if not stall_first:
+            gate.set()
 
         async def send(message: dict) -> None:
             if message["type"] == "http.response.body" and body:
@@ -64,24 +64,44 @@ def test_a_slow_client_catches_up_from_the_log(server: fakeredis.FakeServer, sto
                        fields={"status": "completed"})
 
         await asyncio.to_thread(produce)
-        while not listener.behind and not listener.entries:
-            await asyncio.sleep(0.01)
         await asyncio.sleep(0.2)
-        fell_behind.append(listener.behind)
         gate.set()
         await asyncio.wait_for(task, 10)
         await hub.stop()
         await astore.redis.aclose()
-        return bytes(body), fell_behind[0]
+        return bytes(body), hub
 
-    body, fell_behind = asyncio.run(scenario())
-    assert fell_behind, "the listener should have overflowed its inbox"
-    ids = _ids(body)
-    assert ids == list(range(ids[0], ids[0] + len(ids)))
-    assert ids[-1] == int(job["seq"]) + n_events + 1
+    return asyncio.run(scenario())
+
+
+def test_a_client_further_behind_than_the_ring_gets_a_snapshot_and_continues(
+    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job
+) -> None:
+    job = new_job()
+    n_events = hub_module.RING * 3
+    body, _ = _stream_scenario(server, store, settings, job["id"], n_events, None, stall_first=True)
     assert body.startswith(b"retry: 2000\n\n")
+    names = re.findall(rb"^event: (\w+)$", body, re.M)
+    assert names[0] == b"snapshot"
+    ids = _ids(body)
+    assert ids == sorted(set(ids)), "ids only ever go up"
+    assert ids[-1] == int(job["seq"]) + n_events + 1
+    # it fell behind the ring while it did not read, so it got the job's state as the end (no gap shown)
+    assert len(ids) < n_events
     last = body.rstrip(b"\n").rsplit(b"\n", 1)[1]
-    assert last.startswith(b"data: ") and orjson.loads(last[6:])["links"]["self"] == f"/jobs/{job_id}"
+    assert last.startswith(b"data: ") and orjson.loads(last[6:])["links"]["self"] == f"/jobs/{job['id']}"
+
+
+def test_a_client_resuming_far_back_reads_the_log_in_pages_and_misses_nothing(
+    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job
+) -> None:
+    job = new_job()
+    for i in range(700):  # more than two pages of the log before the client connects
+        store.emit(job["id"], "item", event="output", data=b'{"kind":"item","item":%d}' % i, raw=b"%d" % i)
+    body, _ = _stream_scenario(server, store, settings, job["id"], 300, after=int(job["seq"]), stall_first=False)
+    ids = _ids(body)
+    assert ids == list(range(int(job["seq"]) + 1, int(job["seq"]) + 1000 + 2))
+    assert b"event: snapshot" not in body
 
 
 def test_the_hub_keeps_its_link_alive_and_serves_many_listens_at_once(
@@ -91,7 +111,8 @@ def test_the_hub_keeps_its_link_alive_and_serves_many_listens_at_once(
     jobs = [new_job() for _ in range(10)]
 
     async def scenario() -> list[list]:
-        hub = Hub(fakeredis.FakeAsyncRedis(server=server), Keys(settings.prefix), EventEncoder(links))
+        astore = AsyncStore(fakeredis.FakeAsyncRedis(server=server), settings)
+        hub = Hub(fakeredis.FakeAsyncRedis(server=server), Keys(settings.prefix), EventEncoder(links), astore)
         await hub.start()
         await asyncio.sleep(0.3)  # quiet for several keep-alive rounds: the hub pings, Redis answers
         assert hub.connected
@@ -100,15 +121,16 @@ def test_the_hub_keeps_its_link_alive_and_serves_many_listens_at_once(
             await asyncio.to_thread(store.emit, j["id"], "item", event="output", data=b'{"kind":"item","item":1}',
                                     raw=b"1")
         async with asyncio.timeout(5):
-            while not all(lst.entries for lst in listeners):
+            while not all(hub.after(lst, 2) for lst in listeners):
                 await asyncio.sleep(0.01)
-        got = [lst.take() for lst in listeners]
+        got = [[e.seq for e in hub.after(lst, 2) or []] for lst in listeners]
         for lst in listeners:
             await hub.unlisten(lst)
         assert hub.stream_count == 0
         async with asyncio.timeout(5):  # stopping mid keep-alive wait must not hang
             await hub.stop()
+        await astore.redis.aclose()
         return got
 
     got = asyncio.run(scenario())
-    assert all(len(entries) == 1 and entries[0][0] == 3 for entries in got)
+    assert all(seqs == [3] for seqs in got)
