@@ -16,7 +16,8 @@ import time
 
 from bench.common import Figure
 
-BENCHMARKS = ["latency", "idle_streams", "fanout", "throughput", "progress_loop", "get_rps", "memory"]
+BENCHMARKS = ["latency", "idle_streams", "fanout", "stalled_clients", "throughput", "progress_loop", "get_rps",
+              "memory"]
 
 
 def machine() -> str:

@@ -30,15 +30,18 @@ class Burst(BaseModel):
     items: int = Field(1000, ge=1)
     per_s: int = Field(100, ge=1)
     wait_s: float = Field(0, ge=0)
+    pad: int = Field(0, ge=0, le=65536)
 
 
 @job_type("bench_burst", payload=Burst, max_attempts=1, timeout_s=3600,
-          description="After wait_s, `items` output items, `per_s` a second (in bursts of 10).")
+          description="After wait_s, `items` output items (with `pad` bytes of padding), `per_s` a second (in "
+                      "bursts of 10).")
 def bench_burst(ctx: JobContext, p: Burst) -> None:
     ctx.sleep(p.wait_s)
     t0 = time.monotonic()
+    padding = "x" * p.pad
     for i in range(p.items):
-        ctx.item({"i": i})
+        ctx.item({"i": i, "pad": padding} if p.pad else {"i": i})
         if i % 10 == 9:
             ahead = t0 + (i + 1) / p.per_s - time.monotonic()
             if ahead > 0:

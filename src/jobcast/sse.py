@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -109,6 +110,10 @@ SEND_BUFFER = 32 * 1024
 """The kernel send buffer of a stream socket (Linux doubles it): a stalled client is noticed after this
 much, not after the megabytes loopback and fast links autotune to."""
 
+WRITE_BYTES = 64 * 1024
+"""What one write to a stream takes at most (one event more if it is larger): a stream that stalls holds
+no more than that beyond its socket's buffer."""
+
 TRANSPORT = "jobcast.transport"
 """Where `StreamTransport` puts the connection's asyncio transport in the scope."""
 
@@ -127,9 +132,22 @@ class StreamTransport(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             transport = getattr(getattr(send, "__self__", None), "transport", None)
-            if isinstance(transport, asyncio.Transport):
+            # (uvloop's transports are no subclass of asyncio.Transport, but have the same methods)
+            if hasattr(transport, "abort") and hasattr(transport, "get_extra_info"):
                 scope[TRANSPORT] = transport
         await super().__call__(scope, receive, send)
+
+
+async def _abort(transport: asyncio.Transport) -> None:
+    """Drop the connection, unsent bytes and all: a reset (SO_LINGER 0), so that the kernel does not keep
+    the socket's buffer either, trying to deliver it to a peer that does not read. The server learns of it
+    (`connection_lost`) on the next turn of the loop, before the app returns, so it does not take the
+    unfinished response for an error."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    await asyncio.sleep(0)
 
 
 class EventStream(Response):
@@ -195,25 +213,26 @@ class EventStream(Response):
                 if out:
                     await self._send(send, out)
                     EVENTS_DELIVERED.inc(len(out))
-                if len(entries) >= RING:
-                    listener.wake.set()  # the ring may hold more than one write took
+                if not done and (len(entries) >= RING or (entries and entries[-1].seq > last)):
+                    listener.wake.set()  # there is more than one write took
         except (TimeoutError, OSError) as exc:
             gave_up = True
-            log.info("stream of job %s: client too slow or gone (%s); closing", listener.job_id, exc or "no write")
+            log.info("stream of job %s: client too slow or gone (%s); closing", listener.job_id,
+                     str(exc) or f"a write not taken within {self.settings.stream_max_lag_s:g} s")
         except RedisError as exc:  # catching up failed: end the stream; the client resumes from its last id
             log.warning("stream of job %s: Redis failed while catching up (%s); closing", listener.job_id, exc)
         finally:
             watcher.cancel()
             await self.hub.unlisten(listener)
         if gave_up and transport is not None:
-            transport.abort()  # now: the last write would wait for a peer that does not read
+            await _abort(transport)  # now: the last write would wait for a peer that does not read
             return
         try:
             async with asyncio.timeout(1):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:
             if transport is not None:
-                transport.abort()
+                await _abort(transport)
 
     async def _next(self, last: int, resuming: bool) -> tuple[list[Entry], bool] | None:
         """The entries that come after `last`, and whether the stream is still reading the log; None if
@@ -238,11 +257,16 @@ class EventStream(Response):
 
     @staticmethod
     def _take(entries: list[Entry], last: int, out: list[bytes]) -> tuple[int, bool]:
-        """Append the entries after `last` to `out`; return the new last id and whether the stream is done."""
+        """Append the entries after `last` to `out`, about `WRITE_BYTES` at most; return the new last id and
+        whether the stream is done."""
+        size = 0
         for entry in entries:
             if entry.seq <= last:
                 continue
+            if size >= WRITE_BYTES:
+                break
             out.append(entry.chunk)
+            size += len(entry.chunk)
             last = entry.seq
             if entry.terminal:
                 return last, True

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 import time
 
 import orjson
+import pytest
 
-from tests.e2e.harness import Stack, read_raw, rss_kib, wait_for
+from tests.e2e.harness import Stack, read_raw, read_stream, rss_kib, wait_for
 
 WATCHERS = 220
 
@@ -66,3 +69,43 @@ def test_fanout_collapse_when_many_watchers_fall_behind_is_fixed(make_stack) -> 
     assert peak[0] - baseline < 150 * 1024, "the API's memory grew with watchers × log length"
     assert after - baseline < 60 * 1024, "the API's memory did not come back after the job"
     assert blocker["id"] != job["id"]
+
+
+def _api_connections(port: int) -> int:
+    """TCP connections the API (listening on `port`) holds open, as the kernel sees them."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{port} )"], capture_output=True,
+                         text=True, check=True).stdout
+    return len(out.splitlines())
+
+
+def test_stalled_streams_are_closed_after_the_lag_bound_and_keep_no_connection(make_stack) -> None:
+    st: Stack = make_stack(workers=1, JOBCAST_STREAM_MAX_LAG_S="2", JOBCAST_MAX_STREAMS_PER_OWNER="0")
+    assert st.api is not None
+    job = st.submit({"steps": 4000, "interval_ms": 5, "emit_output": True})
+    before = _api_connections(st.port)
+    stalled = []
+    for _ in range(20):  # clients that ask for the stream and never read a byte, their sockets left open
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", st.port))
+        sock.sendall(f"GET {job['links']['events']} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        stalled.append(sock)
+    try:
+        wait_for(lambda: _api_connections(st.port) >= before + 20, 10, "the stalled streams to open")
+        t0 = time.monotonic()
+        wait_for(lambda: _api_connections(st.port) <= before, 30, "the API to let go of the stalled connections")
+        print(f"20 stalled streams closed and their sockets freed {time.monotonic() - t0:.1f}s after they opened "
+              f"(lag bound 2s)")
+        assert "too slow or gone" in st.log("api.log")
+        assert "ASGI callable returned without completing response" not in st.log("api.log")
+        # the client sees its connection reset once it reads what was sent before
+        stalled[0].settimeout(10)
+        with pytest.raises(ConnectionResetError):
+            while stalled[0].recv(65536):
+                pass
+        # a healthy watcher is unaffected and the job goes on
+        s = read_stream(st.url, job["links"]["events"], stop=lambda s: len(s.events) >= 5)
+        assert s.status == 200 and s.events[0].event == "snapshot"
+    finally:
+        for sock in stalled:
+            sock.close()
