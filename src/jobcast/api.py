@@ -146,7 +146,7 @@ async def submit_job(request: Request) -> Response:
             raise _invalid("webhook", "webhooks need a signing secret on the server: set JOBCAST_WEBHOOK_SECRET")
         await run_in_threadpool(webhooks.check_url, webhook_url, svc.settings)
 
-    await _check_submit_rate(svc, owner)
+    rate_key = await _check_submit_rate(svc, owner)
     job_id = uuid.uuid4().hex
     idem = _idempotency_key(request)
     if idem is not None:
@@ -156,7 +156,8 @@ async def submit_job(request: Request) -> Response:
         if replay is not None:
             return replay
     try:
-        return await _create(svc, owner, job_id, jtype, req, payload, webhook_url, claim_key if idem else "")
+        return await _create(svc, owner, job_id, jtype, req, payload, webhook_url, claim_key if idem else "",
+                             rate_key)
     except Exception:  # not on cancellation: the create may still finish in its thread
         if idem is not None:
             await svc.redis.delete(claim_key)
@@ -174,21 +175,20 @@ def _whole_floats_as_ints(value: Any) -> Any:
     return value
 
 
-async def _check_submit_rate(svc: Services, owner: str) -> None:
-    """429 once the owner has submitted `JOBCAST_SUBMIT_RATE` jobs this minute."""
+async def _check_submit_rate(svc: Services, owner: str) -> str | None:
+    """429 once the owner has had `JOBCAST_SUBMIT_RATE` jobs accepted this minute; else the key that
+    counts them, which the creation adds to (a rejected request counts for nothing)."""
     limit = svc.settings.submit_rate_per_min
     if limit <= 0:
-        return
+        return None
     now = time.time()
     key = svc.store.keys.submit_rate(owner, int(now // 60))
-    async with svc.redis.pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, 120)
-        count, _ = await pipe.execute()
-    if count > limit:
+    count = int(await svc.redis.get(key) or 0)
+    if count >= limit:
         retry_after = str(max(1, 60 - int(now % 60)))
         raise RateLimited(f"over the limit of {limit} submissions a minute (JOBCAST_SUBMIT_RATE); "
                           f"try again in {retry_after} s.", headers={"Retry-After": retry_after})
+    return key
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -240,7 +240,7 @@ def _stored_payload(payload: BaseModel) -> str:
 
 
 async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: SubmitRequest,
-                  payload: BaseModel, webhook_url: str | None, idem_key: str) -> Response:
+                  payload: BaseModel, webhook_url: str | None, idem_key: str, rate_key: str | None) -> Response:
     created_ms = time.time_ns() // 1_000_000
     created_at = now_iso()
     timeout_s = req.timeout_s or jtype.timeout_s
@@ -258,6 +258,9 @@ async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: S
             pipe.multi()  # RQ's enqueue joins an explicit MULTI; it would start its own otherwise
             svc.sync_store.create(pipe, job_id, owner, created_ms, created_at, fields)
             lifecycle.enqueue(svc.sync_store, pipe, job_id, 1, jtype.name, svc.settings.queue, timeout_s)
+            if rate_key is not None:  # counted with the creation: a refused request counts for nothing
+                pipe.incr(rate_key)
+                pipe.expire(rate_key, 120)
             ahead: int = pipe.execute()[0]
         return ahead
 

@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
@@ -59,6 +59,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _redis_down(request: Request, exc: Exception) -> Response:
     log.warning("Redis unreachable while serving %s %s: %s", request.method, request.url.path, exc)
     return await _jobcast_error(request, Unavailable())
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client went away before its request body was in: nothing to answer, nothing wrong here."""
+    log.info("client disconnected before sending the whole request body (%s %s); nothing done",
+             request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -166,6 +173,7 @@ def create_app(settings: Settings, factory: RedisFactory | None = None, registry
         RedisConnectionError: _redis_down,
         RedisTimeoutError: _redis_down,
         ConnectionError: _redis_down,
+        ClientDisconnect: _client_gone,
         Exception: _internal_error,
     }
     middleware = [Middleware(SecurityHeaders)]

@@ -117,6 +117,22 @@ def test_an_owner_over_the_submit_rate_gets_429_with_retry_after(make_stack) -> 
     assert st.redis.r.zcard(f"{st.prefix}:owner:{{anonymous}}") == 3
 
 
+def test_rejected_and_replayed_submissions_do_not_count_against_the_submit_rate(make_stack) -> None:
+    st: Stack = make_stack(workers=0, JOBCAST_SUBMIT_RATE="3")
+    key = {"Idempotency-Key": "order-1"}
+    with st.client() as c:
+        assert c.post("/jobs", json={"type": "demo"}, headers=key).status_code == 202
+        for _ in range(3):  # the same key with another body: 409, three times
+            assert c.post("/jobs", json={"type": "demo", "payload": {"steps": 2}}, headers=key).status_code == 409
+        for _ in range(3):  # bad payloads: 422
+            assert c.post("/jobs", json={"type": "demo", "payload": {"steps": 0}}).status_code == 422
+        replay = c.post("/jobs", json={"type": "demo"}, headers=key)
+        assert replay.status_code == 202 and replay.headers["idempotent-replayed"] == "true"
+        codes = [c.post("/jobs", json={"type": "demo"}).status_code for _ in range(3)]
+    assert codes == [202, 202, 429], "only the accepted submissions count: 1 + 2 of 3"
+    assert st.redis.r.zcard(f"{st.prefix}:owner:{{anonymous}}") == 3
+
+
 def test_an_owner_over_its_open_streams_gets_429(make_stack) -> None:
     import threading
 

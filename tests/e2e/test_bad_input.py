@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.harness import Stack, read_stream
+from tests.e2e.harness import Stack, read_stream, wait_for
 
 
 def _state(stack: Stack) -> tuple[int, int, int]:
@@ -129,3 +130,14 @@ def test_unknown_route_and_method_are_json(stack: Stack, unchanged: None) -> Non
         _error(c.get("/nope"), 404, "not_found")
         _error(c.put("/jobs"), 405, "method_not_allowed")
         _error(c.delete("/job-types"), 405, "method_not_allowed")
+
+
+def test_a_client_that_hangs_up_mid_body_is_an_info_line_not_an_error(stack: Stack, unchanged: None) -> None:
+    before = stack.log("api.log")
+    with socket.create_connection(("127.0.0.1", stack.port)) as sock:
+        sock.sendall(b"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"type\": \"demo\", ")
+    wait_for(lambda: "client disconnected before sending the whole request body" in stack.log("api.log")[len(before):],
+             10, "the API to notice the client went away")
+    new = stack.log("api.log")[len(before):]
+    assert "ERROR" not in new and "Traceback" not in new, new

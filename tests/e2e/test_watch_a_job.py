@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from tests.e2e.harness import Event, Stack, count_events, parse_lines, read_stream, Stream
+from tests.e2e.harness import Event, Stack, Stream, count_events, parse_lines, read_raw, read_stream
 
 
 def _assert_gapless(events: list[Event]) -> None:
@@ -217,3 +217,14 @@ def test_a_burst_of_streams_opening_at_once_all_get_their_snapshot(stack: Stack)
 
     statuses = asyncio.run(burst())
     assert all(s.startswith(b"HTTP/1.1 200") for s in statuses), {s for s in statuses}
+
+
+def test_the_terminal_event_has_the_same_bytes_whichever_way_it_is_read(stack: Stack) -> None:
+    job = stack.submit({"steps": 3, "interval_ms": 50, "emit_output": True})
+    path = job["links"]["events"]
+    live = asyncio.run(read_raw(stack.port, path))[-1]  # watched as it happened
+    assert live[1] == "completed"
+    late = asyncio.run(read_raw(stack.port, path))  # connected after the end: the first event is the end
+    resumed = asyncio.run(read_raw(stack.port, f"{path}?last_event_id={live[0] - 1}"))  # from the log
+    assert len(late) == 1 and late[0] == live
+    assert resumed == [live]

@@ -140,3 +140,13 @@ def test_jobs_at_the_front_of_the_queue_are_told_their_new_place(store: Store, n
         assert (name, data["queue_position"], data["message"]) == ("state", position, f"Queued ({position} ahead)")
         assert store.load(job["id"])["seq"] == str(seq)
     assert store.tell_positions("default") == 0  # nothing moved: nothing said
+
+
+def test_an_emit_sent_again_after_a_lost_reply_is_not_applied_twice(store: Store, new_job) -> None:
+    job = new_job()
+    first = store.emit(job["id"], "item", event="output", data=b'{"kind":"item","item":1}', raw=b"1", op="w-1")
+    again = store.emit(job["id"], "item", event="output", data=b'{"kind":"item","item":1}', raw=b"1", op="w-1")
+    assert (again.seq, again.outcome) == (first.seq, "ok")
+    assert store.output_items(job["id"]) == [b"1"]
+    other = store.emit(job["id"], "item", event="output", data=b'{"kind":"item","item":2}', raw=b"2", op="w-2")
+    assert other.seq == first.seq + 1
