@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,9 +31,12 @@ def _record(st: Stack, job_id: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-def _blocked_in_dequeue(st: Stack) -> bool:
-    """Whether some client of this Redis is blocked waiting for a job (RQ's BLPOP / BLMOVE)."""
-    return any(c.get("cmd") in ("blpop", "blmove") for c in st.redis.r.client_list())
+def _blocked_in_dequeue(st: Stack, pid: int) -> bool:
+    """Whether the process `pid` is blocked in Redis waiting for a job (RQ's BLPOP / BLMOVE)."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", f"( dport = :{st.redis.port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    ours = {line.split()[2] for line in out.splitlines() if f"pid={pid}," in line}  # its local addresses
+    return any(c.get("cmd") in ("blpop", "blmove") and c["addr"] in ours for c in st.redis.r.client_list())
 
 
 def _kill_group(proc_pid: int) -> None:
@@ -59,7 +63,7 @@ def _wait_ready(st: Stack) -> None:
 def test_a_worker_killed_between_dequeue_and_start_leaves_no_job_queued_forever(make_stack) -> None:
     st: Stack = make_stack(workers=1)  # JOBCAST_HEARTBEAT_S=4 in the test stacks
     worker = st.workers[0]
-    wait_for(lambda: _blocked_in_dequeue(st), 10, "the worker to wait for a job")
+    wait_for(lambda: _blocked_in_dequeue(st, worker.pid), 10, "the worker to wait for a job")
     # Frozen while it waits: Redis hands it the next job, and it dies before it can start it.
     os.kill(worker.pid, signal.SIGSTOP)
     job = st.submit({"steps": 3, "interval_ms": 10})
@@ -105,12 +109,13 @@ def test_workers_ride_out_a_short_redis_restart_and_run_every_job(make_stack, du
     jobs = [st.submit({"steps": 4, "interval_ms": 30}) for _ in range(20)]
     wait_for(lambda: any(_record(st, j["id"])["status"] == "completed" for j in jobs), 20, "the first job to end")
     away = _restart(st)
-    print(f"Redis was away {away * 1000:.0f} ms")
+    t0 = time.monotonic()
     with st.client() as c:
         for j in jobs:
             end = wait_for(lambda: (r := c.get(f"/jobs/{j['id']}")).status_code == 200
                            and r.json()["status"] in ("completed", "failed") and r.json(), 60, f"job {j['id']} to end")
             assert end["status"] == "completed", end["error"]
+    print(f"Redis was away {away * 1000:.0f} ms; all 20 jobs completed {time.monotonic() - t0:.1f}s after")
     assert all(w.poll() is None for w in st.workers), "a worker exited after the restart"
     after = st.submit({"steps": 1, "interval_ms": 0})
     assert read_stream(st.url, after["links"]["events"], timeout=30).events[-1].event == "completed"
@@ -123,11 +128,14 @@ def test_a_worker_waits_out_a_long_redis_outage_under_its_own_name(make_stack, d
     # An outage longer than RQ's patience and than the worker's own Redis retries.
     wait_for(lambda: "the worker waits for it" in st.log("worker-0.log"), 30, "the worker to say it waits")
     assert worker.poll() is None, "the worker exited during the outage"
+    away = time.monotonic()
     durable_redis.start()
     _wait_ready(st)
     job = st.submit({"steps": 2, "interval_ms": 0})
     end = read_stream(st.url, job["links"]["events"], timeout=60).events[-1]
     assert end.event == "completed"
+    print(f"after a {st.log('worker-0.log').count('the worker waits for it') * 5}+ s outage, a job submitted "
+          f"once Redis was back completed {time.monotonic() - away:.1f}s after Redis started")
     assert worker.poll() is None
     assert "There exists an active worker named" not in st.log("worker-0.log")
     # SIGTERM still stops it cleanly
