@@ -202,10 +202,16 @@ class EventStream(Response):
                     if listener.closed:
                         break
                     listener.wake.clear()
-                got = await self._next(last, resuming)
-                if got is None:  # deleted while we watched
-                    break
-                entries, resuming = got
+                ring = None if resuming else self.hub.after(listener, last)
+                if ring:  # the usual case: what came since the last write, from the hub's ring
+                    entries = ring
+                elif ring is None:  # resuming from the log, or fell further behind than the ring reaches
+                    got = await self._catch_up(last, resuming)
+                    if got is None:  # deleted while we watched
+                        break
+                    entries, resuming = got
+                else:
+                    continue
                 if entries and time.monotonic() - entries[0].at > self.settings.stream_max_lag_s:
                     raise TimeoutError(f"{time.monotonic() - entries[0].at:.0f} s behind")
                 out = []
@@ -234,26 +240,18 @@ class EventStream(Response):
             if transport is not None:
                 await _abort(transport)
 
-    async def _next(self, last: int, resuming: bool) -> tuple[list[Entry], bool] | None:
-        """The entries that come after `last`, and whether the stream is still reading the log; None if
-        the job is gone."""
+    async def _catch_up(self, last: int, resuming: bool) -> tuple[list[Entry], bool] | None:
+        """The entries after `last` when the ring cannot give them: the next page of the log while the
+        stream resumes (and whether there is more), else the job's state now as one snapshot (a shared
+        read), to go on from; None if the job is gone."""
         listener = self.listener
-        ring = self.hub.after(listener, last)
-        if ring:
-            return ring, False
-        if resuming or ring is None:
-            if resuming:
-                page = await backlog(self.store, self.encode, listener.job_id, last)
-            else:  # fell further behind than the ring reaches: the job's state now, then on from there
-                snap = await self.hub.snapshot(listener)
-                if snap is not None and snap.seq <= last:
-                    snap = await self.store.snapshot(listener.job_id)  # (a read begun before we fell behind)
-                page = None if snap is None else (snap.seq - 1, [await _job_entry(self.store, self.encode, snap)],
-                                                  False)
-            if page is None:
-                return None
-            return page[1], page[2]
-        return [], False
+        if resuming:
+            page = await backlog(self.store, self.encode, listener.job_id, last)
+            return None if page is None else (page[1], page[2])
+        snap = await self.hub.snapshot(listener)
+        if snap is not None and snap.seq <= last:
+            snap = await self.store.snapshot(listener.job_id)  # (a read begun before this stream fell behind)
+        return None if snap is None else ([await _job_entry(self.store, self.encode, snap)], False)
 
     @staticmethod
     def _take(entries: list[Entry], last: int, out: list[bytes]) -> tuple[int, bool]:
