@@ -12,15 +12,18 @@ import asyncio
 import contextlib
 import statistics
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import orjson
 
 from tests.e2e.harness import RedisServer, Stack, free_port, running_stack, wait_for
 
 __all__ = [
     "Figure", "RedisServer", "Stack", "bench_stack", "free_port", "http_get_loop", "median", "open_sse", "percentile",
-    "private_redis", "rss_kib", "wait_for",
+    "private_redis", "rss_kib", "tick_latencies", "wait_for",
 ]
 
 
@@ -87,6 +90,22 @@ async def open_sse(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.
     if not head.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(f"stream {path}: {head[:80]!r}")
     return reader, writer
+
+
+async def tick_latencies(port: int, path: str, latencies: list[float]) -> None:
+    """Follow a `bench_ticks` job's stream to its end, adding each tick's delay (ms) to `latencies`."""
+    reader, writer = await open_sse(port, path)
+    try:
+        async for line in reader:
+            now = time.time_ns()
+            if line.startswith(b'data: {"status"'):
+                data = orjson.loads(line[6:])
+                if data["message"].isdigit():
+                    latencies.append((now - int(data["message"])) / 1e6)
+            elif line.startswith(b"event: completed"):
+                return
+    finally:
+        writer.close()
 
 
 async def http_get_loop(port: int, path: str, connections: int, seconds: float) -> int:

@@ -14,10 +14,9 @@ import sys
 import time
 
 import httpx
-import orjson
 import redis.asyncio
 
-from bench.common import Figure, RedisServer, bench_stack, median, open_sse, percentile, private_redis
+from bench.common import Figure, RedisServer, bench_stack, median, percentile, private_redis, tick_latencies
 
 CLIENTS = 100
 
@@ -38,22 +37,7 @@ async def _jobcast(server: RedisServer, ticks: int) -> list[float]:
             "ticks": ticks, "interval_ms": 100, "wait_s": 2}}).json()
         port = int(stack.url.rsplit(":", 1)[1])
         latencies: list[float] = []
-
-        async def client() -> None:
-            reader, writer = await open_sse(port, job["links"]["events"])
-            try:
-                async for line in reader:
-                    now = time.time_ns()
-                    if line.startswith(b"data: {\"status\""):
-                        data = orjson.loads(line[6:])
-                        if data["message"].isdigit():
-                            latencies.append((now - int(data["message"])) / 1e6)
-                    elif line.startswith(b"event: completed"):
-                        return
-            finally:
-                writer.close()
-
-        await asyncio.gather(*(client() for _ in range(CLIENTS)))
+        await asyncio.gather(*(tick_latencies(port, job["links"]["events"], latencies) for _ in range(CLIENTS)))
         return latencies
 
 

@@ -14,33 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 
 import httpx
-import orjson
 
-from bench.common import Figure, Stack, bench_stack, open_sse, percentile, private_redis, rss_kib
+from bench.common import Figure, Stack, bench_stack, percentile, private_redis, rss_kib, tick_latencies
 
 HEALTHY = 10
 NEVER_READ = 500
 STOP_READING = 200
 PER_S = 100
 """Items a second the busy job sends (1 KiB each)."""
-
-
-async def _healthy(port: int, path: str, latencies: list[float]) -> None:
-    reader, writer = await open_sse(port, path)
-    try:
-        async for line in reader:
-            now = time.time_ns()
-            if line.startswith(b'data: {"status"'):
-                data = orjson.loads(line[6:])
-                if data["message"].isdigit():
-                    latencies.append((now - int(data["message"])) / 1e6)
-            elif line.startswith(b"event: completed"):
-                return
-    finally:
-        writer.close()
 
 
 def _stalled(port: int, path: str, read_bytes: int) -> socket.socket:
@@ -76,7 +59,7 @@ async def _phase(stack: Stack, ticks: int, stalled: tuple[int, int]) -> tuple[li
 
     sampler = asyncio.create_task(sample())
     try:
-        await asyncio.gather(*(_healthy(port, ticking["links"]["events"], latencies) for _ in range(HEALTHY)))
+        await asyncio.gather(*(tick_latencies(port, ticking["links"]["events"], latencies) for _ in range(HEALTHY)))
     finally:
         sampler.cancel()
         for sock in opened:

@@ -12,7 +12,8 @@ from tests.e2e.harness import ROOT
 
 FIGURES = [
     "progress → 100 SSE clients, p50", "progress → 100 SSE clients, p99", "idle SSE streams held by one API process",
-    "RSS per idle stream", "events/s to 200 clients on one hot job", "trivial jobs/s, 2 × Worker: a fork per job",
+    "RSS per idle stream", "events/s to 200 clients on one hot job", "healthy watchers' p99 beside 140 stalled ones",
+    "trivial jobs/s, 2 × Worker: a fork per job",
     "trivial jobs/s, 2 × SimpleWorker", "100,000 progress() calls in a tight loop", "Redis writes/s for that job",
     "GET /jobs/{id} req/s", "Redis memory per finished 20-step demo job",
 ]
