@@ -24,6 +24,7 @@ from jobcast.errors import (
     PayloadTooLarge,
     RateLimited,
     Unavailable,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from jobcast.metrics import render as render_metrics
@@ -119,6 +120,8 @@ async def _owned_snapshot(request: Request, job_id: str, token_ok: bool = False)
 
 async def submit_job(request: Request) -> Response:
     svc = _services(request)
+    owner = owner_of(request)  # before the body is read: a request without a valid key costs nothing
+    _require_json(request)
     body = await _read_body(request, svc.settings.max_body_bytes)
     try:
         data = orjson.loads(body)
@@ -139,7 +142,6 @@ async def submit_job(request: Request) -> Response:
     if unavailable:
         raise _invalid("type", f"job type {jtype.name!r} is unavailable: {unavailable}")
     payload = jtype.validate(req.payload)
-    owner = owner_of(request)
     webhook_url = req.webhook.url if req.webhook is not None else svc.settings.owner_webhooks.get(owner)
     if webhook_url is not None:
         if not svc.settings.webhook_secret:
@@ -164,15 +166,35 @@ async def submit_job(request: Request) -> Response:
         raise
 
 
-def _whole_floats_as_ints(value: Any) -> Any:
-    """`3.0` is the integer 3 in JSON (and JSON Schema); the strict models take only ints for integers."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole_floats_as_ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole_floats_as_ints(v) for v in value]
-    return value
+MAX_DEPTH = 64
+"""How deeply a submission's JSON may nest (objects and arrays)."""
+
+
+def _require_json(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(f"send the body as JSON with `Content-Type: application/json` (got "
+                                   f"{media_type or 'none'!r}).")
+
+
+def _whole_floats_as_ints(data: dict[str, Any]) -> dict[str, Any]:
+    """`3.0` is the integer 3 in JSON (and JSON Schema); the strict models take only ints for integers.
+
+    Changes `data` in place, walking it without recursion; 422 past `MAX_DEPTH` levels of nesting.
+    """
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _invalid("(body)", f"the JSON nests deeper than {MAX_DEPTH} levels; flatten it")
+        keys = node.keys() if isinstance(node, dict) else range(len(node))
+        for key in keys:
+            value = node[key]  # type: ignore[index]
+            if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+                node[key] = int(value)  # type: ignore[index]
+            elif isinstance(value, (dict, list)):
+                stack.append((value, depth + 1))
+    return data
 
 
 async def _check_submit_rate(svc: Services, owner: str) -> str | None:
@@ -389,8 +411,8 @@ def _list_params(request: Request) -> tuple[str | None, str | None, list[tuple[s
 
 async def list_jobs(request: Request) -> Response:
     svc = _services(request)
-    status, jtype, tags, limit, cursor = _list_params(request)
     owner = owner_of(request)
+    status, jtype, tags, limit, cursor = _list_params(request)
     filtered = bool(status or jtype or tags)
     jobs: list[dict[str, Any]] = []
     scanned = 0

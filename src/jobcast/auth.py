@@ -60,7 +60,9 @@ class Auth:
     def check_token(self, token: str, job_id: str) -> None:
         """Unauthorized unless `token` was made for `job_id` and has not expired."""
         expires_s, _, mac = token.partition(".")
-        if not expires_s.isascii() or not expires_s.isdigit() or not hmac.compare_digest(mac.encode(), self._mac(job_id, int(expires_s)).encode()):
+        # (at most 12 digits: a year 33658 expiry, and Python's int() refuses to read thousands of them)
+        if (not expires_s.isascii() or not expires_s.isdigit() or len(expires_s) > 12 or not mac.isascii()
+                or not hmac.compare_digest(mac.encode(), self._mac(job_id, int(expires_s)).encode())):
             raise Unauthorized("the stream token is not valid for this job; GET /jobs/{id} with your API key "
                                "gives a fresh links.events.")
         if int(expires_s) < time.time():

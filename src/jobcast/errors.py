@@ -6,6 +6,7 @@
     ├── NotFound                    404 not_found
     ├── Conflict                    409 conflict
     ├── PayloadTooLarge             413 payload_too_large
+    ├── UnsupportedMediaType        415 unsupported_media_type
     ├── ValidationFailed            422 validation_error
     ├── RateLimited                 429 rate_limited
     └── Unavailable                 503 unavailable
@@ -29,6 +30,7 @@ __all__ = [
     "RateLimited",
     "Unauthorized",
     "Unavailable",
+    "UnsupportedMediaType",
     "ValidationFailed",
 ]
 
@@ -81,6 +83,13 @@ class PayloadTooLarge(JobcastError):
     """The request body is over the configured limit."""
 
     status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(JobcastError):
+    """A request body not sent as JSON (a cross-site form or `text/plain` POST, which a browser sends
+    without asking the server first)."""
+
+    status, code = 415, "unsupported_media_type"
 
 
 class ValidationFailed(JobcastError):

@@ -26,6 +26,7 @@ _ERRORS = {
     404: "No such job for this owner: unknown, expired, deleted or someone else's (`not_found`).",
     409: "Not possible in the job's current state (`conflict`).",
     413: "The body is over the configured limit (`payload_too_large`).",
+    415: "The body is not sent as `Content-Type: application/json` (`unsupported_media_type`).",
     422: "Unknown job type, a payload or field that breaks its schema, or a bad parameter (`validation_error`).",
     429: "Over a rate or stream limit (`rate_limited`); `Retry-After` says when to try again.",
     503: "Redis is unreachable (`unavailable`); `Retry-After` says when to try again.",
@@ -119,7 +120,7 @@ def openapi_document(registry: Registry, settings: Settings) -> dict[str, Any]:
                     "Location": {"description": "The job's URL.", "schema": {"type": "string"}},
                     "Idempotent-Replayed": {"description": "`true` when an earlier request with the same "
                                             "Idempotency-Key made this job.", "schema": {"type": "string"}},
-                })}, 400, 401, 409, 413, 422, 429, 503),
+                })}, 400, 401, 409, 413, 415, 422, 429, 503),
                 description=f"Job types here: {types}. Each one's payload schema is in `GET /job-types`.",
                 params=[{"name": "Idempotency-Key", "in": "header", "required": False,
                          "description": "The same key and owner get the same job for 24 h; a different body "

@@ -186,3 +186,32 @@ def test_the_dashboard_needs_its_own_credentials_and_shows_the_same_job_ids(make
 def test_with_keys_but_no_dashboard_credentials_there_is_no_dashboard(keyed: Stack) -> None:
     with _as(keyed, ALICE) as c:
         assert c.get("/dashboard/").status_code == 404
+
+
+@pytest.mark.parametrize("key", [None, "wrong-key-0123456789abcdef"])
+def test_authentication_comes_before_validation_and_parsing(keyed: Stack, key: str | None) -> None:
+    deep = '{"type": "demo", "payload": {"a": ' + "[" * 500 + "]" * 500 + "}}"
+    before = len(keyed.log("api.log"))
+    with _as(keyed, key) as c:
+        answers = [
+            c.post("/jobs", json={"type": "no-such-type"}),  # would list every job type
+            c.post("/jobs", content=deep, headers={"content-type": "application/json"}),  # a 500 once
+            c.post("/jobs", content=b"not json", headers={"content-type": "text/plain"}),
+            c.get("/jobs", params={"limit": "9999"}),
+            c.get("/jobs", params={"bogus": "1"}),
+            c.get(f"/jobs/{'0' * 32}/events", headers={"Last-Event-ID": "x"}),
+        ]
+    for r in answers:
+        assert r.status_code == 401, (r.request.method, r.request.url, r.text)
+        assert r.json()["error"]["code"] == "unauthorized" and "demo" not in r.text
+    assert "Traceback" not in keyed.log("api.log")[before:]
+
+
+def test_a_token_with_an_absurdly_long_expiry_is_401_not_500(keyed: Stack) -> None:
+    job = _job(keyed)
+    with _as(keyed, None) as c:
+        for token in ["9" * 5000 + ".AAAA", "1" * 13 + ".AAAA", "12.\u00e9\u00e9", ".", "", "abc.def"]:
+            r = c.get(f"/jobs/{job['id']}", params={"token": token})
+            assert r.status_code == 401, (token[:20], r.text)
+            s = c.get(f"/jobs/{job['id']}/events", params={"token": token})
+            assert s.status_code == 401, (token[:20], s.text)

@@ -37,6 +37,7 @@ def _error(r: httpx.Response, status: int, code: str) -> dict:
     return body["error"]
 
 
+JSON = {"content-type": "application/json"}
 BAD_JSON = [b"", b"{", b'{"type": "demo",}', b"not json", b"\xff\xfe"]
 NOT_OBJECT = [b"[]", b'"demo"', b"42", b"null", b'[{"type": "demo"}]']
 
@@ -87,13 +88,13 @@ def test_unknown_type_names_the_known_ones(stack: Stack, unchanged: None) -> Non
 def test_body_over_the_limit_is_413(stack: Stack, unchanged: None) -> None:
     big = b'{"type": "demo", "payload": {}, "tags": {"x": "' + b"a" * (300 * 1024) + b'"}}'
     with stack.client() as c:
-        _error(c.post("/jobs", content=big), 413, "payload_too_large")
+        _error(c.post("/jobs", content=big, headers=JSON), 413, "payload_too_large")
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: the server must count as it reads
             for i in range(0, len(big), 16384):
                 yield big[i:i + 16384]
 
-        _error(c.post("/jobs", content=chunks()), 413, "payload_too_large")
+        _error(c.post("/jobs", content=chunks(), headers=JSON), 413, "payload_too_large")
 
 
 def test_unknown_job_is_404_everywhere(stack: Stack) -> None:
@@ -141,3 +142,31 @@ def test_a_client_that_hangs_up_mid_body_is_an_info_line_not_an_error(stack: Sta
              10, "the API to notice the client went away")
     new = stack.log("api.log")[len(before):]
     assert "ERROR" not in new and "Traceback" not in new, new
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/jsonx"])
+def test_a_body_not_sent_as_json_is_415_so_no_cross_site_form_can_submit(
+    stack: Stack, unchanged: None, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    with stack.client() as c:
+        r = c.post("/jobs", content=b'{"type": "demo"}', headers=headers)
+        _error(r, 415, "unsupported_media_type")
+
+
+def test_json_with_a_charset_parameter_is_json(stack: Stack) -> None:
+    with stack.client() as c:
+        r = c.post("/jobs", content=b'{"type": "demo", "payload": {"steps": 1, "interval_ms": 0}}',
+                   headers={"content-type": "Application/JSON; charset=utf-8"})
+    assert r.status_code == 202, r.text
+
+
+def test_json_nested_deeper_than_64_is_422_not_a_crash(stack: Stack, unchanged: None) -> None:
+    deep = '{"type": "demo", "payload": {"a": ' + "[" * 500 + "]" * 500 + "}}"
+    before = len(stack.log("api.log"))
+    with stack.client() as c:
+        r = c.post("/jobs", content=deep, headers=JSON)
+    _error(r, 422, "validation_error")
+    assert "64" in r.json()["error"]["message"]
+    assert "Traceback" not in stack.log("api.log")[before:]

@@ -162,10 +162,10 @@ def test_an_idempotency_key_whose_first_request_died_is_taken_over(stack: Stack)
     stack.redis.r.set(claim, f"{'0' * 32} {hashlib.sha256(body).hexdigest()}", ex=86400 - 10)
     with stack.client() as c:
         t0 = time.monotonic()
-        r = c.post("/jobs", content=body, headers={"Idempotency-Key": key})
+        r = c.post("/jobs", content=body, headers={"Idempotency-Key": key, "Content-Type": "application/json"})
         assert r.status_code == 202 and "idempotent-replayed" not in r.headers
         assert time.monotonic() - t0 < 2, "a claim older than 5 s is taken over without waiting"
-        again = c.post("/jobs", content=body, headers={"Idempotency-Key": key})
+        again = c.post("/jobs", content=body, headers={"Idempotency-Key": key, "Content-Type": "application/json"})
         assert again.status_code == 202 and again.json()["id"] == r.json()["id"]
         assert again.headers["idempotent-replayed"] == "true"
 
@@ -173,6 +173,6 @@ def test_an_idempotency_key_whose_first_request_died_is_taken_over(stack: Stack)
         wait_for(lambda: c.get(f"/jobs/{r.json()['id']}").json()["status"] == "completed", 10, "the job to end")
         assert c.delete(f"/jobs/{r.json()['id']}").status_code == 204
         t0 = time.monotonic()
-        third = c.post("/jobs", content=body, headers={"Idempotency-Key": key})
+        third = c.post("/jobs", content=body, headers={"Idempotency-Key": key, "Content-Type": "application/json"})
         assert third.status_code == 202 and third.json()["id"] != r.json()["id"]
         assert time.monotonic() - t0 < 2
