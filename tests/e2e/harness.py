@@ -51,7 +51,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
 class RedisServer:
     """A private redis-server on a free port; it can be stopped and started again on the same port."""
 
-    def __init__(self, workdir: Path, persistent: bool = False) -> None:
+    def __init__(self, workdir: Path, persistent: bool = False, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; `.ci/run` installs it (apt-get install redis-server)")
@@ -59,15 +59,16 @@ class RedisServer:
         self.port = free_port()
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         self.persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
+        self.auth = ["--requirepass", password] if password else []
         self.r = redis.Redis.from_url(self.url)
         """A client for tests to look inside with."""
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *self.persistence,
-             "--dir", str(self.workdir)],
+             "--dir", str(self.workdir), *self.auth],
             stdout=subprocess.DEVNULL,
         )
         wait_for(self.r.ping, 10, f"redis-server on port {self.port}")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.harness import Stack, read_stream, wait_for
+from tests.e2e.harness import RedisServer, Stack, read_stream, wait_for
 
 
 def scrape(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -121,3 +123,27 @@ def test_a_bad_log_format_is_refused_at_start_up() -> None:
     assert proc.returncode == 2
     assert "JOBCAST_LOG_FORMAT='yaml' is not a format; use text or json." in proc.stderr
 
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_password_or_stream_token_is_ever_logged(make_stack: Any, tmp_path: Path, log_format: str) -> None:
+    password = "redis-pass-0123456789"
+    locked = RedisServer(tmp_path / "locked", password=password)
+    (tmp_path / "locked").mkdir()
+    locked.start()
+    try:
+        st: Stack = make_stack(workers=1, redis=locked, JOBCAST_LOG_FORMAT=log_format,
+                               JOBCAST_API_KEYS="k-0123456789abcdef:alice", JOBCAST_SECRET="s" * 20,
+                               OPENAI_BASE_URL="https://user:openai-pass-42@llm.example/v1")
+        with st.client(headers={"Authorization": "Bearer k-0123456789abcdef"}) as c:
+            job = c.post("/jobs", json={"type": "demo", "payload": {"steps": 1, "interval_ms": 0}}).json()
+        token = job["links"]["events"].split("token=", 1)[1]
+        end = read_stream(st.url, job["links"]["events"]).events[-1]
+        assert end.event == "completed"
+        logs = st.log("api.log") + st.log("worker-0.log")
+        assert "127.0.0.1" in logs and "redis://***@127.0.0.1" in logs  # the URL is there, masked
+        for secret in (password, token, token.split(".")[1], "openai-pass-42"):
+            assert secret not in logs, f"{secret!r} was logged"
+        assert "/events?token=***" in logs  # uvicorn's access line, masked
+    finally:
+        locked.close()
