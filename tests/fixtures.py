@@ -95,3 +95,13 @@ class FormShowcase(BaseModel):
 @job_type("form_showcase", payload=FormShowcase, description="Echoes its payload.")
 def form_showcase(ctx: JobContext, p: FormShowcase) -> dict:
     return p.model_dump(mode="json")
+
+
+class Greeting(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=200)
+
+
+@job_type("greet", payload=Greeting, max_attempts=1, description="Fails, quoting its payload in the error.")
+def greet(ctx: JobContext, p: Greeting) -> dict:
+    raise ValueError(f"cannot greet {p.name}")

@@ -208,7 +208,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
-        # rq-dashboard's pages use inline scripts: no CSP there, the other headers still.
+        # The dashboard sets a CSP of its own (a nonce for its inline scripts: dashboard.py); the other headers still.
         headers = SECURITY_HEADERS[1:] if scope["path"].startswith("/dashboard") else SECURITY_HEADERS
 
         async def send_with_headers(message: Message) -> None:

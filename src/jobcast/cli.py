@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -171,6 +172,12 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
                              name=worker.name, daemon=True).start()
         print(f"jobcast is running at http://{settings.host}:{settings.port}/ with {workers} workers "
               f"(Ctrl-C stops it)", flush=True)
+        if factory.url is not None:
+            if not (settings.dashboard_user and settings.dashboard_password):
+                # The dashboard is never open without credentials: make up a pair for this run.
+                settings = settings.with_(dashboard_user="jobcast", dashboard_password=secrets.token_urlsafe(12))
+            print(f"rq-dashboard: http://{settings.host}:{settings.port}/dashboard/ (user {settings.dashboard_user!r}, "
+                  f"password {settings.dashboard_password!r})", flush=True)
         _serve(settings, factory)
     return 0
 

@@ -96,6 +96,13 @@ class _RuntimeMixin:
     def heartbeat(self, *args: Any, **kwargs: Any) -> Any:
         return self._noting(super().heartbeat, *args, **kwargs)  # type: ignore[misc]
 
+    def handle_job_failure(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> Any:
+        # What RQ keeps of the error is shown by rq-dashboard, which renders it unescaped: an exception
+        # quoting a payload must not become markup there (look-alike angle brackets instead).
+        if isinstance(kwargs.get("exc_string"), str):
+            kwargs["exc_string"] = kwargs["exc_string"].replace("<", "\u2039").replace(">", "\u203a")
+        return super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
+
     def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
         in_horse = getattr(self, "is_horse", False)
         token = _hard_stop.set(_kill_this_process if in_horse else None)
