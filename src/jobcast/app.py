@@ -176,7 +176,7 @@ def create_app(settings: Settings, factory: RedisFactory | None = None, registry
         ClientDisconnect: _client_gone,
         Exception: _internal_error,
     }
-    middleware = [Middleware(SecurityHeaders)]
+    middleware = [Middleware(HostGuard, allowed=settings.hosts_allowed()), Middleware(SecurityHeaders)]
     if settings.cors_origins:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE"],
@@ -195,6 +195,39 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 ]
+
+
+class HostGuard:
+    """Answers `400 invalid_host` (JSON) to a request whose `Host` is not one of `Settings.hosts_allowed()`.
+
+    With auth off, this is what keeps a web page on a name of its own that resolves to this machine (DNS
+    rebinding) from reading the server: the browser sends that name as `Host`. (Starlette's
+    TrustedHostMiddleware does the same check, but answers in plain text.)
+    """
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
+        self.app = app
+        self.any = "*" in allowed
+        self.names = {h for h in allowed if not h.startswith("*.")}
+        self.suffixes = tuple(h[1:] for h in allowed if h.startswith("*."))
+
+    def allows(self, host_header: str) -> bool:
+        host = host_header.lower()
+        host = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0] if ":" in host else host
+        return host in self.names or (bool(self.suffixes) and host.endswith(self.suffixes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.any or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
+        if self.allows(host):
+            await self.app(scope, receive, send)
+            return
+        body = {"error": {"code": "invalid_host", "message": f"this server does not answer to the host {host!r}; "
+                          "add it to JOBCAST_ALLOWED_HOSTS if it is one of its names.", "details": None}}
+        response = api.JSON(body, status_code=400)
+        await response(scope, receive, send)
 
 
 class SecurityHeaders:

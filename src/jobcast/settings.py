@@ -132,6 +132,11 @@ class Settings:
     """`JOBCAST_SUBMIT_RATE`: submissions one owner may make a minute (0: no limit)."""
     max_streams_per_owner: int = 200
     """`JOBCAST_MAX_STREAMS_PER_OWNER`: event streams one owner may hold open on one API process (0: no limit)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """`JOBCAST_ALLOWED_HOSTS`: comma-separated host names requests may be addressed to (`Host`), `*.example.com`
+    for a domain's subdomains, `*` for any. Default with auth on: any; with auth off: the bind address,
+    `localhost`, `127.0.0.1` and `::1` (a web page on a name that resolves to this machine, DNS rebinding,
+    cannot talk to it)."""
     cors_origins: tuple[str, ...] = ()
     """`JOBCAST_CORS_ORIGINS`: comma-separated origins whose pages may call this API (none by default)."""
     max_running_per_owner: int = 3
@@ -209,6 +214,7 @@ class Settings:
             dashboard_password=env.get("JOBCAST_DASHBOARD_PASSWORD") or None,
             submit_rate_per_min=_int(env, "JOBCAST_SUBMIT_RATE", 6000, 0, 10_000_000),
             max_streams_per_owner=_int(env, "JOBCAST_MAX_STREAMS_PER_OWNER", 200, 0, 1_000_000),
+            allowed_hosts=tuple(h.strip().lower() for h in env.get("JOBCAST_ALLOWED_HOSTS", "").split(",") if h.strip()),
             cors_origins=tuple(o.strip() for o in env.get("JOBCAST_CORS_ORIGINS", "").split(",") if o.strip()),
             max_running_per_owner=_int(env, "JOBCAST_MAX_RUNNING_PER_OWNER", 3, 0, 100_000),
             job_modules=modules,
@@ -219,6 +225,14 @@ class Settings:
             log_level=log_level,
             log_format=log_format,
         )
+
+    def hosts_allowed(self) -> tuple[str, ...]:
+        """`JOBCAST_ALLOWED_HOSTS`, or its default (see `allowed_hosts`)."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        if self.api_keys:
+            return ("*",)
+        return tuple(dict.fromkeys((self.host.lower(), "localhost", "127.0.0.1", "::1")))
 
     def model_unavailable(self) -> str | None:
         """Why the LLM job types cannot run here, or None when they can."""

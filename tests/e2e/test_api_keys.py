@@ -215,3 +215,8 @@ def test_a_token_with_an_absurdly_long_expiry_is_401_not_500(keyed: Stack) -> No
             assert r.status_code == 401, (token[:20], r.text)
             s = c.get(f"/jobs/{job['id']}/events", params={"token": token})
             assert s.status_code == 401, (token[:20], s.text)
+
+
+def test_with_keys_any_host_name_is_answered(keyed: Stack) -> None:
+    with _as(keyed, ALICE) as c:
+        assert c.get("/jobs", headers={"Host": "jobs.example.com"}).status_code == 200

@@ -170,3 +170,22 @@ def test_json_nested_deeper_than_64_is_422_not_a_crash(stack: Stack, unchanged: 
     _error(r, 422, "validation_error")
     assert "64" in r.json()["error"]["message"]
     assert "Traceback" not in stack.log("api.log")[before:]
+
+
+def test_dns_rebinding_with_auth_off_a_foreign_host_name_is_refused(stack: Stack, unchanged: None) -> None:
+    with stack.client() as c:
+        for host in ("rebind.evil.example", "rebind.evil.example:8000", "127.0.0.1.evil.example", "[::2]:80", ""):
+            r = c.get("/jobs", headers={"Host": host})
+            _error(r, 400, "invalid_host")
+            assert "JOBCAST_ALLOWED_HOSTS" in r.json()["error"]["message"]
+            _error(c.post("/jobs", json={"type": "demo"}, headers={"Host": host}), 400, "invalid_host")
+        for host in (f"127.0.0.1:{stack.port}", "localhost", f"LOCALHOST:{stack.port}", "[::1]:8000"):
+            assert c.get("/healthz", headers={"Host": host}).status_code == 200, host
+
+
+def test_allowed_hosts_can_name_a_domain(make_stack) -> None:
+    st: Stack = make_stack(workers=0, JOBCAST_ALLOWED_HOSTS="127.0.0.1,*.corp.example")
+    with st.client() as c:
+        assert c.get("/healthz", headers={"Host": "jobs.corp.example"}).status_code == 200
+        assert c.get("/healthz", headers={"Host": "corp.example.evil"}).status_code == 400
+        assert c.get("/healthz", headers={"Host": "localhost"}).status_code == 400
