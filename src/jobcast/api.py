@@ -330,7 +330,8 @@ async def delete_job(request: Request) -> Response:
 async def get_job(request: Request, status_code: int = 200) -> Response:
     """The job object; with `If-None-Match` of its current ETag, `304` and no body (for pollers)."""
     snap = await _owned_snapshot(request, request.path_params["job_id"], token_ok=True)
-    body = orjson.dumps(_with_links(request, snap.job_object()))
+    by_token = _services(request).auth.enabled and "token" in request.query_params
+    body = orjson.dumps(_with_links(request, snap.job_object(webhook_url=not by_token)))
     etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if status_code == 200 and etag in _etags(request.headers.get("if-none-match")):
@@ -361,6 +362,7 @@ async def job_events(request: Request) -> Response:
     svc = _services(request)
     job_id = request.path_params["job_id"]
     viewer = _viewer(request, job_id, token_ok=True)
+    token = request.query_params.get("token") if viewer is None and svc.auth.enabled else None
     after = _last_event_id(request)
     head = await svc.store.head(job_id) if _JOB_ID.match(job_id) else None
     if head is None or (viewer is not None and head[0] != viewer):
@@ -373,7 +375,11 @@ async def job_events(request: Request) -> Response:
         raise RateLimited(f"this owner already holds {limit} open event streams on this server "
                           "(JOBCAST_MAX_STREAMS_PER_OWNER); close some, or poll GET /jobs/{id}.",
                           headers={"Retry-After": "5"})
-    listener = await svc.hub.listen(job_id, head[0])
+    per_token = svc.settings.max_streams_per_token
+    if token is not None and per_token and svc.hub.streams_by_token.get(token, 0) >= per_token:
+        raise RateLimited(f"this stream token already holds {per_token} open event streams on this server "
+                          "(JOBCAST_MAX_STREAMS_PER_TOKEN); close some.", headers={"Retry-After": "5"})
+    listener = await svc.hub.listen(job_id, head[0], token or "")
     try:
         first = await backlog(svc.store, svc.encode, job_id, after)
     except BaseException:
@@ -382,7 +388,10 @@ async def job_events(request: Request) -> Response:
     if first is None:
         await svc.hub.unlisten(listener)
         raise _not_found(job_id)
-    return EventStream(svc.hub, svc.store, svc.encode, svc.settings, listener, first)
+    # A stream opened with a token ends when the token does: the client comes back, gets 401, and asks
+    # with its key for a fresh link (jobcast.js does), so a token's reach never outlives it.
+    ends_at = svc.auth.token_expiry(token) if token is not None else None
+    return EventStream(svc.hub, svc.store, svc.encode, svc.settings, listener, first, ends_at=ends_at)
 
 
 def _list_params(request: Request) -> tuple[str | None, str | None, list[tuple[str, str]], int, str | None]:

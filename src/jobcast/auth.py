@@ -57,6 +57,11 @@ class Auth:
         expires = int(time.time()) + self.token_ttl_s
         return f"{expires}.{self._mac(job_id, expires)}"
 
+    @staticmethod
+    def token_expiry(token: str) -> float:
+        """When a token that `check_token` accepted expires (Unix seconds)."""
+        return float(token.partition(".")[0])
+
     def check_token(self, token: str, job_id: str) -> None:
         """Unauthorized unless `token` was made for `job_id` and has not expired."""
         expires_s, _, mac = token.partition(".")

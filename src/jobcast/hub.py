@@ -82,12 +82,14 @@ Encoder = Callable[[str, int, bytes, bytes], Entry]
 class Listener:
     """One event stream's place in its job's channel."""
 
-    __slots__ = ("job_id", "channel", "owner", "last", "wake", "closed")
+    __slots__ = ("job_id", "channel", "owner", "token", "last", "wake", "closed")
 
-    def __init__(self, job_id: str, channel: bytes, owner: str = "") -> None:
+    def __init__(self, job_id: str, channel: bytes, owner: str = "", token: str = "") -> None:
         self.job_id = job_id
         self.channel = channel
         self.owner = owner
+        self.token = token
+        """The stream token the stream was opened with ('' for an API key)."""
         self.last = 0
         """The id of the last event its stream sent (the stream keeps it up to date)."""
         self.wake = asyncio.Event()
@@ -137,6 +139,14 @@ class _Channel:
             listener.wake.set()
 
 
+def _count(counts: dict[str, int], key: str, by: int) -> None:
+    left = counts.get(key, 0) + by
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
 class Hub:
     def __init__(self, redis: AsyncRedis, keys: Keys, encode: Encoder, store: AsyncStore) -> None:
         """`redis` (for pub/sub only) must not retry on its own (a silent reconnect would lose messages
@@ -153,6 +163,7 @@ class Hub:
         self._connected = asyncio.Event()
         self._stopping = False
         self.streams_by_owner: dict[str, int] = {}
+        self.streams_by_token: dict[str, int] = {}
 
     @property
     def connected(self) -> bool:
@@ -193,14 +204,16 @@ class Hub:
 
     # -- what streams call -------------------------------------------------------
 
-    async def listen(self, job_id: str, owner: str = "") -> Listener:
+    async def listen(self, job_id: str, owner: str = "", token: str = "") -> Listener:
         """A listener for `job_id`, returned once its channel's subscription is confirmed."""
         pubsub = self._pubsub
         if pubsub is None or not self.connected:
             raise Unavailable()
         key = self._keys.channel(job_id).encode()
-        listener = Listener(job_id, key, owner)
-        self.streams_by_owner[owner] = self.streams_by_owner.get(owner, 0) + 1
+        listener = Listener(job_id, key, owner, token)
+        _count(self.streams_by_owner, owner, 1)
+        if token:
+            _count(self.streams_by_token, token, 1)
         ch = self._channels.get(key)
         if ch is None:
             ch = self._channels[key] = _Channel(job_id)
@@ -231,11 +244,9 @@ class Hub:
             return
         ch.listeners.discard(listener)
         STREAMS_OPEN.dec()
-        left = self.streams_by_owner.get(listener.owner, 1) - 1
-        if left:
-            self.streams_by_owner[listener.owner] = left
-        else:
-            self.streams_by_owner.pop(listener.owner, None)
+        _count(self.streams_by_owner, listener.owner, -1)
+        if listener.token:
+            _count(self.streams_by_token, listener.token, -1)
         if ch.listeners:
             return
         del self._channels[listener.channel]  # and its ring with it

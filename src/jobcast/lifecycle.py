@@ -70,7 +70,8 @@ def end_job(
     if hook:
         fields = {**fields, "webhook": webhooks.pending(orjson.loads(hook)["url"])}
     final = {**record, **fields, "status": status, "ended_at": now_iso(), "eta_s": "", "queue_position": ""}
-    body = orjson.dumps(job_object(final, items, None, include_last_event_id=False))
+    # (without the webhook's URL: whoever holds a stream token reads this event)
+    body = orjson.dumps(job_object(final, items, None, include_last_event_id=False, webhook_url=False))
     res = store.emit(
         record["id"],
         "end",

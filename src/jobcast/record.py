@@ -85,11 +85,14 @@ def job_object(
     queue_position: int | None,
     *,
     include_last_event_id: bool = True,
+    webhook_url: bool = True,
 ) -> dict[str, Any]:
     """The contract's job object (without `links`, which depend on who asks).
 
     `queue_position` is the live count of jobs ahead in the RQ queue, or None;
     a job still waiting there gets its message from it, so the two agree.
+    `webhook_url=False` leaves the webhook's URL out (it may carry a secret):
+    for events, and for readers holding only a stream token.
     """
     status = record["status"]
     message = record["message"]
@@ -123,5 +126,9 @@ def job_object(
     obj["output"] = {"items": [orjson.Fragment(i) for i in items], "text": record.get("text", "")}
     obj["result"] = _json(record.get("result"))
     obj["error"] = _json(record.get("error"))
-    obj["webhook"] = _json(record.get("webhook"))
+    hook = record.get("webhook")
+    if hook and not webhook_url:
+        obj["webhook"] = {k: v for k, v in orjson.loads(hook).items() if k != "url"}
+    else:
+        obj["webhook"] = _json(hook)
     return obj

@@ -130,6 +130,9 @@ class Settings:
     """`JOBCAST_DASHBOARD_PASSWORD`."""
     submit_rate_per_min: int = 6000
     """`JOBCAST_SUBMIT_RATE`: submissions one owner may make a minute (0: no limit)."""
+    max_streams_per_token: int = 10
+    """`JOBCAST_MAX_STREAMS_PER_TOKEN`: event streams one stream token may hold open on one API process (0: no
+    limit), so that a leaked token cannot use up its owner's streams."""
     max_streams_per_owner: int = 200
     """`JOBCAST_MAX_STREAMS_PER_OWNER`: event streams one owner may hold open on one API process (0: no limit)."""
     allowed_hosts: tuple[str, ...] = ()
@@ -214,6 +217,7 @@ class Settings:
             dashboard_password=env.get("JOBCAST_DASHBOARD_PASSWORD") or None,
             submit_rate_per_min=_int(env, "JOBCAST_SUBMIT_RATE", 6000, 0, 10_000_000),
             max_streams_per_owner=_int(env, "JOBCAST_MAX_STREAMS_PER_OWNER", 200, 0, 1_000_000),
+            max_streams_per_token=_int(env, "JOBCAST_MAX_STREAMS_PER_TOKEN", 10, 0, 1_000_000),
             allowed_hosts=tuple(h.strip().lower() for h in env.get("JOBCAST_ALLOWED_HOSTS", "").split(",") if h.strip()),
             cors_origins=tuple(o.strip() for o in env.get("JOBCAST_CORS_ORIGINS", "").split(",") if o.strip()),
             max_running_per_owner=_int(env, "JOBCAST_MAX_RUNNING_PER_OWNER", 3, 0, 100_000),

@@ -65,8 +65,8 @@ class EventEncoder:
         return Entry(seq, b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name, data), terminal, time.monotonic())
 
     def job_object(self, snap: Snapshot) -> Entry:
-        """The job as one `snapshot` event."""
-        obj: dict[str, Any] = snap.job_object()
+        """The job as one `snapshot` event (events never carry the webhook's URL: token holders read them)."""
+        obj: dict[str, Any] = snap.job_object(webhook_url=False)
         obj["links"] = self.links(snap.record["id"])
         event = snap.status if snap.status in TERMINAL else "snapshot"
         data = orjson.dumps(obj)
@@ -161,7 +161,10 @@ class EventStream(Response):
         settings: Settings,
         listener: Listener,
         first: Backlog,
+        *,
+        ends_at: float | None = None,
     ) -> None:
+        """`ends_at`: when the stream ends by itself (Unix seconds: its token's expiry)."""
         # No Response.__init__: it would add a Content-Length.
         self.status_code = 200
         self.background = None
@@ -173,6 +176,7 @@ class EventStream(Response):
         self.hub, self.store, self.encode, self.settings = hub, store, encode, settings
         self.listener = listener
         self.first = first
+        self.ends_at = ends_at
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         listener = self.listener
@@ -193,11 +197,17 @@ class EventStream(Response):
             while not done and not listener.closed:
                 listener.last = last
                 if not resuming:
+                    wait = self.settings.ping_interval_s
+                    if self.ends_at is not None:
+                        wait = min(wait, self.ends_at - time.time())
+                        if wait <= 0:
+                            break  # its token has expired
                     try:
-                        async with asyncio.timeout(self.settings.ping_interval_s):
+                        async with asyncio.timeout(wait):
                             await listener.wake.wait()
                     except TimeoutError:
-                        await self._send(send, [PING])
+                        if self.ends_at is None or time.time() < self.ends_at:
+                            await self._send(send, [PING])
                         continue
                     if listener.closed:
                         break

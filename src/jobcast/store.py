@@ -95,8 +95,8 @@ class Snapshot:
     def seq(self) -> int:
         return int(self.record["seq"])
 
-    def job_object(self) -> dict[str, Any]:
-        return job_object(self.record, self.items, self.queue_position)
+    def job_object(self, *, webhook_url: bool = True) -> dict[str, Any]:
+        return job_object(self.record, self.items, self.queue_position, webhook_url=webhook_url)
 
 
 @dataclass(frozen=True, slots=True)

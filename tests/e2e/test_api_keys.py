@@ -3,13 +3,14 @@ a short-lived token for that one job."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.harness import RedisServer, Stack, read_stream, running_stack
+from tests.e2e.harness import RedisServer, Stack, read_stream, running_stack, wait_for
 
 ALICE = "alice-key-0123456789abcdef"
 BOB = "bob-key-0123456789abcdef0"
@@ -134,8 +135,6 @@ def test_rejected_and_replayed_submissions_do_not_count_against_the_submit_rate(
 
 
 def test_an_owner_over_its_open_streams_gets_429(make_stack) -> None:
-    import threading
-
     st: Stack = make_stack(workers=0, JOBCAST_MAX_STREAMS_PER_OWNER="2")
     job = st.submit()
     held = [threading.Thread(target=read_stream, args=(st.url, job["links"]["events"]),
@@ -220,3 +219,49 @@ def test_a_token_with_an_absurdly_long_expiry_is_401_not_500(keyed: Stack) -> No
 def test_with_keys_any_host_name_is_answered(keyed: Stack) -> None:
     with _as(keyed, ALICE) as c:
         assert c.get("/jobs", headers={"Host": "jobs.example.com"}).status_code == 200
+
+
+WEBHOOK_SECRET = "whsec_" + "dGhlIHRlc3Qgc2VjcmV0IG9mIDI0IGJ5dGVz"
+
+
+def test_a_leaked_token_can_neither_hold_the_owners_streams_nor_outlive_itself(make_stack) -> None:
+    st: Stack = make_stack(workers=1, JOBCAST_API_KEYS=f"{ALICE}:alice", JOBCAST_SECRET=SECRET,
+                           JOBCAST_STREAM_TOKEN_TTL="3", JOBCAST_MAX_STREAMS_PER_TOKEN="2")
+    job = _job(st, steps=100, interval_ms=100)
+    link = job["links"]["events"]
+    held = [threading.Thread(target=read_stream, args=(st.url, link)) for _ in range(2)]
+    t0 = time.monotonic()
+    for t in held:
+        t.start()
+    def third_refused() -> bool:
+        with st.client() as c, c.stream("GET", link) as r:
+            return r.status_code == 429
+
+    wait_for(third_refused, 10, "the third stream on one token to be refused")
+    with _as(st, ALICE) as c, c.stream("GET", f"/jobs/{job['id']}/events") as own:
+        assert own.status_code == 200, "the owner's own streams are not used up by the token's"
+    for t in held:  # both end by themselves when the token expires, although the job runs on
+        t.join(timeout=15)
+        assert not t.is_alive()
+    print(f"token-opened streams ended {time.monotonic() - t0:.1f}s after they opened (token TTL 3 s)")
+    with st.client() as c:
+        assert c.get(link).status_code == 401  # EventSource's reconnect: jobcast.js then asks for a fresh link
+        assert c.get(f"/jobs/{job['id']}").status_code == 401
+
+
+def test_a_stream_token_does_not_show_the_webhook_url(make_stack) -> None:
+    st: Stack = make_stack(workers=1, JOBCAST_API_KEYS=f"{ALICE}:alice", JOBCAST_SECRET=SECRET,
+                           JOBCAST_WEBHOOK_SECRET=WEBHOOK_SECRET, JOBCAST_WEBHOOK_ALLOW_PRIVATE="1")
+    url = "http://127.0.0.1:9/hook?signature=a-secret-in-the-url"
+    with _as(st, ALICE) as c:
+        job = c.post("/jobs", json={"type": "demo", "payload": {"steps": 1, "interval_ms": 0},
+                                    "webhook": {"url": url}}).json()
+        assert job["webhook"]["url"] == url
+    token = job["links"]["events"].split("token=", 1)[1]
+    s = read_stream(st.url, job["links"]["events"])
+    assert s.events[-1].terminal and "url" not in s.events[-1].data["webhook"]
+    with st.client() as c:
+        by_token = c.get(f"/jobs/{job['id']}", params={"token": token}).json()
+    assert "a-secret-in-the-url" not in str(by_token) and set(by_token["webhook"]) == {"state", "attempts", "last_status"}
+    with _as(st, ALICE) as c:
+        assert c.get(f"/jobs/{job['id']}").json()["webhook"]["url"] == url
