@@ -142,13 +142,12 @@ async def submit_job(request: Request) -> Response:
     if unavailable:
         raise _invalid("type", f"job type {jtype.name!r} is unavailable: {unavailable}")
     payload = jtype.validate(req.payload)
+    rate_key = await _check_submit_rate(svc, owner)  # before the webhook's DNS look-up, which can be slow
     webhook_url = req.webhook.url if req.webhook is not None else svc.settings.owner_webhooks.get(owner)
     if webhook_url is not None:
         if not svc.settings.webhook_secret:
             raise _invalid("webhook", "webhooks need a signing secret on the server: set JOBCAST_WEBHOOK_SECRET")
         await run_in_threadpool(webhooks.check_url, webhook_url, svc.settings)
-
-    rate_key = await _check_submit_rate(svc, owner)
     job_id = uuid.uuid4().hex
     idem = _idempotency_key(request)
     if idem is not None:
@@ -305,13 +304,20 @@ async def cancel_job(request: Request) -> Response:
 
 
 async def retry_job(request: Request) -> Response:
+    """Run a failed or canceled job again; a retry counts against the owner's submit rate like a submission."""
     svc = _services(request)
     snap = await _owned_snapshot(request, request.path_params["job_id"])
+    rate_key = await _check_submit_rate(svc, snap.owner)
     outcome = await run_in_threadpool(lifecycle.retry, svc.sync_store, snap.record["id"])
     if outcome == "missing":
         raise _not_found(snap.record["id"])
     if outcome != "ok":
         raise Conflict(f"the job is {outcome}; only a failed or canceled job can be retried.")
+    if rate_key is not None:
+        async with svc.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(rate_key)
+            pipe.expire(rate_key, 120)
+            await pipe.execute()
     return await get_job(request, status_code=202)
 
 
@@ -418,6 +424,17 @@ def _list_params(request: Request) -> tuple[str | None, str | None, list[tuple[s
     return status, params.get("type"), tags, int(raw_limit), cursor
 
 
+def _matches(head: tuple[str, str, str | None], status: str | None, jtype: str | None,
+             tags: list[tuple[str, str]]) -> bool:
+    job_status, job_type, job_tags_json = head
+    if (status and job_status != status) or (jtype and job_type != jtype):
+        return False
+    if tags:
+        job_tags = orjson.loads(job_tags_json or "{}")
+        return all(job_tags.get(k) == v for k, v in tags)
+    return True
+
+
 async def list_jobs(request: Request) -> Response:
     svc = _services(request)
     owner = owner_of(request)
@@ -430,16 +447,20 @@ async def list_jobs(request: Request) -> Response:
         if not entries:
             cursor = None
             break
-        snaps = await svc.store.snapshots([e.split(":", 1)[1] for e in entries])
-        await svc.store.forget_owner_entries(owner, [e for e, s in zip(entries, snaps, strict=True) if s is None])
-        for entry, snap in zip(entries, snaps, strict=True):
+        ids = [e.split(":", 1)[1] for e in entries]
+        # A filter reads each job's status, type and tags first, and whole jobs (their output too) only
+        # for the ones that match: a page may look through thousands.
+        heads = await svc.store.summaries(ids) if filtered else [None] * len(ids)
+        wanted = [i for i, h in enumerate(heads) if not filtered or (h is not None and _matches(h, status, jtype, tags))]
+        snaps = dict(zip(wanted, await svc.store.snapshots([ids[i] for i in wanted]), strict=True))
+        gone = [e for i, e in enumerate(entries) if (heads[i] is None if filtered else snaps.get(i) is None)]
+        await svc.store.forget_owner_entries(owner, gone)
+        for i, entry in enumerate(entries):
             cursor = entry
-            if snap is None or (status and snap.status != status) or (jtype and snap.record["type"] != jtype):
+            snap = snaps.get(i)
+            if snap is None or (filtered and not _matches((snap.status, snap.record["type"], snap.record.get("tags")),
+                                                          status, jtype, tags)):
                 continue
-            if tags:
-                job_tags = orjson.loads(snap.record.get("tags") or "{}")
-                if any(job_tags.get(k) != v for k, v in tags):
-                    continue
             jobs.append(_with_links(request, snap.job_object()))
             if len(jobs) == limit:
                 break

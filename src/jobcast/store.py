@@ -355,6 +355,18 @@ class AsyncStore:
             replies = await pipe.execute()
         return [self._to_snapshot(r) for r in replies]
 
+    async def summaries(self, job_ids: list[str]) -> list[tuple[str, str, str | None] | None]:
+        """Each job's status, type and tags (JSON), or None for a job that is gone: what a listing filters on."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(self.keys.job(job_id), ["status", "type", "tags"])
+            replies = await pipe.execute()
+        out: list[tuple[str, str, str | None] | None] = []
+        for status, jtype, tags in replies:
+            out.append(None if status is None else (status.decode(), (jtype or b"").decode(),
+                                                    tags.decode() if tags else None))
+        return out
+
     async def head(self, job_id: str) -> tuple[str, str, int] | None:
         """The owner, status and last event id of a job, or None if there is no such job."""
         reply = await self.redis.hmget(self.keys.job(job_id), ["owner", "status", "seq"])

@@ -265,3 +265,18 @@ def test_a_stream_token_does_not_show_the_webhook_url(make_stack) -> None:
     assert "a-secret-in-the-url" not in str(by_token) and set(by_token["webhook"]) == {"state", "attempts", "last_status"}
     with _as(st, ALICE) as c:
         assert c.get(f"/jobs/{job['id']}").json()["webhook"]["url"] == url
+
+
+def test_retries_count_against_the_submit_rate_and_the_limit_comes_before_any_dns_lookup(make_stack) -> None:
+    st: Stack = make_stack(workers=1, JOBCAST_SUBMIT_RATE="2", JOBCAST_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    job = st.submit({"steps": 1, "interval_ms": 0, "fail_at": 1})
+    assert read_stream(st.url, job["links"]["events"]).events[-1].event == "failed"
+    with st.client() as c:
+        assert c.post(f"/jobs/{job['id']}/retry").status_code == 202  # the second of 2 this minute
+        end = read_stream(st.url, job["links"]["events"], headers={"Last-Event-ID": "1"}).events[-1]
+        assert end.event == "failed"
+        r = c.post(f"/jobs/{job['id']}/retry")
+        assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+        # over the limit, a webhook host is not even looked up: 429, not 422 for a name that does not resolve
+        r = c.post("/jobs", json={"type": "demo", "webhook": {"url": "https://does-not-resolve.invalid/hook"}})
+        assert r.status_code == 429
