@@ -27,7 +27,7 @@ def test_the_document_lists_every_endpoint_with_its_errors(stack: Stack) -> None
     listed = {(method, path) for path, item in doc["paths"].items() for method in item}
     assert listed == CONTRACT_ROUTES
     submit = doc["paths"]["/jobs"]["post"]
-    assert set(submit["responses"]) == {"202", "400", "401", "409", "413", "422", "429", "503"}
+    assert set(submit["responses"]) == {"202", "400", "401", "409", "413", "415", "422", "429", "503"}
     error = doc["components"]["schemas"]["ErrorBody"]
     assert error["properties"]["error"] == {"$ref": "#/components/schemas/ErrorDetail"}
     # The submit body offers each type this server can run now, with that type's payload schema.
