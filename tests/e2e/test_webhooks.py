@@ -72,7 +72,8 @@ def test_a_webhook_to_a_private_address_is_refused_at_submit(make_stack) -> None
     st: Stack = make_stack(workers=0, JOBCAST_WEBHOOK_SECRET=SECRET)
     with st.client() as c:
         for url in ("http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://169.254.169.254/latest",
-                    "http://localhost/hook", "ftp://example.com/x"):
+                    "http://localhost/hook", "ftp://example.com/x", "http://[::ffff:127.0.0.1]/hook",
+                    "http://[64:ff9b::a01:203]/hook", "http://example.com:99999/", "http://[::1/", "http://host:abc/"):
             r = c.post("/jobs", json={"type": "demo", "webhook": {"url": url}})
             assert r.status_code == 422, (url, r.text)
             assert r.json()["error"]["details"][0]["path"] == "webhook.url"
