@@ -199,8 +199,9 @@ def test_a_retried_attempt_starts_with_fresh_output_on_the_card(page: Page) -> N
     page.add_init_script(RECORD)
     page.goto("/")
     page.wait_for_selector("#job-type option[value=demo]", state="attached")
-    job = page.evaluate("""() => fetch('/jobs', {method: 'POST', body: JSON.stringify({type: 'demo',
-        payload: {steps: 6, interval_ms: 100, fail_at: 4, emit_output: true}, max_attempts: 2})}).then(r => r.json())""")
+    job = page.evaluate("""() => fetch('/jobs', {method: 'POST', headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({type: 'demo', payload: {steps: 6, interval_ms: 100, fail_at: 4, emit_output: true},
+                              max_attempts: 2})}).then(r => r.json())""")
     page.reload()
     page.wait_for_selector(f'.job[data-job-id="{job["id"]}"]')
     _wait_status(page, job["id"], "failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +37,12 @@ def test_dev_runs_a_job_end_to_end(tmp_path: Path, redis: str) -> None:
         text = log.read_text()
         assert f"jobcast is running at http://127.0.0.1:{port}/" in text
         assert ("in-memory Redis" in text) == (redis == "in-memory")
+        if redis == "redis-server":  # the dashboard is never open without credentials: dev makes up a pair
+            found = re.search(r"rq-dashboard: \S+ \(user '([^']+)', password '([^']+)'\)", text)
+            assert found, text
+            with httpx.Client(base_url=url, timeout=5) as c:
+                assert c.get("/dashboard/").status_code == 401
+                assert c.get("/dashboard/", auth=(found[1], found[2])).status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0, log.read_text()

@@ -207,7 +207,7 @@ def test_a_burst_of_streams_opening_at_once_all_get_their_snapshot(stack: Stack)
 
     async def open_one() -> bytes:
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(f"GET {job['links']['events']} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        writer.write(f"GET {job['links']['events']} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         status = await reader.readline()
         writer.close()
         return status
