@@ -451,7 +451,8 @@ async def list_jobs(request: Request) -> Response:
         # A filter reads each job's status, type and tags first, and whole jobs (their output too) only
         # for the ones that match: a page may look through thousands.
         heads = await svc.store.summaries(ids) if filtered else [None] * len(ids)
-        wanted = [i for i, h in enumerate(heads) if not filtered or (h is not None and _matches(h, status, jtype, tags))]
+        wanted = [i for i, head in enumerate(heads)
+                  if not filtered or (head is not None and _matches(head, status, jtype, tags))]
         snaps = dict(zip(wanted, await svc.store.snapshots([ids[i] for i in wanted]), strict=True))
         gone = [e for i, e in enumerate(entries) if (heads[i] is None if filtered else snaps.get(i) is None)]
         await svc.store.forget_owner_entries(owner, gone)
