@@ -84,7 +84,8 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers", []))
-        acts = scope["method"] not in ("GET", "HEAD") or bool(_ACTING_GET.match(scope["path"][len(scope.get("root_path", "")):]))
+        path = scope["path"][len(scope.get("root_path", "")):]  # (relative to the mount)
+        acts = scope["method"] not in ("GET", "HEAD") or bool(_ACTING_GET.match(path))
         if acts and not _same_origin(headers):
             await _refuse(send, 403, b"The dashboard only acts on requests from its own pages (cross-site request "
                                      b"refused).\n")
