@@ -102,12 +102,16 @@ def _viewer(request: Request, job_id: str, token_ok: bool) -> str | None:
     The owner of the API key, or None when a stream token for this very job
     (where `token_ok`) vouches for the request instead.
     """
-    auth = _services(request).auth
-    token = request.query_params.get("token") if token_ok and auth.enabled else None
+    token = _stream_token(request) if token_ok else None
     if token is None:
         return owner_of(request)
-    auth.check_token(token, job_id)  # 401 unless it is this job's token, unexpired
+    _services(request).auth.check_token(token, job_id)  # 401 unless it is this job's token, unexpired
     return None
+
+
+def _stream_token(request: Request) -> str | None:
+    """The stream token a request comes with, where one counts (auth on), or None: it then needs a key."""
+    return request.query_params.get("token") if _services(request).auth.enabled else None
 
 
 async def _owned_snapshot(request: Request, job_id: str, token_ok: bool = False) -> Snapshot:
@@ -336,8 +340,7 @@ async def delete_job(request: Request) -> Response:
 async def get_job(request: Request, status_code: int = 200) -> Response:
     """The job object; with `If-None-Match` of its current ETag, `304` and no body (for pollers)."""
     snap = await _owned_snapshot(request, request.path_params["job_id"], token_ok=True)
-    by_token = _services(request).auth.enabled and "token" in request.query_params
-    body = orjson.dumps(_with_links(request, snap.job_object(webhook_url=not by_token)))
+    body = orjson.dumps(_with_links(request, snap.job_object(webhook_url=_stream_token(request) is None)))
     etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if status_code == 200 and etag in _etags(request.headers.get("if-none-match")):
@@ -368,7 +371,7 @@ async def job_events(request: Request) -> Response:
     svc = _services(request)
     job_id = request.path_params["job_id"]
     viewer = _viewer(request, job_id, token_ok=True)
-    token = request.query_params.get("token") if viewer is None and svc.auth.enabled else None
+    token = _stream_token(request)  # (if there is one, `_viewer` has just checked it)
     after = _last_event_id(request)
     head = await svc.store.head(job_id) if _JOB_ID.match(job_id) else None
     if head is None or (viewer is not None and head[0] != viewer):

@@ -33,7 +33,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rq.job import Job
 from rq.queue import Queue
+from rq.worker import Worker
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 __all__ = ["Keys"]
@@ -107,7 +109,12 @@ class Keys:
 
     @staticmethod
     def rq_job(rq_job_id: str) -> str:
-        return f"rq:job:{rq_job_id}"
+        return f"{Job.redis_job_namespace_prefix}{rq_job_id}"
+
+    @staticmethod
+    def rq_worker_name(worker_key: bytes) -> str:
+        """The name of the RQ worker whose key (as RQ's worker sets list them) is `worker_key`."""
+        return worker_key.decode().removeprefix(Worker.redis_worker_namespace_prefix)
 
     @staticmethod
     def rq_workers(queue: str) -> str:

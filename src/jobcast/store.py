@@ -54,8 +54,6 @@ PROMOTE_LUA = _LIB + _lua("promote")
 HEARTBEAT_LUA = _lua("heartbeat")
 SNAPSHOT_LUA = _lua("snapshot")
 
-RQ_WORKER_PREFIX = "rq:worker:"
-
 LIVE_POSITIONS = 20
 """The jobs at the front of a queue that get a `state` event whenever their place in line changes.
 
@@ -331,7 +329,7 @@ class AsyncStore:
         jobcast's beat goes `JOBCAST_HEARTBEAT_S` after the worker's last sign of life.
         """
         registered = cast(set[bytes], await self.redis.smembers(self.keys.rq_workers(queue)))
-        names = [k.decode().removeprefix(RQ_WORKER_PREFIX) for k in registered]
+        names = [Keys.rq_worker_name(k) for k in registered]
         return int(await self.redis.exists(*map(self.keys.alive, names))) if names else 0
 
     @staticmethod
