@@ -12,6 +12,8 @@ from typing import Any, cast
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
+from redis.asyncio.client import Pipeline as AsyncPipeline
+from redis.client import Pipeline
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -216,6 +218,12 @@ async def _check_submit_rate(svc: Services, owner: str) -> str | None:
     return key
 
 
+def _count_submission(pipe: Pipeline | AsyncPipeline, rate_key: str) -> None:
+    """Queue, in `pipe`, one more accepted submission in the owner's minute (`_check_submit_rate`'s key)."""
+    pipe.incr(rate_key)
+    pipe.expire(rate_key, 120)  # the minute, and the next one that may still ask about it
+
+
 def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is None:
@@ -284,8 +292,7 @@ async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: S
             svc.sync_store.create(pipe, job_id, owner, created_ms, created_at, fields)
             lifecycle.enqueue(svc.sync_store, pipe, job_id, 1, jtype.name, svc.settings.queue, timeout_s)
             if rate_key is not None:  # counted with the creation: a refused request counts for nothing
-                pipe.incr(rate_key)
-                pipe.expire(rate_key, 120)
+                _count_submission(pipe, rate_key)
             ahead: int = pipe.execute()[0]
         return ahead
 
@@ -319,8 +326,7 @@ async def retry_job(request: Request) -> Response:
         raise Conflict(f"the job is {outcome}; only a failed or canceled job can be retried.")
     if rate_key is not None:
         async with svc.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(rate_key)
-            pipe.expire(rate_key, 120)
+            _count_submission(pipe, rate_key)
             await pipe.execute()
     return await get_job(request, status_code=202)
 

@@ -137,7 +137,8 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
         GaugeMetricFamily("jobcast_jobs_delayed", "Jobs waiting out a retry's back-off (or just given a slot).",
                           value=delayed),
         GaugeMetricFamily("jobcast_jobs_running", "Jobs running now.", value=running),
-        GaugeMetricFamily("jobcast_workers", "RQ workers on the job queue that are alive (beating within JOBCAST_HEARTBEAT_S).", value=workers),
+        GaugeMetricFamily("jobcast_workers", "RQ workers on the job queue that are alive (beating within "
+                          "JOBCAST_HEARTBEAT_S).", value=workers),
     ]
 
 
