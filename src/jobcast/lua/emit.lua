@@ -38,21 +38,21 @@ local job, events, items = KEYS[1], KEYS[2], KEYS[3]
 local kind = ARGV[2]
 
 local cur = redis.call('HMGET', job, 'status', 'attempt', 'progress', 'message', 'stage',
-                       'queue_position', 'cancel', 'seq')
+                       'queue_position', 'cancel', 'seq', 'op', 'run')
 if not cur[1] then return {0, 0, 'missing'} end
 local cancel = (cur[7] == '1') and 1 or 0
 local seq = tonumber(cur[8])
 local op = ARGV[19]
-if op ~= '' then
-  local done = redis.call('HGET', job, 'op')
-  if done and string.sub(done, 1, #op + 1) == op .. ' ' then return {seq, cancel, string.sub(done, #op + 2)} end
+local done = cur[9]
+if op ~= '' and done and string.sub(done, 1, #op + 1) == op .. ' ' then
+  return {seq, cancel, string.sub(done, #op + 2)}
 end
 if ARGV[6] ~= '' and not string.find(ARGV[6], ',' .. cur[1] .. ',', 1, true) then
   return {seq, cancel, 'refused'}
 end
 if ARGV[7] ~= '' and ARGV[7] ~= cur[2] then return {seq, cancel, 'refused'} end
 -- (A trip the janitor gave up on and enqueued again must not start beside the new one.)
-if ARGV[18] ~= '' and ARGV[18] ~= (redis.call('HGET', job, 'run') or '1') then return {seq, cancel, 'refused'} end
+if ARGV[18] ~= '' and ARGV[18] ~= (cur[10] or '1') then return {seq, cancel, 'refused'} end
 
 local set = {}
 for i = 20, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
