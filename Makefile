@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test check bench serve worker clean
+.PHONY: run test check bench serve worker clean system-packages-test system-packages-run
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,16 +15,23 @@ $(VENV)/.installed: pyproject.toml
 # Independent implementations (npm) the end-to-end tests check jobcast against.
 NODE_DEPS := tests/e2e/node/node_modules/.installed
 
-$(NODE_DEPS): tests/e2e/node/package-lock.json
+$(NODE_DEPS): tests/e2e/node/package-lock.json | system-packages-test
 	npm ci --prefix tests/e2e/node --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Debian packages (redis-server, chromium, npm), installed when missing: scripts/system-packages says how.
+system-packages-test:
+	@scripts/system-packages test
+
+system-packages-run:
+	@scripts/system-packages run
+
 ## run: API + 2 workers + a private Redis (REDIS_URL if set), at http://127.0.0.1:8000/
-run: $(VENV)/.installed
+run: system-packages-run $(VENV)/.installed
 	$(BIN)/jobcast dev
 
-## test: type check, then every unit and end-to-end test (needs redis-server; .ci/run installs it)
-test: $(VENV)/.installed $(NODE_DEPS) check
+## test: type check, then every unit and end-to-end test (installs redis-server, chromium and npm if missing)
+test: system-packages-test $(VENV)/.installed $(NODE_DEPS) check
 	$(BIN)/python -m pytest
 
 check: $(VENV)/.installed

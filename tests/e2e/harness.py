@@ -54,7 +54,7 @@ class RedisServer:
     def __init__(self, workdir: Path, persistent: bool = False, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed; `.ci/run` installs it (apt-get install redis-server)")
+            raise RuntimeError("redis-server is not installed; `make test` installs it (scripts/system-packages)")
         self.binary = binary
         self.port = free_port()
         self.workdir = workdir

@@ -36,7 +36,7 @@ def browser() -> Iterator[Browser]:
     """Module-scoped: playwright's sync API keeps an event loop running while it is open,
     which would break `asyncio.run` in the tests after these."""
     if not CHROMIUM.exists():
-        raise RuntimeError("Debian's chromium is not installed; `.ci/run` installs it (apt-get install chromium)")
+        raise RuntimeError("Debian's chromium is not installed; `make test` installs it (scripts/system-packages)")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         yield b

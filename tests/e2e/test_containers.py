@@ -534,7 +534,7 @@ def test_image_commands_and_healthchecks_work_outside_docker(
     # Redis, with the compose file's own arguments.
     rcmd = command_of(services["redis"]) or []
     server = shutil.which("redis-server")
-    assert server is not None, "redis-server is not installed; `.ci/run` installs it"
+    assert server is not None, "redis-server is not installed; `make test` installs it"
     redis_port = free_port()
     (tmp_path / "data").mkdir()
     procs.append(subprocess.Popen([server, *rcmd[1:], "--port", str(redis_port), "--bind", "127.0.0.1",
