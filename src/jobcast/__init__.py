@@ -2,15 +2,19 @@
 
 What a job author imports: `job_type` to register a function, `JobContext` (and
 its `Scope`, `Tracker`) to report through, and the exceptions that end a job.
-What a caller imports: `Client` (or `AsyncClient`) to submit and watch jobs.
+What a caller imports: `Client` (or `AsyncClient`) to submit and watch jobs over HTTP, or `submit` (and
+`submit_sync`) to submit from code that shares jobcast's Redis; `create_app` to run or mount the API.
 """
 
+from jobcast.app import create_app
 from jobcast.client import ApiError, AsyncClient, Client, Event
 from jobcast.context import JobCanceled, JobContext, JobFailed, Scope, Tracker
 from jobcast.registry import job_type
 from jobcast.schemas import Job
+from jobcast.settings import Settings
+from jobcast.submission import submit, submit_sync
 
 __all__ = [
     "ApiError", "AsyncClient", "Client", "Event", "Job", "JobCanceled", "JobContext", "JobFailed", "Scope",
-    "Tracker", "job_type",
+    "Settings", "Tracker", "create_app", "job_type", "submit", "submit_sync",
 ]

@@ -11,14 +11,14 @@ from typing import Any, cast
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.client import Pipeline
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from jobcast import lifecycle, webhooks
+from jobcast import lifecycle, submission, webhooks
 from jobcast.errors import (
     Conflict,
     InvalidJson,
@@ -30,15 +30,14 @@ from jobcast.errors import (
     ValidationFailed,
 )
 from jobcast.metrics import render as render_metrics
-from jobcast.record import CANCELED, QUEUED, QUEUED_STAGE, STATUSES, TERMINAL, job_object, now_iso
-from jobcast.registry import JobType
+from jobcast.record import CANCELED, STATUSES, TERMINAL
 from jobcast.schemas import SubmitRequest, validation_details
 from jobcast.services import Services
 from jobcast.sse import EventStream, backlog
 from jobcast.store import Snapshot
 
 __all__ = [
-    "JSON", "cancel_job", "delete_job", "get_job", "healthz", "job_events", "job_types", "list_jobs", "metrics",
+    "JSON", "base_url", "cancel_job", "delete_job", "get_job", "healthz", "job_events", "job_types", "list_jobs", "metrics",
     "readyz",
     "retry_job", "submit_job",
 ]
@@ -72,13 +71,20 @@ def owner_of(request: Request) -> str:
     return _services(request).auth.owner_for_key(request.headers.get("authorization"))
 
 
+def base_url(request: Request) -> str:
+    """The API's URL as this request's client reaches it, the base of every link handed out:
+    `JOBCAST_PUBLIC_URL`, else the request's scheme (a trusted proxy's `X-Forwarded-Proto`, which the
+    server applies), `Host` (which `HostGuard` has checked) and mount prefix (`root_path`)."""
+    public = _services(request).settings.public_url
+    if public is not None:
+        return public
+    url = request.url
+    return f"{url.scheme}://{url.netloc}{request.scope.get('root_path', '')}"
+
+
 def _with_links(request: Request, obj: dict[str, Any]) -> dict[str, Any]:
-    obj["links"] = _services(request).encode.links(obj["id"])
+    obj["links"] = _services(request).encode.links(obj["id"], base_url(request))
     return obj
-
-
-def _invalid(path: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{path}: {message}", [{"path": path, "message": message}])
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -141,19 +147,10 @@ async def submit_job(request: Request) -> Response:
         req = SubmitRequest.model_validate(_whole_floats_as_ints(data))
     except ValidationError as exc:
         raise ValidationFailed("the submission does not fit; see details.", validation_details(exc)) from None
-    jtype = svc.registry.get(req.type)
-    if jtype is None:
-        raise _invalid("type", f"unknown job type {req.type!r}; known types: {', '.join(svc.registry.names())}")
-    unavailable = jtype.requires_model and svc.settings.model_unavailable()
-    if unavailable:
-        raise _invalid("type", f"job type {jtype.name!r} is unavailable: {unavailable}")
-    payload = jtype.validate(req.payload)
+    accepted = submission.accept(svc.registry, svc.settings, owner, req)
     rate_key = await _check_submit_rate(svc, owner)  # before the webhook's DNS look-up, which can be slow
-    webhook_url = req.webhook.url if req.webhook is not None else svc.settings.owner_webhooks.get(owner)
-    if webhook_url is not None:
-        if not svc.settings.webhook_secret:
-            raise _invalid("webhook", "webhooks need a signing secret on the server: set JOBCAST_WEBHOOK_SECRET")
-        await run_in_threadpool(webhooks.check_url, webhook_url, svc.settings)
+    if accepted.webhook_url is not None:
+        await run_in_threadpool(webhooks.check_url, accepted.webhook_url, svc.settings)
     job_id = uuid.uuid4().hex
     idem = _idempotency_key(request)
     if idem is not None:
@@ -163,8 +160,7 @@ async def submit_job(request: Request) -> Response:
         if replay is not None:
             return replay
     try:
-        return await _create(svc, owner, job_id, jtype, req, payload, webhook_url, claim_key if idem else "",
-                             rate_key)
+        return await _create(request, owner, job_id, accepted, claim_key if idem else "", rate_key)
     except Exception:  # not on cancellation: the create may still finish in its thread
         if idem is not None:
             await svc.redis.delete(claim_key)
@@ -191,7 +187,7 @@ def _whole_floats_as_ints(data: dict[str, Any]) -> dict[str, Any]:
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise _invalid("(body)", f"the JSON nests deeper than {MAX_DEPTH} levels; flatten it")
+            raise submission.invalid("(body)", f"the JSON nests deeper than {MAX_DEPTH} levels; flatten it")
         keys = node.keys() if isinstance(node, dict) else range(len(node))
         for key in keys:
             value = node[key]  # type: ignore[index]
@@ -229,7 +225,7 @@ def _idempotency_key(request: Request) -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
-        raise _invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters")
+        raise submission.invalid("Idempotency-Key", "must be 1 to 255 printable ASCII characters")
     return key
 
 
@@ -263,43 +259,17 @@ async def _claim(request: Request, claim_key: str, claim: str, body_hash: str) -
     return JSON(obj, status_code=202, headers={"Location": obj["links"]["self"], "Idempotent-Replayed": "true"})
 
 
-def _stored_payload(payload: BaseModel) -> str:
-    """The payload as sent, by alias: static defaults are left out (the worker's validation fills them in
-    again, and a short record stays compact in Redis), values from default factories kept (every attempt
-    sees the id or time the API saw)."""
-    fields = type(payload).model_fields
-    unset = {n for n, f in fields.items() if n not in payload.model_fields_set and f.default_factory is None}
-    return payload.model_dump_json(exclude=unset, by_alias=True)
+async def _create(request: Request, owner: str, job_id: str, accepted: submission.Accepted, idem_key: str,
+                  rate_key: str | None) -> Response:
+    svc = _services(request)
 
+    def count(pipe: Pipeline) -> None:  # counted with the creation: a refused request counts for nothing
+        if rate_key is not None:
+            _count_submission(pipe, rate_key)
 
-async def _create(svc: Services, owner: str, job_id: str, jtype: JobType, req: SubmitRequest,
-                  payload: BaseModel, webhook_url: str | None, idem_key: str, rate_key: str | None) -> Response:
-    created_ms = time.time_ns() // 1_000_000
-    created_at = now_iso()
-    timeout_s = req.timeout_s or jtype.timeout_s
-    fields = {
-        "id": job_id, "type": jtype.name, "owner": owner, "status": QUEUED, "progress": "0",
-        "stage": QUEUED_STAGE, "attempt": "1", "max_attempts": str(req.max_attempts or jtype.max_attempts),
-        "timeout_s": str(timeout_s), "tags": orjson.dumps(req.tags).decode(),
-        "payload": _stored_payload(payload), "queue": svc.settings.queue, "created_at": created_at,
-        "created_ms": str(created_ms), "idem_key": idem_key,
-        "webhook": webhooks.pending(webhook_url) if webhook_url else "",
-    }
-
-    def create() -> int:
-        with svc.sync_redis.pipeline(transaction=True) as pipe:
-            pipe.multi()  # RQ's enqueue joins an explicit MULTI; it would start its own otherwise
-            svc.sync_store.create(pipe, job_id, owner, created_ms, created_at, fields)
-            lifecycle.enqueue(svc.sync_store, pipe, job_id, 1, jtype.name, svc.settings.queue, timeout_s)
-            if rate_key is not None:  # counted with the creation: a refused request counts for nothing
-                _count_submission(pipe, rate_key)
-            ahead: int = pipe.execute()[0]
-        return ahead
-
-    ahead = await run_in_threadpool(create)
-    record = {**fields, "seq": "1", "message": "", "queue_position": str(ahead)}
-    obj = job_object(record, [], ahead)
-    obj["links"] = svc.encode.links(job_id)
+    obj = await run_in_threadpool(submission.create, svc.sync_store, owner, accepted, job_id=job_id,
+                                  idem_key=idem_key, also=count)
+    obj = _with_links(request, obj)
     return JSON(obj, status_code=202, headers={"Location": obj["links"]["self"]})
 
 
@@ -368,7 +338,7 @@ def _last_event_id(request: Request) -> int | None:
                       ("last_event_id", request.query_params.get("last_event_id"))):
         if raw is not None and (raw.strip() != "" or name == "last_event_id"):
             if not _EVENT_ID.match(raw.strip()):
-                raise _invalid(name, f"{raw!r} is not an event id; event ids are whole numbers (1, 2, 3, ...)")
+                raise submission.invalid(name, f"{raw!r} is not an event id; event ids are whole numbers (1, 2, 3, ...)")
             found.append(int(raw))
     return found[0] if found else None
 
@@ -406,7 +376,8 @@ async def job_events(request: Request) -> Response:
     # A stream opened with a token ends when the token does: the client comes back, gets 401, and asks
     # with its key for a fresh link (jobcast.js does), so a token's reach never outlives it.
     ends_at = svc.auth.token_expiry(token) if token is not None else None
-    return EventStream(svc.hub, svc.store, svc.encode, svc.settings, listener, first, ends_at=ends_at)
+    return EventStream(svc.hub, svc.store, svc.encode, svc.settings, listener, first, base_url=base_url(request),
+                       ends_at=ends_at)
 
 
 def _list_params(request: Request) -> tuple[str | None, str | None, list[tuple[str, str]], int, str | None]:
@@ -414,22 +385,22 @@ def _list_params(request: Request) -> tuple[str | None, str | None, list[tuple[s
     params = request.query_params
     for name in params:
         if name not in allowed:
-            raise _invalid(name, f"unknown query parameter; use {', '.join(sorted(allowed))}")
+            raise submission.invalid(name, f"unknown query parameter; use {', '.join(sorted(allowed))}")
     status = params.get("status")
     if status is not None and status not in STATUSES:
-        raise _invalid("status", f"{status!r} is not a status; use one of {', '.join(STATUSES)}")
+        raise submission.invalid("status", f"{status!r} is not a status; use one of {', '.join(STATUSES)}")
     tags = []
     for tag in params.getlist("tag"):
         key, sep, value = tag.partition(":")
         if not sep or not key:
-            raise _invalid("tag", f"{tag!r} is not key:value")
+            raise submission.invalid("tag", f"{tag!r} is not key:value")
         tags.append((key, value))
     raw_limit = params.get("limit", "50")
     if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= 500:
-        raise _invalid("limit", f"{raw_limit!r} is not a whole number from 1 to 500")
+        raise submission.invalid("limit", f"{raw_limit!r} is not a whole number from 1 to 500")
     cursor = params.get("cursor")
     if cursor is not None and not _CURSOR.match(cursor):
-        raise _invalid("cursor", "not a cursor this API handed out; pass next_cursor from the previous page")
+        raise submission.invalid("cursor", "not a cursor this API handed out; pass next_cursor from the previous page")
     return status, params.get("type"), tags, int(raw_limit), cursor
 
 

@@ -7,22 +7,21 @@ import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import FrameType
-from contextlib import asynccontextmanager
+from typing import cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobcast import api
 from jobcast.connections import RedisFactory
@@ -32,10 +31,10 @@ from jobcast.metrics import process_exits
 from jobcast.openapi import openapi_document
 from jobcast.registry import Registry, load_job_types
 from jobcast.services import Services
-from jobcast.sse import StreamTransport
 from jobcast.settings import Settings
+from jobcast.sse import StreamTransport
 
-__all__ = ["create_app"]
+__all__ = ["JobcastApp", "create_app"]
 
 log = logging.getLogger("jobcast.app")
 
@@ -125,14 +124,35 @@ async def _openapi(request: Request) -> Response:
     return api.JSON(request.app.state.openapi)
 
 
-def create_app(settings: Settings, factory: RedisFactory | None = None, registry: Registry | None = None) -> Starlette:
-    """The jobcast API for `settings`; Redis comes from `factory` (default: `settings.redis_url`)."""
+class JobcastApp(StreamTransport):
+    """The API as an ASGI app; `lifespan` lets an app it is mounted in run its start and stop."""
+
+    def lifespan(self, host: object = None) -> AbstractAsyncContextManager[None]:
+        """jobcast's start-up and shutdown (Redis clients, the event hub, the janitor), for the app this
+        one is mounted in, which Starlette does not run for it: `FastAPI(lifespan=jobcast_app.lifespan)`,
+        or `async with jobcast_app.lifespan(): ...` inside a lifespan of your own."""
+        return cast(AbstractAsyncContextManager[None], self.router.lifespan_context(self))
+
+
+def create_app(settings: Settings | None = None, factory: RedisFactory | None = None,
+               registry: Registry | None = None) -> JobcastApp:
+    """The jobcast API for `settings` (default: the environment's); Redis comes from `factory` (default:
+    `settings.redis_url`).
+
+    Run it as it is (`jobcast serve`), or mount it in an app of your own, whose lifespan then runs
+    jobcast's (`app.lifespan`): links, the page and `jobcast.js` carry the mount's prefix.
+
+        jobcast_app = create_app()
+        app = FastAPI(lifespan=jobcast_app.lifespan)
+        app.mount("/jobcast", jobcast_app)
+    """
+    settings = settings or Settings.from_env()
     if factory is None:
         factory = RedisFactory(settings.redis_url or "redis://127.0.0.1:6379/0")
     registry = registry or load_job_types(settings.job_modules)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: StreamTransport) -> AsyncIterator[None]:
         services = Services.build(settings, factory, registry)
         app.state.services = services
         await services.start()
@@ -183,7 +203,7 @@ def create_app(settings: Settings, factory: RedisFactory | None = None, registry
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "If-None-Match"],
             expose_headers=["Location", "ETag", "Retry-After", "Idempotent-Replayed"], max_age=600,
         ))
-    app = StreamTransport(routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
+    app = JobcastApp(routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
     app.state.openapi = openapi_document(registry, settings)
     return app
 
@@ -242,7 +262,8 @@ class SecurityHeaders:
             return
 
         # The dashboard sets a CSP of its own (a nonce for its inline scripts: dashboard.py); the other headers still.
-        headers = SECURITY_HEADERS[1:] if scope["path"].startswith("/dashboard") else SECURITY_HEADERS
+        path = scope["path"][len(scope.get("root_path", "")):]  # (relative to where jobcast is mounted)
+        headers = SECURITY_HEADERS[1:] if path.startswith("/dashboard") else SECURITY_HEADERS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

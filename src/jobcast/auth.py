@@ -57,6 +57,13 @@ class Auth:
         expires = int(time.time()) + self.token_ttl_s
         return f"{expires}.{self._mac(job_id, expires)}"
 
+    def links(self, job_id: str, base: str = "") -> dict[str, str]:
+        """The job's links under `base` (the API's URL; "": paths only); with auth on, `events` carries a
+        stream token for the job."""
+        job = f"{base}/jobs/{job_id}"
+        events = f"{job}/events?token={self.token(job_id)}" if self.enabled else f"{job}/events"
+        return {"self": job, "events": events, "cancel": f"{job}/cancel"}
+
     @staticmethod
     def token_expiry(token: str) -> float:
         """When a token that `check_token` accepted expires (Unix seconds)."""

@@ -54,11 +54,12 @@ def _serve(settings: Settings, factory: RedisFactory, workers: int = 1) -> None:
             fresh_multiprocess_dir(path)
             uvicorn.run("jobcast.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
                         workers=workers, log_level=settings.log_level, log_config=None,
-                        timeout_graceful_shutdown=5)
+                        forwarded_allow_ips=settings.forwarded_allow_ips, timeout_graceful_shutdown=5)
         return
     # log_config=None: uvicorn's loggers go through ours (logs.py), JSON lines included.
     config = uvicorn.Config(create_app(settings, factory), host=settings.host, port=settings.port,
-                            log_level=settings.log_level, log_config=None, timeout_graceful_shutdown=5)
+                            log_level=settings.log_level, log_config=None,
+                            forwarded_allow_ips=settings.forwarded_allow_ips, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run()
 
 

@@ -74,6 +74,9 @@ class Entry:
     terminal: bool
     at: float
     """When the hub received it (monotonic), to tell how far behind a stream is."""
+    links_at: int = -1
+    """Where the job object's `links` start in `chunk` (a snapshot or terminal event), whose paths each stream
+    puts its own base URL in front of (`EventStream`); -1: no links."""
 
 
 Encoder = Callable[[str, int, bytes, bytes], Entry]

@@ -38,14 +38,7 @@ class Services:
         redis = factory.asyncio()
         sync_redis = factory.sync()
         auth = Auth(settings.api_keys, settings.secret, settings.stream_token_ttl_s)
-
-        def links(job_id: str) -> dict[str, str]:
-            """The job's links; with auth on, `events` carries a stream token for this job."""
-            base = f"/jobs/{job_id}"
-            events = f"{base}/events?token={auth.token(job_id)}" if auth.enabled else f"{base}/events"
-            return {"self": base, "events": events, "cancel": f"{base}/cancel"}
-
-        encode = EventEncoder(links)
+        encode = EventEncoder(auth.links)
         store = AsyncStore(redis, settings)
         hub = Hub(factory.asyncio(retries=False), Keys(settings.prefix), encode, store)
         sync_store = Store(sync_redis, settings)

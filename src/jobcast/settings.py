@@ -11,10 +11,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from jobcast.errors import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["OWNER_PATTERN", "Settings"]
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -35,7 +36,8 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return default if raw is None or raw.strip() == "" else raw.strip()
 
 
-_OWNER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+OWNER_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+"""What an owner's name may be (in `JOBCAST_API_KEYS`, or given to `jobcast.submit`)."""
 
 
 def _api_keys(raw: str) -> dict[str, str]:
@@ -52,7 +54,7 @@ def _api_keys(raw: str) -> dict[str, str]:
     keys: dict[str, str] = {}
     for n, entry in enumerate(entries, 1):
         key, sep, owner = entry.rpartition(":")
-        if not sep or len(key) < 16 or not _OWNER.match(owner):
+        if not sep or len(key) < 16 or not OWNER_PATTERN.match(owner):
             # The entry itself is not shown: it holds a key.
             raise ConfigError(f"entry {n} of {where} is not `key:owner` with a key of at least 16 characters "
                               "and an owner of letters, digits, '_', '.', '@' or '-'.")
@@ -64,10 +66,21 @@ def _owner_webhooks(raw: str) -> dict[str, str]:
     hooks: dict[str, str] = {}
     for entry in (e.strip() for e in raw.split(",") if e.strip()):
         owner, sep, url = entry.partition("=")
-        if not sep or not _OWNER.match(owner) or not url.startswith(("http://", "https://")):
+        if not sep or not OWNER_PATTERN.match(owner) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"JOBCAST_OWNER_WEBHOOKS entry {entry!r} is not owner=http(s)://url.")
         hooks[owner] = url
     return hooks
+
+
+def _public_url(raw: str) -> str | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    url = urlsplit(raw)
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        raise ConfigError(f"JOBCAST_PUBLIC_URL={raw!r} is not the http(s) URL of the API, such as "
+                          "https://jobs.example.com or https://example.com/jobcast (no query, no fragment).")
+    return raw.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,13 @@ class Settings:
     for a domain's subdomains, `*` for any. Default with auth on: any; with auth off: the bind address,
     `localhost`, `127.0.0.1` and `::1` (a web page on a name that resolves to this machine, DNS rebinding,
     cannot talk to it)."""
+    public_url: str | None = None
+    """`JOBCAST_PUBLIC_URL`: the URL clients reach this API at (`https://jobs.example.com/jobcast`), the base of
+    every link it hands out (`links`, `Location`). Unset: the URL each request came to (its scheme, `Host` and
+    mount prefix), which is right unless a proxy rewrites the host or the path."""
+    forwarded_allow_ips: str = "127.0.0.1"
+    """`JOBCAST_FORWARDED_ALLOW_IPS`: comma-separated addresses (or `*`) of proxies whose `X-Forwarded-Proto`
+    and `X-Forwarded-For` `jobcast serve` believes (uvicorn's `--forwarded-allow-ips`)."""
     cors_origins: tuple[str, ...] = ()
     """`JOBCAST_CORS_ORIGINS`: comma-separated origins whose pages may call this API (none by default)."""
     max_running_per_owner: int = 3
@@ -219,6 +239,8 @@ class Settings:
             max_streams_per_owner=_int(env, "JOBCAST_MAX_STREAMS_PER_OWNER", 200, 0, 1_000_000),
             max_streams_per_token=_int(env, "JOBCAST_MAX_STREAMS_PER_TOKEN", 10, 0, 1_000_000),
             allowed_hosts=tuple(h.strip().lower() for h in env.get("JOBCAST_ALLOWED_HOSTS", "").split(",") if h.strip()),
+            public_url=_public_url(env.get("JOBCAST_PUBLIC_URL", "")),
+            forwarded_allow_ips=_str(env, "JOBCAST_FORWARDED_ALLOW_IPS", "127.0.0.1"),
             cors_origins=tuple(o.strip() for o in env.get("JOBCAST_CORS_ORIGINS", "").split(",") if o.strip()),
             max_running_per_owner=_int(env, "JOBCAST_MAX_RUNNING_PER_OWNER", 3, 0, 100_000),
             job_modules=modules,

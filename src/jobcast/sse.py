@@ -53,25 +53,39 @@ PING = b": ping\n\n"
 
 
 class EventEncoder:
-    """Turns events into SSE bytes; a job object (snapshot, terminal) gets its `links` added."""
+    """Turns events into SSE bytes; a job object (snapshot, terminal) gets its `links` added.
 
-    def __init__(self, links: Callable[[str], dict[str, str]]) -> None:
+    One entry is sent to every stream of its job, so its links are paths; each stream puts the base URL
+    its client came to in front of them as it sends the entry (`_rebase`).
+    """
+
+    def __init__(self, links: Callable[[str, str], dict[str, str]]) -> None:
+        """`links(job_id, base)`: the job's links under `base` (`Auth.links`)."""
         self.links = links
 
     def __call__(self, job_id: str, seq: int, name: bytes, data: bytes) -> Entry:
-        terminal = name in _TERMINAL
-        if terminal:
-            data = data[:-1] + b',"links":' + orjson.dumps(self.links(job_id)) + b"}"
-        return Entry(seq, b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name, data), terminal, time.monotonic())
+        if name not in _TERMINAL:
+            return Entry(seq, b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name, data), False, time.monotonic())
+        return self._with_links(seq, name, data[:-1], job_id, True)
 
     def job_object(self, snap: Snapshot) -> Entry:
         """The job as one `snapshot` event (events never carry the webhook's URL: token holders read them)."""
-        obj: dict[str, Any] = snap.job_object(webhook_url=False)
-        obj["links"] = self.links(snap.record["id"])
         event = snap.status if snap.status in TERMINAL else "snapshot"
-        data = orjson.dumps(obj)
-        return Entry(snap.seq, b"id: %d\nevent: %s\ndata: %s\n\n" % (snap.seq, event.encode(), data),
-                     event != "snapshot", time.monotonic())
+        data = orjson.dumps(snap.job_object(webhook_url=False))
+        return self._with_links(snap.seq, event.encode(), data[:-1], snap.record["id"], event != "snapshot")
+
+    def _with_links(self, seq: int, name: bytes, open_object: bytes, job_id: str, terminal: bool) -> Entry:
+        head = b"id: %d\nevent: %s\ndata: %s,\"links\":" % (seq, name, open_object)
+        chunk = head + orjson.dumps(self.links(job_id, "")) + b"}\n\n"
+        return Entry(seq, chunk, terminal, time.monotonic(), links_at=len(head))
+
+
+def _rebase(entry: Entry, base: bytes) -> bytes:
+    """The entry's bytes with `base` (JSON-escaped, no trailing slash) in front of its links' paths."""
+    if entry.links_at < 0 or not base:
+        return entry.chunk
+    at = entry.links_at
+    return entry.chunk[:at] + entry.chunk[at:].replace(b'":"/jobs/', b'":"' + base + b"/jobs/")
 
 
 LOG_PAGE = 256
@@ -162,9 +176,11 @@ class EventStream(Response):
         listener: Listener,
         first: Backlog,
         *,
+        base_url: str = "",
         ends_at: float | None = None,
     ) -> None:
-        """`ends_at`: when the stream ends by itself (Unix seconds: its token's expiry)."""
+        """`base_url`: what the links in its events start with (the API's URL as its client reaches it);
+        `ends_at`: when the stream ends by itself (Unix seconds: its token's expiry)."""
         # No Response.__init__: it would add a Content-Length.
         self.status_code = 200
         self.background = None
@@ -177,6 +193,7 @@ class EventStream(Response):
         self.listener = listener
         self.first = first
         self.ends_at = ends_at
+        self.base = orjson.dumps(base_url)[1:-1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         listener = self.listener
@@ -263,8 +280,7 @@ class EventStream(Response):
             snap = await self.store.snapshot(listener.job_id)  # (a read begun before this stream fell behind)
         return None if snap is None else ([await _job_entry(self.store, self.encode, snap)], False)
 
-    @staticmethod
-    def _take(entries: list[Entry], last: int, out: list[bytes]) -> tuple[int, bool]:
+    def _take(self, entries: list[Entry], last: int, out: list[bytes]) -> tuple[int, bool]:
         """Append the entries after `last` to `out`, about `WRITE_BYTES` at most; return the new last id and
         whether the stream is done."""
         size = 0
@@ -273,8 +289,9 @@ class EventStream(Response):
                 continue
             if size >= WRITE_BYTES:
                 break
-            out.append(entry.chunk)
-            size += len(entry.chunk)
+            chunk = entry.chunk if entry.links_at < 0 else _rebase(entry, self.base)
+            out.append(chunk)
+            size += len(chunk)
             last = entry.seq
             if entry.terminal:
                 return last, True

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -273,13 +274,19 @@ def count_events(n: int) -> Callable[[Stream], bool]:
 # -- many raw readers at once ----------------------------------------------------
 
 
-async def read_raw(port: int, path: str, *, timeout: float = 60) -> list[tuple[int | None, str, bytes]]:
-    """GET an event stream over a bare socket (HTTP/1.1, chunked) and return its events as (id, name, data),
-    until the server ends it or a terminal event arrives."""
+def target(link: str) -> str:
+    """What a raw HTTP request line asks for to follow `link` (an absolute URL): its path and query."""
+    url = urlsplit(link)
+    return f"{url.path}?{url.query}" if url.query else url.path
+
+
+async def read_raw(port: int, link: str, *, timeout: float = 60) -> list[tuple[int | None, str, bytes]]:
+    """GET an event stream (`link`: a URL or a path) over a bare socket (HTTP/1.1, chunked) and return its
+    events as (id, name, data), until the server ends it or a terminal event arrives."""
     import asyncio
 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(f"GET {target(link)} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
     events: list[tuple[int | None, str, bytes]] = []
     try:
         async with asyncio.timeout(timeout):

@@ -10,7 +10,7 @@ import time
 import orjson
 import pytest
 
-from tests.e2e.harness import Stack, read_raw, read_stream, rss_kib, wait_for
+from tests.e2e.harness import Stack, read_raw, read_stream, rss_kib, target, wait_for
 
 WATCHERS = 220
 
@@ -88,7 +88,7 @@ def test_stalled_streams_are_closed_after_the_lag_bound_and_keep_no_connection(m
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", st.port))
-        sock.sendall(f"GET {job['links']['events']} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        sock.sendall(f"GET {target(job['links']['events'])} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         stalled.append(sock)
     try:
         wait_for(lambda: _api_connections(st.port) >= before + 20, 10, "the stalled streams to open")

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from tests.e2e.harness import Event, Stack, Stream, count_events, parse_lines, read_raw, read_stream
+from tests.e2e.harness import Event, Stack, Stream, count_events, parse_lines, read_raw, read_stream, target
 
 
 def _assert_gapless(events: list[Event]) -> None:
@@ -30,8 +30,9 @@ def test_submit_answers_at_once_with_a_queued_job(stack: Stack) -> None:
     print(f"POST /jobs answered in {elapsed * 1000:.1f} ms")
     assert job["status"] == "queued" and job["progress"] == 0
     assert job["message"].startswith("Queued (") and job["message"] == f"Queued ({job['queue_position']} ahead)"
-    assert r.headers["location"] == f"/jobs/{job['id']}" == job["links"]["self"]
-    assert job["links"]["events"] == f"/jobs/{job['id']}/events"
+    # Absolute links: a page on another origin can hand `links.events` to EventSource as it is.
+    assert r.headers["location"] == f"{stack.url}/jobs/{job['id']}" == job["links"]["self"]
+    assert job["links"]["events"] == f"{stack.url}/jobs/{job['id']}/events"
     assert job["tags"] == {"p": "1"} and job["attempt"] == 1 and job["max_attempts"] == 1
     assert job["last_event_id"] == 1
     assert job["created_at"].endswith("Z") and len(job["created_at"]) == len("2026-11-22T12:00:00.000Z")
@@ -54,7 +55,7 @@ def test_full_stream_is_gapless_monotonic_and_ends_with_the_whole_job(stack: Sta
     assert last.event == "completed"
     assert last.data["status"] == "completed" and last.data["progress"] == 100
     assert last.data["result"] == {"steps": 8} and last.data["last_event_id"] == last.id
-    assert last.data["links"]["self"] == f"/jobs/{job['id']}"
+    assert last.data["links"]["self"] == f"{stack.url}/jobs/{job['id']}"
     assert [i["step"] for i in last.data["output"]["items"]] == list(range(1, 9))
     states = [e.data for e in s.events if e.event == "state"]
     assert any(st["message"] == "Step 8/8" and st["progress"] == 100 for st in states)
@@ -207,7 +208,7 @@ def test_a_burst_of_streams_opening_at_once_all_get_their_snapshot(stack: Stack)
 
     async def open_one() -> bytes:
         reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(f"GET {job['links']['events']} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        writer.write(f"GET {target(job['links']['events'])} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         status = await reader.readline()
         writer.close()
         return status

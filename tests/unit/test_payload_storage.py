@@ -7,7 +7,7 @@ import uuid
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobcast.api import _stored_payload
+from jobcast.submission import _stored_payload
 
 
 class Payload(BaseModel):

@@ -17,6 +17,11 @@ def test_values_are_read() -> None:
     assert (s.redis_url, s.job_ttl_s, s.ping_interval_s, s.job_modules) == ("redis://r:1/2", 60, 0.5, ("a.b", "c"))
 
 
+def test_the_public_url_loses_its_trailing_slash() -> None:
+    assert Settings.from_env({"JOBCAST_PUBLIC_URL": "https://example.com/jobcast/"}).public_url == \
+        "https://example.com/jobcast"
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -25,6 +30,8 @@ def test_values_are_read() -> None:
         ({"JOBCAST_PING_MS": "60000"}, "JOBCAST_PING_MS=60000 is out of range"),
         ({"JOBCAST_LOG_LEVEL": "loud"}, "JOBCAST_LOG_LEVEL='loud' is not a level"),
         ({"JOBCAST_PREFIX": "a b"}, "may not contain spaces or braces"),
+        ({"JOBCAST_PUBLIC_URL": "jobs.example.com"}, "JOBCAST_PUBLIC_URL='jobs.example.com' is not the http"),
+        ({"JOBCAST_PUBLIC_URL": "https://example.com/x?a=1"}, "no query, no fragment"),
     ],
 )
 def test_bad_values_say_what_to_set(env: dict[str, str], message: str) -> None:

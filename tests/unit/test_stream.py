@@ -19,8 +19,8 @@ from jobcast.sse import EventEncoder, EventStream, backlog
 from jobcast.store import AsyncStore, Store
 
 
-def links(job_id: str) -> dict[str, str]:
-    return {"self": f"/jobs/{job_id}", "events": f"/jobs/{job_id}/events", "cancel": f"/jobs/{job_id}/cancel"}
+def links(job_id: str, base: str = "") -> dict[str, str]:
+    return {"self": f"{base}/jobs/{job_id}", "events": f"{base}/jobs/{job_id}/events", "cancel": f"{base}/jobs/{job_id}/cancel"}
 
 
 def _ids(body: bytes) -> list[int]:

@@ -1,6 +1,6 @@
 // jobcast browser client: watch a job live, with automatic fallback to polling.
 //
-//   import { watchJob } from "/static/jobcast.js";
+//   import { watchJob } from "https://jobs.example.com/static/jobcast.js";
 //   const handle = watchJob(job, {
 //     onState: (job) => ...,          // every change: the whole job object as it now stands
 //     onOutput: (output, job) => ..., // {kind: "item", item} or {kind: "delta", text}, as produced
@@ -34,6 +34,20 @@ const MAX_STREAMS = 4;
 let openStreams = 0;
 
 let apiKey = null;
+// The API this client talks to: where this file is served from (`<api>/static/jobcast.js`), so it works
+// from a page under a mount prefix (`/jobcast/`) and from a page on another origin (which the API must
+// allow: JOBCAST_CORS_ORIGINS) alike.
+let apiBase = new URL("..", import.meta.url);
+
+/** Talk to the API at `url` instead of the one this file came from. */
+export function setApiUrl(url) {
+  apiBase = new URL(url.endsWith("/") ? url : `${url}/`, location.href);
+}
+
+/** The absolute URL of an API path (`/jobs/...`), under the API's base. */
+function apiUrl(path) {
+  return new URL(path.replace(/^\//, ""), apiBase).href;
+}
 
 /** Send `Authorization: Bearer <key>` with every request this client makes (null: none). */
 export function setApiKey(key) {
@@ -45,7 +59,7 @@ function headers(extra = {}) {
 }
 
 export async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  const response = await fetch(apiUrl(path), { ...options, headers: headers(options.headers || {}) });
   if (response.status === 204) return null;
   const body = await response.json().catch(() => null);
   if (!response.ok) {
@@ -197,7 +211,7 @@ export function watchJob(jobOrId, handlers = {}) {
     setMode("sse");
     // No Last-Event-ID on a fresh open: the stream then starts with a snapshot,
     // at once, which both brings the job up to date and shows the stream flows.
-    source = new EventSource(job?.links?.events || `/jobs/${id}/events`);
+    source = new EventSource(job?.links?.events || apiUrl(`/jobs/${id}/events`));
     openStreams += 1;
     firstEventTimer = setTimeout(() => {
       // Nothing yet, though the server always answers at once: a proxy buffers the stream.
@@ -257,8 +271,8 @@ export function watchJob(jobOrId, handlers = {}) {
     let etag = null;
     const started = Date.now();
     // The stream token in links.events also opens GET /jobs/{id}, for pages that hold no API key.
-    const token = job?.links?.events ? new URL(job.links.events, location.href).searchParams.get("token") : null;
-    const url = token ? `/jobs/${id}?token=${encodeURIComponent(token)}` : `/jobs/${id}`;
+    const token = job?.links?.events ? new URL(job.links.events, apiBase).searchParams.get("token") : null;
+    const url = apiUrl(token ? `/jobs/${id}?token=${encodeURIComponent(token)}` : `/jobs/${id}`);
     const tick = async () => {
       if (closed) return;
       try {

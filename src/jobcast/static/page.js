@@ -1,7 +1,7 @@
 // The page at `/`: a form built from each job type's JSON Schema, and a live card per job.
 import {
   cancelJob, describe, jobTypes, listJobs, rememberedJobs, retryJob, setApiKey, submitJob, watchJob,
-} from "/static/jobcast.js";
+} from "./jobcast.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const cards = new Map(); // job id -> {element, handle}
