@@ -45,6 +45,8 @@ __all__ = [
 IDEMPOTENCY_TTL_S = 86400
 CLAIM_WAIT_MS = 5000
 """How long a request waits for the job of an Idempotency-Key claimed by another request that is still creating it."""
+STAND_IN_NOTE = ("Runs on a STAND-IN model with made-up answers (`jobcast dev` without `JOBCAST_MODEL`), "
+                 "paced like a real one.")
 LIST_SCAN_LIMIT = 5000
 """A filtered listing reads at most this many of the owner's jobs per page, then hands back a cursor."""
 
@@ -459,9 +461,11 @@ async def job_types(request: Request) -> Response:
     types = []
     for t in _services(request).registry:
         reason = settings.model_unavailable() if t.requires_model else None
+        stand_in = t.requires_model and settings.stand_in_model
         types.append({
             "name": t.name,
-            "description": t.description,
+            "description": f"{t.description} {STAND_IN_NOTE}" if stand_in else t.description,
+            "stand_in": stand_in,
             "schema": t.schema(),
             "available": reason is None,
             "unavailable_reason": reason,

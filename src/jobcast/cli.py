@@ -145,13 +145,17 @@ def fake_llm_server() -> Iterator[str]:
     thread.start()
     while not server.started:
         time.sleep(0.02)
-    log.warning("LLM job types use a STAND-IN model at http://127.0.0.1:%d/v1 (made-up answers, for trying "
-                "jobcast offline); set OPENAI_BASE_URL and JOBCAST_MODEL for a real one", port)
     try:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         server.should_exit = True
         thread.join(timeout=5)
+
+
+def _llm_types(settings: Settings) -> list[str]:
+    from jobcast.registry import load_job_types
+
+    return [t.name for t in load_job_types(settings.job_modules) if t.requires_model]
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
@@ -162,9 +166,10 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.with_(host=args.host or settings.host, port=args.port or settings.port)
     with contextlib.ExitStack() as stack:
         factory = RedisFactory(settings.redis_url) if settings.redis_url else stack.enter_context(embedded_redis())
-        if args.fake_llm:
+        stand_in = settings.model_unavailable() is not None  # a configured model always wins
+        if stand_in:
             settings = settings.with_(openai_base_url=stack.enter_context(fake_llm_server()), model="stand-in",
-                                      openai_api_key="not-needed")
+                                      openai_api_key="not-needed", stand_in_model=True)
         workers = settings.dev_workers if args.workers is None else args.workers
         for i in range(workers):
             worker = make_worker(Runtime.build(settings, factory), ThreadWorker, name=f"dev-{os.getpid()}-{i}",
@@ -173,6 +178,10 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
                              name=worker.name, daemon=True).start()
         print(f"jobcast is running at http://{settings.host}:{settings.port}/ with {workers} workers "
               f"(Ctrl-C stops it)", flush=True)
+        if stand_in:
+            print(f"STAND-IN MODEL: the LLM job types ({', '.join(_llm_types(settings))}) run on a stand-in with "
+                  "made-up answers, paced like a real model. For a real one set JOBCAST_MODEL, and OPENAI_API_KEY "
+                  "or OPENAI_BASE_URL (Ollama, vLLM, ...).", flush=True)
         if factory.url is not None:
             if not (settings.dashboard_user and settings.dashboard_password):
                 # The dashboard is never open without credentials: make up a pair for this run.
@@ -203,12 +212,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="the worker's name (JOBCAST_WORKER_NAME, default RQ's)")
     worker.set_defaults(run=cmd_worker)
 
-    dev = sub.add_parser("dev", help="run everything in one process, with a private Redis if REDIS_URL is unset")
+    dev = sub.add_parser("dev", help="run everything in one process, with a private Redis if REDIS_URL is unset "
+                                     "and a stand-in model with made-up answers if JOBCAST_MODEL is unset")
     _bind_options(dev)
     dev.add_argument("--workers", type=int, help="in-process workers (JOBCAST_DEV_WORKERS, default 2)")
-    dev.add_argument("--fake-llm", action="store_true", default=os.environ.get("JOBCAST_FAKE_LLM") == "1",
-                     help="serve the LLM job types from a built-in STAND-IN model with made-up answers "
-                          "(JOBCAST_FAKE_LLM=1)")
     dev.set_defaults(run=cmd_dev)
 
     add_client_commands(sub, dict(os.environ))

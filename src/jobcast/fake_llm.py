@@ -2,9 +2,12 @@
 
 It is NOT a model: it answers the chat-completions protocol (streaming or not,
 JSON mode or not) with made-up but well-formed content, derived from a marker
-that jobcast's prompts carry (`[jobcast:personas count=10]` and the like). Tests
-can script the next answers (an HTTP error, bad JSON, a slow stream) and read
-back every request it got and how each stream ended.
+that jobcast's prompts carry (`[jobcast:personas count=10]` and the like). It is
+paced like a real model by default (`first_token_ms`, then `tokens_per_s` per
+call: a "token" here is a word), so that a page shows work arriving as it would;
+tests pass 0 for both. Tests can also script the next answers (an HTTP error, bad
+JSON, a slow stream) and read back every request it got and how each stream
+ended.
 
     POST /v1/chat/completions    the protocol
     POST /_script                append answers: [{"status": 429, "headers": {...}}, {"content": "..."},
@@ -62,10 +65,18 @@ def _answer(kind: str, args: dict[str, str]) -> str:
     if kind == "tasks":
         story = args.get("story", "1")
         return json.dumps({"tasks": [{"title": f"Task {story}.{i}", "estimate_h": i} for i in (1, 2)]})
-    return "Hello! I am the stand-in model of jobcast dev, not a real one: every answer is made up."
+    return ("Hello! I am the stand-in model of jobcast dev, not a real one: every answer is made up. "
+            "I answer at about the pace of a real model, a word at a time, so that you can watch a reply "
+            "stream in. To talk to a real model, set JOBCAST_MODEL, and OPENAI_API_KEY or OPENAI_BASE_URL "
+            "for an OpenAI-compatible server such as Ollama or vLLM, then start jobcast again.")
 
 
-def create_fake_llm() -> Starlette:
+FIRST_TOKEN_MS = 400
+TOKENS_PER_S = 40
+
+
+def create_fake_llm(first_token_ms: int = FIRST_TOKEN_MS, tokens_per_s: float = TOKENS_PER_S) -> Starlette:
+    """The stand-in as an ASGI app; 0 for both paces answers not at all (a scripted `delay_ms` still does)."""
     script: deque[dict[str, Any]] = deque()
     requests: list[dict[str, Any]] = []
 
@@ -82,14 +93,15 @@ def create_fake_llm() -> Starlette:
         model = body.get("model", "stand-in")
         created = int(time.time())
         usage = {"prompt_tokens": 10, "completion_tokens": len(content.split()), "total_tokens": 10 + len(content.split())}
+        pieces = re.findall(r"\S+\s*", content) or [content]
         if not body.get("stream"):
+            await asyncio.sleep(first_token_ms / 1000 + (len(pieces) / tokens_per_s if tokens_per_s else 0))
             return JSONResponse({
                 "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                 "usage": usage,
             })
-        delay = step.get("delay_ms", 0) / 1000
-        pieces = re.findall(r"\S+\s*", content) or [content]
+        delay = step["delay_ms"] / 1000 if "delay_ms" in step else 1 / tokens_per_s if tokens_per_s else 0
 
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
             data = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
@@ -98,6 +110,8 @@ def create_fake_llm() -> Starlette:
 
         async def stream() -> AsyncIterator[bytes]:
             try:
+                if first_token_ms:
+                    await asyncio.sleep(first_token_ms / 1000)
                 yield chunk({"role": "assistant", "content": ""})
                 for piece in pieces:
                     if delay:

@@ -161,9 +161,11 @@ class LLM:
             raise JobCanceled(f"job {self.ctx.id} was canceled")
         return "".join(parts), usage
 
-    def json(self, messages: list[dict[str, Any]], shape: type[M]) -> M:
-        """The model's answer as `shape`; one repair round if it does not fit."""
-        text, _ = self.stream(messages, json_mode=True)
+    def json(self, messages: list[dict[str, Any]], shape: type[M],
+             on_text: Callable[[str], None] | None = None) -> M:
+        """The model's answer as `shape`; one repair round if it does not fit. `on_text` gets the first
+        answer's pieces as they arrive (to use its parts early: `generate_personas`)."""
+        text, _ = self.stream(messages, json_mode=True, on_text=on_text)
         try:
             return shape.model_validate_json(text)
         except ValidationError as first:

@@ -118,6 +118,9 @@ class Settings:
     """`JOBCAST_RETRY_BASE_MS`: the first automatic retry waits about this long, each next one twice as long."""
     model: str | None = None
     """`JOBCAST_MODEL`: the model the LLM job types ask; without one they are unavailable."""
+    stand_in_model: bool = False
+    """Set by `jobcast dev` (never from the environment) when no model is configured and it serves the LLM
+    types from its stand-in (`jobcast.fake_llm`): `GET /job-types` and the page then say so."""
     openai_base_url: str | None = None
     """`OPENAI_BASE_URL`: an OpenAI-compatible server (Ollama, vLLM, llama.cpp, ...); default OpenAI's."""
     openai_api_key: str | None = field(default=None, repr=False)

@@ -4,8 +4,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.e2e.harness import RedisServer, Stack, running_stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium through playwright (never a downloaded browser). Module-scoped: playwright's sync
+    API keeps an event loop running while it is open, which would break `asyncio.run` in later tests."""
+    if not CHROMIUM.exists():
+        raise RuntimeError("Debian's chromium is not installed; `make test` installs it (scripts/system-packages)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")

@@ -85,6 +85,43 @@ class RedisServer:
         self.r.close()
 
 
+@dataclass
+class Dev:
+    """A running `jobcast dev` (what `make run` runs): its URL and its output so far."""
+
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@contextmanager
+def running_dev(workdir: Path, **env: str) -> Iterator[Dev]:
+    """`jobcast dev` as a newcomer runs it: no JOBCAST_ or REDIS_ variables but `env`, on a free port;
+    stopped with Ctrl-C (SIGINT), which must end it with 0."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("JOBCAST_", "REDIS_", "OPENAI_"))}
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "dev.log"
+    proc = _spawn([sys.executable, "-m", "jobcast", "dev"], {**clean, "JOBCAST_PORT": str(port), **env}, log)
+    dev = Dev(f"http://127.0.0.1:{port}", log)
+    try:
+        with httpx.Client(base_url=dev.url, timeout=5) as c:
+            wait_for(lambda: _answers(c, "/readyz"), 30, f"jobcast dev to be ready ({log})")
+        yield dev
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0, dev.output()
+
+
+def _answers(client: httpx.Client, path: str) -> bool:
+    try:
+        return client.get(path).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

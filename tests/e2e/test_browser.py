@@ -8,13 +8,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 
 from tests.e2e.harness import ROOT, Stack
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 ARTIFACTS = ROOT / "test-artifacts"
 
 RECORD = """
@@ -29,18 +26,6 @@ new MutationObserver(() => {
   }
 }).observe(document, {subtree: true, childList: true, attributes: true});
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Module-scoped: playwright's sync API keeps an event loop running while it is open,
-    which would break `asyncio.run` in the tests after these."""
-    if not CHROMIUM.exists():
-        raise RuntimeError("Debian's chromium is not installed; `make test` installs it (scripts/system-packages)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

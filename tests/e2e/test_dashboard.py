@@ -3,13 +3,10 @@ requests riding on cached credentials, and a dashboard open without any."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from tests.e2e.harness import Stack, read_stream, wait_for
-from tests.e2e.test_browser import ARGS, CHROMIUM
 
 USER, PASSWORD = "ops", "dashboard-pass-0123"
 XSS = '<img src=x onerror="window.__xss = (window.__xss || 0) + 1">'
@@ -19,14 +16,6 @@ XSS = '<img src=x onerror="window.__xss = (window.__xss || 0) + 1">'
 def ops(make_stack) -> Stack:
     return make_stack(workers=1, JOBCAST_JOB_MODULES="tests.fixtures", JOBCAST_DASHBOARD_USER=USER,
                       JOBCAST_DASHBOARD_PASSWORD=PASSWORD)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
 
 
 def test_stored_xss_through_a_jobs_error_does_not_run_in_the_dashboard(ops: Stack, browser: Browser) -> None:

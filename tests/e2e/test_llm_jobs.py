@@ -33,7 +33,7 @@ class FakeLLM:
 def fake_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLLM]:
     port = free_port()
     code = ("import uvicorn; from jobcast.fake_llm import create_fake_llm; "
-            f"uvicorn.run(create_fake_llm(), host='127.0.0.1', port={port}, log_level='warning')")
+            f"uvicorn.run(create_fake_llm(first_token_ms=0, tokens_per_s=0), host='127.0.0.1', port={port}, log_level='warning')")
     log = tmp_path_factory.mktemp("fake_llm") / "fake_llm.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -82,6 +82,25 @@ def test_personas_come_in_batches_of_ten_in_order(llm_stack: Stack, fake_llm: Fa
     progress = _progress(s)
     assert progress == sorted(progress) and progress[-1] == 100
     assert any(e.data["message"] == "Generated 20/25 personas" for e in s.events if e.event == "state")
+
+
+def test_personas_arrive_one_by_one_while_the_model_is_still_writing(llm_stack: Stack, fake_llm: FakeLLM) -> None:
+    fake_llm.script({"delay_ms": 15})  # about 160 words: the answer takes some 2.5 s to write
+    with llm_stack.client() as c:
+        job = c.post("/jobs", json={"type": "generate_personas", "payload": {"count": 10}}).json()
+    arrivals: list[float] = []
+
+    def note(stream: Stream) -> bool:
+        if stream.events and stream.events[-1].event == "output":
+            arrivals.append(time.time())
+        return False
+
+    s = read_stream(llm_stack.url, job["links"]["events"], stop=note, timeout=60)
+    assert s.events[-1].event == "completed" and len(arrivals) == 10
+    written = fake_llm.requests()[0]["stream_ended"]["at"]
+    # the first persona is on the client while the model has most of its answer still to write
+    assert arrivals[0] < written - 1.0, (arrivals, written)
+    assert len({round(t, 1) for t in arrivals}) >= 5  # spread out, not all at the end
 
 
 def test_lore_aggregates_progress_over_every_step_of_every_piece(llm_stack: Stack, fake_llm: FakeLLM) -> None:

@@ -7,11 +7,13 @@ They talk to any OpenAI-compatible server (`OPENAI_BASE_URL`, `JOBCAST_MODEL`,
 from __future__ import annotations
 
 import functools
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import jiter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobcast import prompts
@@ -62,18 +64,71 @@ class PersonaBatch(BaseModel):
     personas: list[dict[str, Any]]
 
 
-def _parallel(llm: LLM, workers: int, calls: Sequence[Callable[[], T]]) -> Iterator[T]:
-    """Run `calls` a few at a time and yield their results in order; the first failure stops the rest."""
+_END = object()
+
+
+def _in_order(llm: LLM, workers: int, calls: Sequence[Callable[[Callable[[T], None]], None]]) -> Iterator[T]:
+    """Run `calls` a few at a time; yield what each one reports (through the function it is given) as soon
+    as it does, call after call in order; the first failure stops the rest."""
     pool = ThreadPoolExecutor(workers)
-    futures = [pool.submit(call) for call in calls]
+    lines: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in calls]
+
+    def run(call: Callable[[Callable[[T], None]], None], line: queue.SimpleQueue[Any]) -> None:
+        try:
+            call(line.put)
+        finally:
+            line.put(_END)
+
+    futures = [pool.submit(run, call, line) for call, line in zip(calls, lines)]
     try:
-        for future in futures:
-            yield future.result()
+        for future, line in zip(futures, lines):
+            while (got := line.get()) is not _END:
+                yield got
+            future.result()  # (raises the call's failure)
     except BaseException:
         llm.abort()  # hang up the calls in flight: no more tokens paid for a job that has failed
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+class _Arrivals:
+    """The personas of one answer as the model writes them: each one once it is whole (the next has begun,
+    or the answer has ended), if it is valid, up to `wanted` of them."""
+
+    def __init__(self, wanted: int, found: Callable[[Persona], None]) -> None:
+        self.wanted, self.found = wanted, found
+        self.text: list[str] = []
+        self.seen = 0
+        """Entries of the answer's list looked at so far."""
+        self.valid = 0
+
+    def feed(self, piece: str) -> None:
+        self.text.append(piece)
+        try:
+            # (jiter, the openai client's own parser, reads the unfinished JSON as far as it goes)
+            so_far = jiter.from_json("".join(self.text).encode(), partial_mode=True)
+        except ValueError:
+            return  # not JSON (yet): the whole answer is checked at its end
+        entries = so_far.get("personas") if isinstance(so_far, dict) else None
+        if isinstance(entries, list):
+            self._check(entries[self.seen:-1])  # the last one may be unfinished
+
+    def end(self, answer: PersonaBatch) -> None:
+        """The rest of the answer (or of its repair, which repeats the entries already seen)."""
+        self._check(answer.personas[self.seen:])
+
+    def _check(self, entries: list[Any]) -> None:
+        for raw in entries:
+            self.seen += 1
+            if self.valid == self.wanted:
+                continue
+            try:
+                persona = Persona.model_validate(raw)
+            except ValidationError:
+                continue
+            self.valid += 1
+            self.found(persona)
 
 
 @job_type("generate_personas", payload=PersonasPayload, **LLM_DEFAULTS,
@@ -83,30 +138,26 @@ def generate_personas(ctx: JobContext, p: PersonasPayload) -> dict[str, Any]:
     batches = [(start, min(BATCH, p.count - start + 1)) for start in range(1, p.count + 1, BATCH)]
     made = ctx.stage("generate", 0, 95).tracker(items=p.count, message=f"Generating {p.count} personas")
 
-    def batch(start: int, count: int) -> list[Persona]:
-        """`count` valid personas: each is checked on its own, and the missing ones asked for once more."""
-        valid: list[Persona] = []
+    def batch(start: int, count: int, found: Callable[[Persona], None]) -> None:
+        """`count` valid personas to `found`, each as soon as the model has written it and it checks out on
+        its own; the missing ones are asked for once more."""
+        valid = 0
         for _ in range(2):
-            missing = count - len(valid)
-            answer = llm.json(prompts.personas(start + len(valid), missing, p.template, p.intensity, p.categories),
-                              PersonaBatch)
-            for raw in answer.personas[:missing]:
-                try:
-                    valid.append(Persona.model_validate(raw))
-                except ValidationError:
-                    continue
-            if len(valid) == count:
-                return valid
-        raise JobFailed(f"the model gave {len(valid)} valid personas of the {count} asked for, even when asked "
+            arrivals = _Arrivals(count - valid, found)
+            prompt = prompts.personas(start + valid, count - valid, p.template, p.intensity, p.categories)
+            arrivals.end(llm.json(prompt, PersonaBatch, on_text=arrivals.feed))
+            valid += arrivals.valid
+            if valid == count:
+                return
+        raise JobFailed(f"the model gave {valid} valid personas of the {count} asked for, even when asked "
                         "again", code="bad_model_output", retryable=False)
 
     personas: list[dict[str, Any]] = []
     calls = [functools.partial(batch, start, count) for start, count in batches]
-    for result in _parallel(llm, PARALLEL_CALLS, calls):  # in order, so the items come out in order
-        for persona in result:
-            personas.append(persona.model_dump())
-            ctx.item(persona)
-            made.finish(len(personas) - 1, f"Generated {len(personas)}/{p.count} personas")
+    for persona in _in_order(llm, PARALLEL_CALLS, calls):  # in order, so the items come out in order
+        personas.append(persona.model_dump())
+        ctx.item(persona)
+        made.finish(len(personas) - 1, f"Generated {len(personas)}/{p.count} personas")
     ctx.progress(100, "Saving", stage="save")
     return {"personas": personas}
 
@@ -152,7 +203,10 @@ def generate_lore(ctx: JobContext, p: LorePayload) -> dict[str, Any]:
         ctx.item({"kind": p.kind, "index": index + 1, **fields})
         return fields
 
-    pieces = list(_parallel(llm, PARALLEL_CALLS, [functools.partial(piece, i) for i in range(p.count)]))
+    def report_piece(index: int, report: Callable[[dict[str, str]], None]) -> None:
+        report(piece(index))
+
+    pieces = list(_in_order(llm, PARALLEL_CALLS, [functools.partial(report_piece, i) for i in range(p.count)]))
     return {"pieces": pieces}
 
 

@@ -39,10 +39,19 @@ function fieldType(spec) {
   return spec.properties ? "object" : "string";
 }
 
+/** Put `text` into `element`, its `inline code` as <code> (never as HTML: descriptions come from job authors). */
+function inline(element, text) {
+  element.replaceChildren(...String(text).split("`").map(
+    (part, i) => (i % 2 ? Object.assign(document.createElement("code"), { textContent: part }) : part)));
+}
+
+const isStandIn = (typeName) => !!types.find((t) => t.name === typeName)?.stand_in;
+
 function renderForm(type) {
   const fields = $("#payload-fields");
   fields.replaceChildren(Object.assign(document.createElement("legend"), { textContent: "Payload" }));
-  $("#type-description").textContent = type.available ? type.description : `Unavailable: ${type.unavailable_reason}`;
+  inline($("#type-description"), type.available ? type.description : `Unavailable: ${type.unavailable_reason}`);
+  $("#type-stand-in").hidden = !type.stand_in;
   const schema = type.schema || {};
   const required = new Set(schema.required || []);
   for (const [name, raw] of Object.entries(schema.properties || {})) {
@@ -74,7 +83,11 @@ function renderForm(type) {
     }
     if (required.has(name) && kind !== "boolean") input.required = true; // a required checkbox could never be false
     label.append(input);
-    if (spec.description) label.append(Object.assign(document.createElement("small"), { textContent: ` ${spec.description}` }));
+    if (spec.description) {
+      const hint = document.createElement("small");
+      inline(hint, ` ${spec.description}`);
+      label.append(hint);
+    }
     fields.append(label);
   }
 }
@@ -144,7 +157,10 @@ function render(card, job) {
   $(".stage", el).textContent = job.stage ? `Stage: ${job.stage}.` : "";
   $(".attempt", el).textContent = job.max_attempts > 1 ? `Attempt ${job.attempt} of ${job.max_attempts}.` : "";
   $(".eta", el).textContent = job.eta_s !== null && job.eta_s !== undefined ? `About ${job.eta_s} s left.` : "";
-  $(".error", el).textContent = job.error && job.status !== "completed" ? `${job.error.code}: ${job.error.message}` : "";
+  renderError(el, job.status !== "completed" ? job.error : null);
+  $(".stand-in", el).hidden = !isStandIn(job.type);
+  $(".took", el).textContent = took(job);
+  renderResult(card, job);
   $(".cancel", el).hidden = TERMINAL.has(job.status);
   $(".retry", el).hidden = !(job.status === "failed" || job.status === "canceled");
   if (job.output) {
@@ -159,6 +175,45 @@ function render(card, job) {
     text.hidden = !job.output.text;
     text.textContent = job.output.text;
   }
+}
+
+function renderError(el, error) {
+  const box = $(".error", el);
+  if (!error) box.replaceChildren();
+  else box.replaceChildren(Object.assign(document.createElement("code"), { textContent: error.code }), error.message);
+}
+
+/** "Ran 4.2 s." for a job that has ended after it started. */
+function took(job) {
+  if (!TERMINAL.has(job.status) || !job.started_at || !job.ended_at) return "";
+  const seconds = (Date.parse(job.ended_at) - Date.parse(job.started_at)) / 1000;
+  return `Ran ${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s.`;
+}
+
+const OPEN_RESULT_LINES = 12; // a result longer than this starts folded
+
+function renderResult(card, job) {
+  const box = $(".result", card.element);
+  const shown = job.status === "completed" && job.result !== null && job.result !== undefined;
+  box.hidden = !shown;
+  if (!shown || card.resultShown === job.id + job.last_event_id) return;
+  card.resultShown = job.id + job.last_event_id;
+  const json = JSON.stringify(job.result, null, 2);
+  $(".json", box).textContent = json;
+  $(".size", box).textContent = `(${json.length < 1024 ? `${json.length} B` : `${(json.length / 1024).toFixed(1)} KiB`})`;
+  box.open = json.split("\n").length <= OPEN_RESULT_LINES;
+}
+
+async function copyResult(card) {
+  const button = $(".copy", card.element);
+  const json = $(".json", card.element).textContent;
+  try {
+    await navigator.clipboard.writeText(json);
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Copy failed: select the text instead";
+  }
+  setTimeout(() => { button.textContent = "Copy"; }, 2000);
 }
 
 function follow(card, jobOrId) {
@@ -189,6 +244,7 @@ function track(jobOrId, first = false) {
       (error) => { $(".error", element).textContent = error.message; }));
     $(".retry", element).addEventListener("click", () => retryJob(id).then((job) => follow(card, job)).catch(
       (error) => { $(".error", element).textContent = error.message; }));
+    $(".copy", element).addEventListener("click", () => copyResult(card));
     if (first) $("#jobs").prepend(element);
     else $("#jobs").append(element);
   }
@@ -201,7 +257,8 @@ async function start() {
   try {
     types = (await jobTypes()).job_types;
     const select = $("#job-type");
-    select.replaceChildren(...types.map((t) => new Option(t.available ? t.name : `${t.name} (unavailable)`, t.name)));
+    const label = (t) => (!t.available ? `${t.name} (unavailable)` : t.stand_in ? `${t.name} (stand-in model)` : t.name);
+    select.replaceChildren(...types.map((t) => new Option(label(t), t.name)));
     const first = types.find((t) => t.available) || types[0];
     if (first) {
       select.value = first.name;
