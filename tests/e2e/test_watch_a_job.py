@@ -40,6 +40,17 @@ def test_submit_answers_at_once_with_a_queued_job(stack: Stack) -> None:
     assert stack.redis.r.exists(f"rq:job:{job['id']}")
 
 
+def test_links_follow_a_trusted_proxys_scheme_only(stack: Stack, make_stack) -> None:
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    with stack.client() as c:  # from 127.0.0.1, trusted by default (JOBCAST_FORWARDED_ALLOW_IPS)
+        job = c.post("/jobs", json={"type": "demo", "payload": {"steps": 1}}, headers=proxied).json()
+    assert job["links"]["self"] == f"https://127.0.0.1:{stack.port}/jobs/{job['id']}"
+    other = make_stack(workers=0, JOBCAST_FORWARDED_ALLOW_IPS="192.0.2.1")  # a proxy elsewhere: not this client
+    with other.client() as c:
+        job = c.post("/jobs", json={"type": "demo", "payload": {"steps": 1}}, headers=proxied).json()
+    assert job["links"]["self"] == f"{other.url}/jobs/{job['id']}"
+
+
 def test_full_stream_is_gapless_monotonic_and_ends_with_the_whole_job(stack: Stack) -> None:
     job = stack.submit({"steps": 8, "interval_ms": 50, "emit_output": True})
     s = read_stream(stack.url, job["links"]["events"])
