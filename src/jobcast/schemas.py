@@ -119,6 +119,7 @@ class JobTypeInfo(_Response):
     schema_: dict[str, Any] = Field(alias="schema", description="The JSON Schema of the payload.")
     available: bool
     unavailable_reason: str | None
+    stand_in: bool = Field(False, description="Runs on the stand-in model of `jobcast dev` (made-up answers).")
     max_attempts: int
     timeout_s: int
 
