@@ -37,9 +37,8 @@ from jobcast.sse import EventStream, backlog
 from jobcast.store import Snapshot
 
 __all__ = [
-    "JSON", "base_url", "cancel_job", "delete_job", "get_job", "healthz", "job_events", "job_types", "list_jobs", "metrics",
-    "readyz",
-    "retry_job", "submit_job",
+    "JSON", "base_url", "cancel_job", "delete_job", "get_job", "healthz", "job_events", "job_types", "list_jobs",
+    "metrics", "readyz", "retry_job", "submit_job",
 ]
 
 IDEMPOTENCY_TTL_S = 86400

@@ -166,7 +166,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     settings = settings.with_(host=args.host or settings.host, port=args.port or settings.port)
     with contextlib.ExitStack() as stack:
         factory = RedisFactory(settings.redis_url) if settings.redis_url else stack.enter_context(embedded_redis())
-        stand_in = settings.model_unavailable() is not None  # a configured model always wins
+        stand_in = not settings.model  # a configured model always wins (or says what it still lacks)
         if stand_in:
             settings = settings.with_(openai_base_url=stack.enter_context(fake_llm_server()), model="stand-in",
                                       openai_api_key="not-needed", stand_in_model=True)
