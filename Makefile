@@ -36,6 +36,7 @@ test: system-packages-test $(VENV)/.installed $(NODE_DEPS) check
 
 check: $(VENV)/.installed
 	$(BIN)/mypy
+	$(BIN)/ruff check .
 
 ## bench: every benchmark beside its raw baseline (a few minutes; docs/benchmarks.md has the figures)
 bench: $(VENV)/.installed

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jobcast import JobContext, job_type
 
+
 class Ticks(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ticks: int = Field(100, ge=1)

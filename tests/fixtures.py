@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from enum import Enum
-from typing import Literal
 import time
+from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,7 +71,7 @@ def fails_when_canceled(ctx: JobContext, p: Nothing) -> dict:
     raise RuntimeError("the model request was closed")
 
 
-class Tone(str, Enum):
+class Tone(StrEnum):
     warm = "warm"
     dry = "dry"
 

@@ -17,12 +17,12 @@ import sys
 from typing import Any
 
 import redis
+import reports  # noqa: F401  (registers the job type `weekly_report`)
 import uvicorn
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 import jobcast
-import reports  # noqa: F401  (registers the job type `weekly_report`)
 
 REDIS_URL = os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -51,8 +51,9 @@ async def health() -> dict[str, str]:
 
 
 if __name__ == "__main__":
+    here = os.path.dirname(__file__) or "."
     worker = subprocess.Popen([sys.executable, "-m", "jobcast", "worker"],
-                              env={**os.environ, "JOBCAST_JOB_MODULES": "reports"}, cwd=os.path.dirname(__file__) or ".")
+                              env={**os.environ, "JOBCAST_JOB_MODULES": "reports"}, cwd=here)
     try:
         uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8080")))
     finally:

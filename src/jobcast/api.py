@@ -339,7 +339,8 @@ def _last_event_id(request: Request) -> int | None:
                       ("last_event_id", request.query_params.get("last_event_id"))):
         if raw is not None and (raw.strip() != "" or name == "last_event_id"):
             if not _EVENT_ID.match(raw.strip()):
-                raise submission.invalid(name, f"{raw!r} is not an event id; event ids are whole numbers (1, 2, 3, ...)")
+                raise submission.invalid(name, f"{raw!r} is not an event id; event ids are whole numbers "
+                                               "(1, 2, 3, ...)")
             found.append(int(raw))
     return found[0] if found else None
 

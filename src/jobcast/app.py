@@ -69,7 +69,8 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error serving %s %s", request.method, request.url.path, exc_info=exc)
-    body = {"error": {"code": "internal_error", "message": "an unexpected error occurred; the server log has the details.",
+    body = {"error": {"code": "internal_error",
+                      "message": "an unexpected error occurred; the server log has the details.",
                       "details": None}}
     return api.JSON(body, status_code=500)
 

@@ -50,7 +50,8 @@ class ApiError(Exception):
     def __init__(self, status: int | None, code: str, message: str, details: Any = None,
                  retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {message}" if status is None else f"{status} {code}: {message}")
-        self.status, self.code, self.message, self.details, self.retry_after = status, code, message, details, retry_after
+        self.status, self.code, self.message = status, code, message
+        self.details, self.retry_after = details, retry_after
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,8 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any
-
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from pydantic import BaseModel

@@ -92,13 +92,15 @@ def create_fake_llm(first_token_ms: int = FIRST_TOKEN_MS, tokens_per_s: float = 
         content = step.get("content", _answer(kind, args))
         model = body.get("model", "stand-in")
         created = int(time.time())
-        usage = {"prompt_tokens": 10, "completion_tokens": len(content.split()), "total_tokens": 10 + len(content.split())}
+        words = len(content.split())
+        usage = {"prompt_tokens": 10, "completion_tokens": words, "total_tokens": 10 + words}
         pieces = re.findall(r"\S+\s*", content) or [content]
         if not body.get("stream"):
             await asyncio.sleep(first_token_ms / 1000 + (len(pieces) / tokens_per_s if tokens_per_s else 0))
             return JSONResponse({
                 "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                             "finish_reason": "stop"}],
                 "usage": usage,
             })
         delay = step["delay_ms"] / 1000 if "delay_ms" in step else 1 / tokens_per_s if tokens_per_s else 0
@@ -119,7 +121,9 @@ def create_fake_llm(first_token_ms: int = FIRST_TOKEN_MS, tokens_per_s: float = 
                     yield chunk({"content": piece})
                 yield chunk({}, "stop")
                 if (body.get("stream_options") or {}).get("include_usage"):
-                    yield f"data: {json.dumps({'id': 'chatcmpl-fake', 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': usage})}\n\n".encode()
+                    last = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
+                            "model": model, "choices": [], "usage": usage}
+                    yield f"data: {json.dumps(last)}\n\n".encode()
                 yield b"data: [DONE]\n\n"
                 record["stream_ended"] = {"how": "finished", "at": time.time()}
             except (asyncio.CancelledError, GeneratorExit):

@@ -7,7 +7,8 @@
 | `{p}:out:{id}`             | list   | the current attempt's output items (raw JSON), 1,000 kept  |
 | `{p}:ch:{id}`              | pubsub | the same events, live: `"{seq} {event} {data}"`            |
 | `{p}:owner:{owner}`        | zset   | the owner's jobs: `{created_ms:015d}:{id}` at score 0      |
-| `{p}:active:{owner}`       | set    | the owner's jobs holding one of its slots: started (running, or between automatic retries), or given a slot and on their way to RQ |
+| `{p}:active:{owner}`       | set    | the owner's jobs holding one of its slots (started, or on  |
+|                            |        | their way to RQ with a slot; kept between auto retries)    |
 | `{p}:waiting:{owner}`      | list   | the owner's jobs waiting for a slot, in order              |
 | `{p}:waiting-owners`       | set    | owners with jobs waiting for a slot                        |
 | `{p}:running`              | zset   | running job ids, scored by heartbeat deadline (ms)         |
@@ -17,8 +18,10 @@
 | `{p}:rate:{owner}:{min}`   | string | the owner's submissions in that minute (expires after 2)   |
 | `{p}:stats`                | hash   | the counters and histograms of `/metrics` (`metrics.py`)   |
 | `{p}:told:{queue}`         | string | set for 200 ms when a start told the queue's front its places |
-| `{p}:alive:{worker}`       | string | set by a worker's janitor every few seconds, gone `JOBCAST_HEARTBEAT_S` after its last beat |
-| `{p}:queued`               | zset   | jobs handed to RQ and not started yet, scored by when they were last checked (ms) |
+| `{p}:alive:{worker}`       | string | set by a worker's janitor every few seconds, gone          |
+|                            |        | `JOBCAST_HEARTBEAT_S` after its last beat                  |
+| `{p}:queued`               | zset   | jobs handed to RQ and not started yet, scored by when they |
+|                            |        | were last checked (ms)                                     |
 
 The braces are literal: they are Redis Cluster hash tags, so one job's keys live
 on one shard and one Lua script may touch them all. The per-job keys get the

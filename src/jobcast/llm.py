@@ -151,7 +151,8 @@ class LLM:
                 raise JobCanceled(f"job {self.ctx.id} was canceled") from None
             if self._aborted:
                 raise JobFailed("stopped: another part of this job failed", code="aborted", retryable=False) from None
-            raise openai.APIConnectionError(message=f"the answer broke off: {exc}", request=response.response.request) from exc
+            raise openai.APIConnectionError(message=f"the answer broke off: {exc}",
+                                            request=response.response.request) from exc
         finally:
             unregister()
             with self._lock:

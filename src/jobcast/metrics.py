@@ -157,7 +157,7 @@ async def render(store: AsyncStore, job_queue: str, queues: list[str]) -> bytes:
         stats, *depths, delayed, running = await pipe.execute()
     workers = await store.workers_alive(job_queue)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Fixed(job_families(stats, dict(zip(queues, depths)), delayed, running, workers)))
+    registry.register(_Fixed(job_families(stats, dict(zip(queues, depths, strict=True)), delayed, running, workers)))
     path = multiprocess_dir()
     if path:
         _forget_dead_processes(path)

@@ -90,7 +90,8 @@ class Registry:
             existing = self._types.get(name)
             if existing is not None and existing.func is not func:
                 raise ConfigError(
-                    f"job type {name!r} is registered twice ({existing.func.__module__} and {func.__module__}); rename one."
+                    f"job type {name!r} is registered twice ({existing.func.__module__} and {func.__module__}); "
+                    "rename one."
                 )
             doc = description or inspect.getdoc(func) or ""
             self._types[name] = JobType(name, func, payload, doc, max_attempts, timeout_s, requires_model)

@@ -241,7 +241,8 @@ class Settings:
             submit_rate_per_min=_int(env, "JOBCAST_SUBMIT_RATE", 6000, 0, 10_000_000),
             max_streams_per_owner=_int(env, "JOBCAST_MAX_STREAMS_PER_OWNER", 200, 0, 1_000_000),
             max_streams_per_token=_int(env, "JOBCAST_MAX_STREAMS_PER_TOKEN", 10, 0, 1_000_000),
-            allowed_hosts=tuple(h.strip().lower() for h in env.get("JOBCAST_ALLOWED_HOSTS", "").split(",") if h.strip()),
+            allowed_hosts=tuple(h.strip().lower() for h in env.get("JOBCAST_ALLOWED_HOSTS", "").split(",")
+                                if h.strip()),
             public_url=_public_url(env.get("JOBCAST_PUBLIC_URL", "")),
             forwarded_allow_ips=_str(env, "JOBCAST_FORWARDED_ALLOW_IPS", "127.0.0.1"),
             cors_origins=tuple(o.strip() for o in env.get("JOBCAST_CORS_ORIGINS", "").split(",") if o.strip()),

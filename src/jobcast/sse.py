@@ -30,7 +30,6 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 from redis.exceptions import RedisError

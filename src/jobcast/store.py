@@ -149,7 +149,8 @@ class Store:
         self._promote = redis.register_script(PROMOTE_LUA)
         self._heartbeat = redis.register_script(HEARTBEAT_LUA)
 
-    def create(self, pipe: Pipeline, job_id: str, owner: str, created_ms: int, ts: str, fields: Mapping[str, str]) -> None:
+    def create(self, pipe: Pipeline, job_id: str, owner: str, created_ms: int, ts: str,
+               fields: Mapping[str, str]) -> None:
         """Queue the creation of a record in `pipe` (a MULTI that RQ's enqueue joins next)."""
         k = self.keys
         keys = [k.job(job_id), k.events(job_id), k.owner(owner), k.rq_queue(fields["queue"])]

@@ -55,7 +55,8 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(None, "invalid_json", f"{what} is not valid JSON ({exc}); e.g. --payload '{{\"steps\": 5}}'")
+        raise ApiError(None, "invalid_json",
+                       f"{what} is not valid JSON ({exc}); e.g. --payload '{{\"steps\": 5}}'") from None
     if not isinstance(value, dict):
         raise ApiError(None, "invalid_json", f"{what} must be a JSON object, e.g. --payload '{{\"steps\": 5}}'")
     return value

@@ -262,7 +262,8 @@ def test_a_stream_token_does_not_show_the_webhook_url(make_stack) -> None:
     assert s.events[-1].terminal and "url" not in s.events[-1].data["webhook"]
     with st.client() as c:
         by_token = c.get(f"/jobs/{job['id']}", params={"token": token}).json()
-    assert "a-secret-in-the-url" not in str(by_token) and set(by_token["webhook"]) == {"state", "attempts", "last_status"}
+    assert "a-secret-in-the-url" not in str(by_token)
+    assert set(by_token["webhook"]) == {"state", "attempts", "last_status"}
     with _as(st, ALICE) as c:
         assert c.get(f"/jobs/{job['id']}").json()["webhook"]["url"] == url
 

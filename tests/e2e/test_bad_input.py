@@ -72,7 +72,8 @@ def test_body_that_is_not_a_json_object_is_400(stack: Stack, unchanged: None, bo
         ({"type": "demo", "webhook": {"url": "https://example.com/hook"}}, "webhook"),
     ],
 )
-def test_body_breaking_the_schema_is_422_with_the_field_path(stack: Stack, unchanged: None, body: dict, path: str) -> None:
+def test_body_breaking_the_schema_is_422_with_the_field_path(stack: Stack, unchanged: None, body: dict,
+                                                             path: str) -> None:
     with stack.client() as c:
         err = _error(c.post("/jobs", json=body), 422, "validation_error")
     assert path in [d["path"] for d in err["details"]], err

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -101,7 +100,8 @@ def test_reload_mid_job_reattaches_and_finishes(page: Page) -> None:
 def test_without_eventsource_the_page_falls_back_to_polling(page: Page) -> None:
     page.add_init_script("window.JOBCAST_DISABLE_EVENTSOURCE = true")
     job_id = _submit(page, steps=4, interval_ms=300, emit_output=True)
-    page.wait_for_function(f"() => document.querySelector('.job[data-job-id=\"{job_id}\"] .mode').textContent === 'polling'")
+    page.wait_for_function(f"() => document.querySelector('.job[data-job-id=\"{job_id}\"] .mode')"
+                           ".textContent === 'polling'")
     _wait_status(page, job_id, "completed")
     assert page.locator(f'.job[data-job-id="{job_id}"] .item').count() == 4
 
@@ -110,7 +110,8 @@ def test_a_buffering_proxy_makes_the_page_fall_back_to_polling(page: Page) -> No
     # A proxy that holds the stream back: the request for it never answers.
     page.route("**/events*", lambda route: None)
     job_id = _submit(page, steps=6, interval_ms=1000)
-    page.wait_for_function(f"() => document.querySelector('.job[data-job-id=\"{job_id}\"] .mode').textContent === 'polling'",
+    page.wait_for_function(f"() => document.querySelector('.job[data-job-id=\"{job_id}\"] .mode')"
+                           ".textContent === 'polling'",
                            timeout=10_000)
     _wait_status(page, job_id, "completed")
 

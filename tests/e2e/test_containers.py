@@ -48,7 +48,8 @@ VENV_BIN = Path(sys.executable).parent
 
 # -- reading the compose file as compose does ------------------------------------
 
-_VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+_VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}"
+                  r"|([A-Za-z_][A-Za-z0-9_]*))")
 
 
 def interpolate(value: Any, env: dict[str, str]) -> Any:
@@ -323,7 +324,7 @@ def build_context() -> list[str]:
     files = []
     for folder, dirs, names in os.walk(ROOT):
         base = Path(folder).relative_to(ROOT).as_posix()
-        rel_of = (lambda n: n) if base == "." else (lambda n: f"{base}/{n}")
+        rel_of = (lambda n: n) if base == "." else (lambda n, base=base: f"{base}/{n}")
         if prune:
             dirs[:] = [d for d in dirs if not ignored(rel_of(d))]
         files.extend(rel for rel in map(rel_of, names) if not ignored(rel))
@@ -358,7 +359,7 @@ def check_compose(cfg: dict[str, Any], source: str) -> None:
     assert str(r.get("image", "")).startswith("redis:7"), f"redis image {r.get('image')!r} {where}"
     rcmd = command_of(r) or []
     assert rcmd[:1] == ["redis-server"], rcmd
-    opts = dict(zip(rcmd[1::2], rcmd[2::2]))
+    opts = dict(zip(rcmd[1::2], rcmd[2::2], strict=False))
     assert opts.get("--appendonly") == "yes", f"redis must run with --appendonly yes: {rcmd} {where}"
     assert opts.get("--appendfsync") == "everysec", f"redis must run with --appendfsync everysec: {rcmd} {where}"
     assert opts.get("--maxmemory-policy", "noeviction") == "noeviction", "eviction would drop job records"
@@ -457,7 +458,8 @@ def test_build_stage_makes_a_wheel_with_the_package_data(tmp_path: Path) -> None
     package = ROOT / "src" / "jobcast"
     wanted = [p for p in [*package.glob("lua/*.lua"), *package.glob("static/*"), *package.glob("**/*.py")]
               if "__pycache__" not in p.parts]
-    missing = [str(p.relative_to(package)) for p in wanted if "jobcast/" + p.relative_to(package).as_posix() not in names]
+    missing = [str(p.relative_to(package)) for p in wanted
+               if "jobcast/" + p.relative_to(package).as_posix() not in names]
     assert not missing, f"the image would lack {missing}"
     assert any(n.endswith("entry_points.txt") for n in names)
 
@@ -565,7 +567,8 @@ def test_image_commands_and_healthchecks_work_outside_docker(
     worker_name = next(n for n, s in services.items() if (command_of(s) or [])[:2] == ["jobcast", "worker"])
     worker_env = env_for(worker_name, api_port)
     worker_check = services[worker_name]["healthcheck"]
-    worker_check_argv, worker_check_timeout = healthcheck_argv(worker_check["test"]), duration_s(worker_check["timeout"])
+    worker_check_argv = healthcheck_argv(worker_check["test"])
+    worker_check_timeout = duration_s(worker_check["timeout"])
     api_check = services["api"]["healthcheck"]
     api_checks = [image.healthcheck, (healthcheck_argv(api_check["test"]), duration_s(api_check["timeout"]))]
 

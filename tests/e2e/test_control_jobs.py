@@ -52,7 +52,8 @@ def test_cancel_a_running_job_that_checks_ends_it_quickly(stack: Stack) -> None:
     print(f"running job canceled {took:.2f}s after the request")
     assert end.events[-1].event == "canceled" and end.events[-1].data["error"]["code"] == "canceled"
     assert took < 2
-    assert read_stream(stack.url, stack.submit({"steps": 1, "interval_ms": 0})["links"]["events"]).events[-1].event == "completed"
+    after = stack.submit({"steps": 1, "interval_ms": 0})
+    assert read_stream(stack.url, after["links"]["events"]).events[-1].event == "completed"
 
 
 def test_cancel_a_job_that_never_checks_stops_it_within_5s_and_the_worker_survives(make_stack) -> None:

@@ -33,7 +33,8 @@ class FakeLLM:
 def fake_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLLM]:
     port = free_port()
     code = ("import uvicorn; from jobcast.fake_llm import create_fake_llm; "
-            f"uvicorn.run(create_fake_llm(first_token_ms=0, tokens_per_s=0), host='127.0.0.1', port={port}, log_level='warning')")
+            "uvicorn.run(create_fake_llm(first_token_ms=0, tokens_per_s=0), host='127.0.0.1', "
+            f"port={port}, log_level='warning')")
     log = tmp_path_factory.mktemp("fake_llm") / "fake_llm.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -46,7 +47,8 @@ def fake_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLLM]:
 
 
 @pytest.fixture(scope="module")
-def llm_stack(redis_server: RedisServer, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def llm_stack(redis_server: RedisServer, fake_llm: FakeLLM,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {"OPENAI_BASE_URL": f"{fake_llm.url}/v1", "JOBCAST_MODEL": "stand-in", "OPENAI_API_KEY": "test-key"}
     with running_stack(redis_server, tmp_path_factory.mktemp("llm"), workers=2, **env) as st:
         yield st
@@ -56,6 +58,9 @@ def llm_stack(redis_server: RedisServer, fake_llm: FakeLLM, tmp_path_factory: py
 def _fresh_script(request: pytest.FixtureRequest) -> None:
     if "fake_llm" in request.fixturenames:
         request.getfixturevalue("fake_llm").reset()
+
+
+GO = {"role": "user", "content": "go"}
 
 
 def _run(st: Stack, type_: str, payload: dict, **extra: object) -> Stream:
@@ -144,7 +149,7 @@ def test_chat_deltas_reassemble_to_the_exact_reply(llm_stack: Stack, fake_llm: F
 def test_cancel_mid_stream_closes_the_model_request_within_a_second(llm_stack: Stack, fake_llm: FakeLLM) -> None:
     fake_llm.script({"content": " ".join(f"word{i}" for i in range(200)), "delay_ms": 100})
     with llm_stack.client() as c:
-        job = c.post("/jobs", json={"type": "chat", "payload": {"messages": [{"role": "user", "content": "go"}]}}).json()
+        job = c.post("/jobs", json={"type": "chat", "payload": {"messages": [GO]}}).json()
     read_stream(llm_stack.url, job["links"]["events"], stop=lambda s: any(e.event == "output" for e in s.events))
     with llm_stack.client() as c:
         t_cancel = time.time()
@@ -193,7 +198,7 @@ def test_without_a_model_the_llm_types_are_unavailable_and_refused(stack: Stack)
 
 def _start_chat(st: Stack, fake: FakeLLM) -> dict:
     with st.client() as c:
-        job = c.post("/jobs", json={"type": "chat", "payload": {"messages": [{"role": "user", "content": "go"}]}}).json()
+        job = c.post("/jobs", json={"type": "chat", "payload": {"messages": [GO]}}).json()
     wait_for(lambda: fake.requests(), 10, "the model request")
     return job
 

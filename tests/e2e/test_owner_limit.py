@@ -15,7 +15,8 @@ def test_jobs_over_the_limit_wait_their_turn_and_count_down(make_stack) -> None:
     st: Stack = make_stack(workers=3, JOBCAST_MAX_RUNNING_PER_OWNER="2")
     long = [st.submit({"steps": 3, "interval_ms": 700}) for _ in range(2)]
     for job in long:
-        read_stream(st.url, job["links"]["events"], stop=lambda s: any(e.data.get("status") == "running" for e in s.events))
+        read_stream(st.url, job["links"]["events"],
+                    stop=lambda s: any(e.data.get("status") == "running" for e in s.events))
     extra = [st.submit({"steps": 2, "interval_ms": 300}) for _ in range(3)]
     last = read_stream(st.url, extra[-1]["links"]["events"], headers={"Last-Event-ID": "0"})
     assert last.events[-1].event == "completed"

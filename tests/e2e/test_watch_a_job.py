@@ -78,7 +78,8 @@ def test_full_stream_is_gapless_monotonic_and_ends_with_the_whole_job(stack: Sta
 def test_snapshot_comes_at_once_while_the_job_waits_behind_busy_workers(make_stack) -> None:
     st: Stack = make_stack(workers=1)
     blocker = st.submit({"steps": 2, "interval_ms": 3000})
-    read_stream(st.url, blocker["links"]["events"], stop=lambda s: any(e.data.get("status") == "running" for e in s.events))
+    read_stream(st.url, blocker["links"]["events"],
+                stop=lambda s: any(e.data.get("status") == "running" for e in s.events))
     behind = st.submit({"steps": 1, "interval_ms": 0})
     waiting = st.submit({"steps": 1, "interval_ms": 0})
     t0 = time.monotonic()
@@ -95,7 +96,8 @@ def test_snapshot_comes_at_once_while_the_job_waits_behind_busy_workers(make_sta
 def test_a_waiting_job_hears_its_place_in_line_count_down(make_stack) -> None:
     st: Stack = make_stack(workers=1)
     blocker = st.submit({"steps": 2, "interval_ms": 1000})
-    read_stream(st.url, blocker["links"]["events"], stop=lambda s: any(e.data.get("status") == "running" for e in s.events))
+    read_stream(st.url, blocker["links"]["events"],
+                stop=lambda s: any(e.data.get("status") == "running" for e in s.events))
     ahead = [st.submit({"steps": 2, "interval_ms": 200}) for _ in range(2)]
     waiting = st.submit({"steps": 1, "interval_ms": 0})
     s = read_stream(st.url, waiting["links"]["events"])
@@ -123,7 +125,8 @@ def test_resume_with_last_event_id_gives_exactly_the_rest(stack: Stack) -> None:
     rest = read_stream(stack.url, job["links"]["events"], headers={"Last-Event-ID": str(resumed_at)})
     whole = read_stream(stack.url, job["links"]["events"], headers={"Last-Event-ID": "0"})
     assert rest.events[0].id == resumed_at + 1
-    assert [e.id for e in part.events] + [e.id for e in rest.events] == [e.id for e in whole.events[part.events[0].id - 1:]]
+    assert [e.id for e in part.events] + [e.id for e in rest.events] == \
+        [e.id for e in whole.events[part.events[0].id - 1:]]
     _assert_gapless(rest.events)
     assert rest.events[-1].event == "completed" and rest.ended_by_server
     assert whole.events[0].id == 1 and whole.events[0].event == "state" and whole.events[0].data["status"] == "queued"
@@ -191,7 +194,8 @@ def test_polling_agrees_with_the_stream(stack: Stack) -> None:
     events = {**seen_up_to, **{e.id: e for e in rest.events}}
     state_at = [events[i] for i in sorted(events) if i <= polled["last_event_id"] and events[i].event == "state"][-1]
     assert (polled["progress"], polled["message"]) == (state_at.data["progress"], state_at.data["message"])
-    items_at = [events[i].data["item"] for i in sorted(events) if i <= polled["last_event_id"] and events[i].event == "output"]
+    items_at = [events[i].data["item"] for i in sorted(events)
+                if i <= polled["last_event_id"] and events[i].event == "output"]
     assert polled["output"]["items"] == items_at
     with stack.client() as c:
         final = c.get(f"/jobs/{job['id']}").json()

@@ -113,7 +113,7 @@ def test_workers_ride_out_a_short_redis_restart_and_run_every_job(make_stack, du
     t0 = time.monotonic()
     with st.client() as c:
         for j in jobs:
-            end = wait_for(lambda: (r := c.get(f"/jobs/{j['id']}")).status_code == 200
+            end = wait_for(lambda j=j: (r := c.get(f"/jobs/{j['id']}")).status_code == 200
                            and r.json()["status"] in ("completed", "failed") and r.json(), 60, f"job {j['id']} to end")
             assert end["status"] == "completed", end["error"]
     print(f"Redis was away {away * 1000:.0f} ms; all 20 jobs completed {time.monotonic() - t0:.1f}s after")

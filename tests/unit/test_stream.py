@@ -20,7 +20,8 @@ from jobcast.store import AsyncStore, Store
 
 
 def links(job_id: str, base: str = "") -> dict[str, str]:
-    return {"self": f"{base}/jobs/{job_id}", "events": f"{base}/jobs/{job_id}/events", "cancel": f"{base}/jobs/{job_id}/cancel"}
+    job = f"{base}/jobs/{job_id}"
+    return {"self": job, "events": f"{job}/events", "cancel": f"{job}/cancel"}
 
 
 def _ids(body: bytes) -> list[int]:

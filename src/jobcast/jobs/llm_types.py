@@ -79,9 +79,9 @@ def _in_order(llm: LLM, workers: int, calls: Sequence[Callable[[Callable[[T], No
         finally:
             line.put(_END)
 
-    futures = [pool.submit(run, call, line) for call, line in zip(calls, lines)]
+    futures = [pool.submit(run, call, line) for call, line in zip(calls, lines, strict=True)]
     try:
-        for future, line in zip(futures, lines):
+        for future, line in zip(futures, lines, strict=True):
             while (got := line.get()) is not _END:
                 yield got
             future.result()  # (raises the call's failure)
