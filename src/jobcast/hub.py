@@ -42,7 +42,7 @@ from jobcast.keys import Keys
 from jobcast.metrics import STREAMS_OPEN
 from jobcast.store import AsyncStore, Snapshot
 
-__all__ = ["Entry", "Hub", "Listener"]
+__all__ = ["Entry", "Hub", "Listener", "RING"]
 
 log = logging.getLogger("jobcast.hub")
 

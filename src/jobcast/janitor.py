@@ -18,7 +18,8 @@ import time
 
 from redis.exceptions import LockError
 
-from jobcast.lifecycle import lose, now_ms, promote, reconcile, requeue
+from jobcast.lifecycle import lose, promote, reconcile, requeue
+from jobcast.record import now_ms
 from jobcast.store import Store
 
 __all__ = ["Janitor"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Mapping
 from typing import cast
 
@@ -28,7 +27,17 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from jobcast import webhooks
-from jobcast.record import CANCELED, FAILED, QUEUED, QUEUED_STAGE, RUNNING, WAITING_STAGE, job_object, now_iso
+from jobcast.record import (
+    CANCELED,
+    FAILED,
+    QUEUED,
+    QUEUED_STAGE,
+    RUNNING,
+    WAITING_STAGE,
+    job_object,
+    now_iso,
+    now_ms,
+)
 from jobcast.store import EmitResult, Store
 
 __all__ = [
@@ -45,10 +54,6 @@ MAX_RETRY_DELAY_S = 300.0
 
 def error_json(code: str, message: str) -> str:
     return orjson.dumps({"code": code, "message": message[:2000]}).decode()
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def end_job(

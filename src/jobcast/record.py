@@ -7,6 +7,7 @@ stored as JSON text and passed through to clients without being parsed again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -18,14 +19,18 @@ __all__ = [
     "COMPLETED",
     "FAILED",
     "QUEUED",
+    "QUEUED_MESSAGE",
+    "QUEUED_STAGE",
     "RUNNING",
     "STATUSES",
     "TERMINAL",
-    "QUEUED_MESSAGE",
+    "WAITING_MESSAGE",
+    "WAITING_STAGE",
     "decode",
     "format_progress",
     "job_object",
     "now_iso",
+    "now_ms",
     "queued_message",
 ]
 
@@ -48,6 +53,11 @@ WAITING_MESSAGE: Final = "Waiting for a free slot ({n} ahead; at most {limit} of
 
 def queued_message(ahead: int) -> str:
     return QUEUED_MESSAGE.replace("{n}", str(ahead))
+
+
+def now_ms() -> int:
+    """The current time in Unix milliseconds: the clock of every score and deadline jobcast keeps."""
+    return time.time_ns() // 1_000_000
 
 
 def now_iso() -> str:

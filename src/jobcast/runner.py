@@ -14,8 +14,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -23,29 +21,14 @@ from pydantic import BaseModel, ValidationError
 from rq.timeouts import JobTimeoutException
 
 from jobcast.context import JobCanceled, JobContext, JobFailed
-from jobcast.lifecycle import end_job, error_json, fail_attempt, now_ms
+from jobcast.lifecycle import end_job, error_json, fail_attempt
 from jobcast.logs import current_job
-from jobcast.record import CANCELED, COMPLETED, QUEUED, RUNNING, TERMINAL, format_progress, now_iso
-from jobcast.runtime import Runtime
+from jobcast.record import CANCELED, COMPLETED, QUEUED, RUNNING, TERMINAL, format_progress, now_iso, now_ms
+from jobcast.runtime import current_runtime, hard_stop
 
-__all__ = ["current_runtime", "run_job"]
+__all__ = ["run_job"]
 
 log = logging.getLogger("jobcast.runner")
-
-_runtime: ContextVar[Runtime | None] = ContextVar("jobcast_runtime", default=None)
-_hard_stop: ContextVar[Callable[[], None] | None] = ContextVar("jobcast_hard_stop", default=None)
-"""How to stop job code that ignores a cancel: kill the forked work horse; None where jobs share the worker."""
-
-
-def current_runtime() -> Runtime:
-    runtime = _runtime.get()
-    if runtime is None:
-        raise RuntimeError(
-            "jobcast jobs must run in a jobcast worker: start one with `jobcast worker` or `python worker.py` "
-            "(or `rq worker -w jobcast.worker.Worker`)."
-        )
-    return runtime
-
 
 def _call(func: Any, ctx: JobContext, payload: BaseModel) -> Any:
     result = func(ctx, payload)
@@ -124,7 +107,7 @@ def _run_job(job_id: str, run: int) -> None:
         base, items = output()
         fail_attempt(store, record, code, message, items=items, fields=base, retryable=retryable)
 
-    hard_stop = _hard_stop.get()  # read here: overdue() runs on the context's own thread
+    kill = hard_stop()  # read here: overdue() runs on the context's own thread
 
     def overdue() -> None:
         try:
@@ -132,8 +115,8 @@ def _run_job(job_id: str, run: int) -> None:
                 "canceled", f"canceled by request; the job did not stop by itself within "
                             f"{store.settings.cancel_grace_s:g} s, so it was stopped"))
         finally:  # even if Redis failed us just now: a lost worker is reported as canceled (see fail_attempt)
-            if hard_stop is not None:
-                hard_stop()
+            if kill is not None:
+                kill()
 
     try:
         job_type = runtime.registry.get(record["type"])

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 __all__ = [
-    "ErrorBody", "Job", "JobList", "JobTypeInfo", "JobTypes", "Ready", "Status", "SubmitRequest",
+    "ErrorBody", "Health", "Job", "JobList", "JobTypeInfo", "JobTypes", "Ready", "Status", "SubmitRequest",
     "validation_details",
 ]
 

@@ -31,6 +31,7 @@ from jobcast.record import (
     decode,
     job_object,
     now_iso,
+    now_ms,
 )
 from jobcast.settings import Settings
 
@@ -197,7 +198,7 @@ class Store:
             return []
         ids = self._promote(keys=[k.active(owner), k.waiting(owner), k.waiting_owners, k.delayed],
                             args=[limit, k.prefix, owner, now_iso(), self.settings.events_kept,
-                                  time.time_ns() // 1_000_000])
+                                  now_ms()])
         return [i.decode() for i in cast(list[bytes], ids)]
 
     def waiting_owners(self) -> list[str]:
@@ -224,12 +225,12 @@ class Store:
 
     def heartbeat(self, job_id: str, attempt: int) -> bool:
         """Push a running attempt's deadline out by `JOBCAST_HEARTBEAT_S`; False if that attempt is over."""
-        deadline = time.time_ns() // 1_000_000 + int(self.settings.heartbeat_deadline_s * 1000)
+        deadline = now_ms() + int(self.settings.heartbeat_deadline_s * 1000)
         return bool(self._heartbeat(keys=[self.keys.job(job_id), self.keys.running], args=[job_id, attempt, deadline]))
 
     def extend_all_heartbeats(self) -> None:
         """Give every running job a full heartbeat period from now (after an outage nobody could beat through)."""
-        deadline = time.time_ns() // 1_000_000 + int(self.settings.heartbeat_deadline_s * 1000)
+        deadline = now_ms() + int(self.settings.heartbeat_deadline_s * 1000)
         ids = cast(list[bytes], self.redis.zrange(self.keys.running, 0, -1))
         if ids:
             self.redis.zadd(self.keys.running, dict.fromkeys(ids, deadline), xx=True)

@@ -15,7 +15,6 @@ in the process is trusted to pace itself).
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from redis.client import Pipeline
 from jobcast import lifecycle, webhooks
 from jobcast.auth import ANONYMOUS, Auth
 from jobcast.errors import ValidationFailed
-from jobcast.record import QUEUED, QUEUED_STAGE, job_object, now_iso
+from jobcast.record import QUEUED, QUEUED_STAGE, job_object, now_iso, now_ms
 from jobcast.registry import JobType, Registry, load_job_types
 from jobcast.schemas import Job, SubmitRequest, validation_details
 from jobcast.settings import OWNER_PATTERN, Settings
@@ -87,7 +86,7 @@ def create(store: Store, owner: str, accepted: Accepted, *, job_id: str | None =
     return the job object, without links. Blocks: call it from a thread in async code."""
     job_id = job_id or uuid.uuid4().hex
     jtype, req, settings = accepted.jtype, accepted.request, store.settings
-    created_ms = time.time_ns() // 1_000_000
+    created_ms = now_ms()
     created_at = now_iso()
     timeout_s = req.timeout_s or jtype.timeout_s
     fields = {

@@ -41,6 +41,7 @@ from standardwebhooks.webhooks import Webhook
 
 from jobcast.errors import ValidationFailed
 from jobcast.record import job_object
+from jobcast.runtime import current_runtime
 from jobcast.settings import Settings
 from jobcast.store import Store
 
@@ -148,8 +149,6 @@ def deliver(job_id: str, attempt: int | None = None) -> None:
 
     (`attempt` None: a delivery queued by an earlier version, for whatever attempt the job is on.)
     """
-    from jobcast.runner import current_runtime  # the runner ends jobs, which schedules these: import late
-
     store = current_runtime().store
     record = store.load(job_id)
     if record is None or not record.get("webhook"):

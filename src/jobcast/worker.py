@@ -36,8 +36,7 @@ from rq.timeouts import TimerDeathPenalty
 
 from jobcast.connections import REDIS_TROUBLE, RedisFactory
 from jobcast.janitor import Janitor
-from jobcast.runner import _hard_stop, _runtime
-from jobcast.runtime import Runtime
+from jobcast.runtime import Runtime, running, stopped_by
 from jobcast.settings import Settings
 
 __all__ = ["SimpleWorker", "ThreadWorker", "Worker", "make_worker", "run_worker"]
@@ -62,11 +61,10 @@ class _RuntimeMixin:
             import jobcast.llm  # noqa: F401 (loaded once here, not in every forked work horse)
         janitor = Janitor(self.runtime.store, worker_name=self.name)  # type: ignore[attr-defined]
         janitor.start()
-        token = _runtime.set(self.runtime)
         try:
-            return super().work(*args, **kwargs)  # type: ignore[misc, no-any-return]
+            with running(self.runtime):
+                return super().work(*args, **kwargs)  # type: ignore[misc, no-any-return]
         finally:
-            _runtime.reset(token)
             janitor.stop()
 
     def _noting(self, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -105,11 +103,8 @@ class _RuntimeMixin:
 
     def perform_job(self, job: Any, queue: Any, execution: Any) -> bool:
         in_horse = getattr(self, "is_horse", False)
-        token = _hard_stop.set(_kill_this_process if in_horse else None)
-        try:
+        with stopped_by(_kill_this_process if in_horse else None):
             return super().perform_job(job, queue, execution)  # type: ignore[misc, no-any-return]
-        finally:
-            _hard_stop.reset(token)
 
 
 def _kill_this_process() -> None:

@@ -10,8 +10,8 @@ import pytest
 import tests.fixtures  # noqa: F401  (registers the test job types)
 from jobcast.context import JobFailed
 from jobcast.registry import load_job_types
-from jobcast.runner import _runtime, run_job
-from jobcast.runtime import Runtime
+from jobcast.runner import run_job
+from jobcast.runtime import Runtime, running
 from jobcast.store import Store
 from tests.unit.conftest import events
 
@@ -19,9 +19,8 @@ from tests.unit.conftest import events
 @pytest.fixture
 def runtime(store: Store) -> Iterator[Runtime]:
     rt = Runtime(store.settings, store.redis, store, load_job_types())
-    token = _runtime.set(rt)
-    yield rt
-    _runtime.reset(token)
+    with running(rt):
+        yield rt
 
 
 def _run(store: Store, new_job, type_: str, payload: str, fails: bool = False) -> tuple[list, dict]:

@@ -4,6 +4,7 @@ address is refused by the patched `socket.create_connection` (and recorded)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -14,10 +15,10 @@ import orjson
 import pytest
 from redis import Redis
 
-from jobcast import runner, webhooks
+from jobcast import webhooks
 from jobcast.errors import ValidationFailed
 from jobcast.registry import Registry
-from jobcast.runtime import Runtime
+from jobcast.runtime import Runtime, running
 from jobcast.settings import Settings
 from jobcast.store import Store
 
@@ -135,17 +136,15 @@ def test_malformed_urls_are_refused_not_crashed_on(url: str) -> None:
 @pytest.fixture
 def make_runtime(redis: Redis) -> Iterator[Callable[..., Runtime]]:
     """The worker's runtime for `deliver`, with these settings."""
-    tokens = []
+    with contextlib.ExitStack() as made:
 
-    def make(**settings: Any) -> Runtime:
-        s = _settings(**settings)
-        rt = Runtime(s, redis, Store(redis, s), Registry())
-        tokens.append(runner._runtime.set(rt))
-        return rt
+        def make(**settings: Any) -> Runtime:
+            s = _settings(**settings)
+            rt = Runtime(s, redis, Store(redis, s), Registry())
+            made.enter_context(running(rt))
+            return rt
 
-    yield make
-    for token in reversed(tokens):
-        runner._runtime.reset(token)
+        yield make
 
 
 @pytest.fixture
