@@ -149,7 +149,7 @@ def create_app(settings: Settings | None = None, factory: RedisFactory | None = 
     """
     settings = settings or Settings.from_env()
     if factory is None:
-        factory = RedisFactory(settings.redis_url or "redis://127.0.0.1:6379/0")
+        factory = RedisFactory(settings.redis_target)
     registry = registry or load_job_types(settings.job_modules)
 
     @asynccontextmanager

@@ -24,7 +24,7 @@ from jobcast.connections import RedisFactory
 from jobcast.errors import ConfigError
 from jobcast.logs import setup_logging
 from jobcast.metrics import fresh_multiprocess_dir
-from jobcast.settings import Settings
+from jobcast.settings import ClientSettings, Settings
 from jobcast.terminal import add_client_commands
 from jobcast.terminal import run as run_client_command
 
@@ -34,7 +34,7 @@ log = logging.getLogger("jobcast.cli")
 
 
 def _factory(settings: Settings) -> RedisFactory:
-    return RedisFactory(settings.redis_url or "redis://127.0.0.1:6379/0")
+    return RedisFactory(settings.redis_target)
 
 
 def _serve(settings: Settings, factory: RedisFactory, workers: int = 1) -> None:
@@ -84,8 +84,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from jobcast.worker import SimpleWorker, Worker, run_worker
 
     queues = [q.strip() for q in (args.queues or f"{settings.queue},{webhook_queue(settings)}").split(",") if q.strip()]
-    return run_worker(Runtime.build(settings, _factory(settings)), SimpleWorker if args.simple else Worker,
-                      name=args.name, queues=queues, burst=args.burst, logging_level=settings.log_level.upper())
+    simple = args.simple or settings.worker_simple
+    return run_worker(Runtime.build(settings, _factory(settings)), SimpleWorker if simple else Worker,
+                      name=args.name or settings.worker_name, queues=queues, burst=args.burst or settings.worker_burst,
+                      logging_level=settings.log_level.upper())
 
 
 def _free_port() -> int:
@@ -204,11 +206,11 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run an RQ worker for jobcast jobs")
     worker.add_argument("--queues", help="comma-separated queues to work on, first first (default: JOBCAST_QUEUE "
                                          "and its webhook queue, 'default,default-webhooks')")
-    worker.add_argument("--burst", action="store_true", default=os.environ.get("JOBCAST_WORKER_BURST") == "1",
+    worker.add_argument("--burst", action="store_true",
                         help="quit once the queue is empty (JOBCAST_WORKER_BURST=1)")
-    worker.add_argument("--simple", action="store_true", default=os.environ.get("JOBCAST_WORKER_SIMPLE") == "1",
+    worker.add_argument("--simple", action="store_true",
                         help="run jobs in the worker process instead of a forked one (JOBCAST_WORKER_SIMPLE=1)")
-    worker.add_argument("--name", default=os.environ.get("JOBCAST_WORKER_NAME"),
+    worker.add_argument("--name",
                         help="the worker's name (JOBCAST_WORKER_NAME, default RQ's)")
     worker.set_defaults(run=cmd_worker)
 
@@ -218,7 +220,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--workers", type=int, help="in-process workers (JOBCAST_DEV_WORKERS, default 2)")
     dev.set_defaults(run=cmd_dev)
 
-    add_client_commands(sub, dict(os.environ))
+    add_client_commands(sub, ClientSettings.from_env())
     return parser
 
 

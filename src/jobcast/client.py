@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import os
 import time
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,10 +33,10 @@ import orjson
 from httpx_sse import EventSource, ServerSentEvent
 
 from jobcast.schemas import Job, JobList, JobTypeInfo, JobTypes, Status
+from jobcast.settings import ClientSettings
 
 __all__ = ["ApiError", "AsyncClient", "Client", "Event"]
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL_EVENTS = frozenset({"completed", "failed", "canceled"})
 STREAM_READ_TIMEOUT_S = 60.0
 """Longer than the server's longest ping interval (15 s): a quiet stream this long is a dead one."""
@@ -76,8 +75,9 @@ class Event:
 
 
 def _settings(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
-    url = (base_url or os.environ.get("JOBCAST_URL") or DEFAULT_URL).rstrip("/")
-    key = api_key if api_key is not None else os.environ.get("JOBCAST_API_KEY")
+    env = ClientSettings.from_env()
+    url = (base_url or env.url).rstrip("/")
+    key = api_key if api_key is not None else env.api_key
     return url, ({"Authorization": f"Bearer {key}"} if key else {})
 
 

@@ -1,46 +1,114 @@
 """One frozen `Settings` object, built from the environment and validated at start-up.
 
-Every knob jobcast has is here, with its environment variable and default; the
-README's configuration table is written from this file.
+Every knob jobcast has is declared here once: its field, default, environment variable, how its text is
+read and what it means (`knob(...)`); `Settings.from_env` reads them all from those declarations. The
+README's configuration table is written from this file. `ClientSettings` holds the two a client reads.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from jobcast.errors import ConfigError
 
-__all__ = ["OWNER_PATTERN", "Settings"]
+__all__ = ["ClientSettings", "DEFAULT_REDIS_URL", "OWNER_PATTERN", "Settings"]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+"""Where a process looks for Redis without `REDIS_URL` (`jobcast dev` brings its own instead)."""
+
+Reader = Callable[[str, str], Any]
+"""How a variable's text becomes its value: `read(name, text)`, raising ConfigError with what to set."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def knob(default: Any, env: str | None, read: Reader, doc: str) -> Any:
+    """One setting: its default, its environment variable (None: set by code only), how its text is read
+    (an empty or unset variable keeps the default), and what it means."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"env": env, "read": read, "doc": doc})
+    return field(default=default, metadata={"env": env, "read": read, "doc": doc})
+
+
+def integer(lo: int, hi: int, per: int = 1) -> Reader:
+    """A whole number from `lo` to `hi`, divided by `per` (milliseconds read as seconds: `per=1000`)."""
+
+    def read(name: str, raw: str) -> int | float:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number; set it to an integer from {lo} "
+                              f"to {hi}.") from None
+        if not lo <= value <= hi:
+            raise ConfigError(f"{name}={value} is out of range; set it to an integer from {lo} to {hi}.")
+        return value / per if per != 1 else value
+
+    return read
+
+
+def text(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def raw_text(name: str, raw: str) -> str:
+    """The text as given (a secret, a URL): not even stripped."""
+    return raw
+
+
+def flag(name: str, raw: str) -> bool:
+    """`1` is on; anything else off."""
+    return raw == "1"
+
+
+def items(lower: bool = False) -> Reader:
+    """Comma-separated, blanks dropped."""
+
+    def read(name: str, raw: str) -> tuple[str, ...]:
+        return tuple((i.strip().lower() if lower else i.strip()) for i in raw.split(",") if i.strip())
+
+    return read
+
+
+def _prefix(name: str, raw: str) -> str:
+    prefix = raw.strip()
+    if any(c in prefix for c in " {}"):
+        raise ConfigError(f"{name}={prefix!r} may not contain spaces or braces.")
+    return prefix
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.strip().lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"{name}={level!r} is not a level; use debug, info, warning or error.")
+    return level
+
+
+def _log_format(name: str, raw: str) -> str:
+    log_format = raw.strip().lower()
+    if log_format not in {"text", "json"}:
+        raise ConfigError(f"{name}={log_format!r} is not a format; use text or json.")
+    return log_format
+
+
+def _webhook_secret(name: str, raw: str) -> str:
     try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to an integer from {lo} to {hi}.") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}={value} is out of range; set it to an integer from {lo} to {hi}.")
-    return value
+        from standardwebhooks.webhooks import Webhook
 
-
-def _str(env: Mapping[str, str], name: str, default: str) -> str:
-    raw = env.get(name)
-    return default if raw is None or raw.strip() == "" else raw.strip()
+        Webhook(raw)
+    except Exception:
+        raise ConfigError(f"{name} is not a Standard Webhooks secret: use 'whsec_' followed by base64, e.g. "
+                          "whsec_$(openssl rand -base64 32).") from None
+    return raw
 
 
 OWNER_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 """What an owner's name may be (in `JOBCAST_API_KEYS`, or given to `jobcast.submit`)."""
 
 
-def _api_keys(raw: str) -> dict[str, str]:
+def _api_keys(name: str, raw: str) -> dict[str, str]:
     raw = raw.strip()
     if not raw:
         return {}
@@ -62,7 +130,7 @@ def _api_keys(raw: str) -> dict[str, str]:
     return keys
 
 
-def _owner_webhooks(raw: str) -> dict[str, str]:
+def _owner_webhooks(name: str, raw: str) -> dict[str, str]:
     hooks: dict[str, str] = {}
     for entry in (e.strip() for e in raw.split(",") if e.strip()):
         owner, sep, url = entry.partition("=")
@@ -72,7 +140,7 @@ def _owner_webhooks(raw: str) -> dict[str, str]:
     return hooks
 
 
-def _public_url(raw: str) -> str | None:
+def _public_url(name: str, raw: str) -> str | None:
     raw = raw.strip()
     if not raw:
         return None
@@ -87,174 +155,115 @@ def _public_url(raw: str) -> str | None:
 class Settings:
     """What a jobcast process needs to know; see the README for each variable."""
 
-    redis_url: str | None = None
-    """`REDIS_URL`. `None` only in `jobcast dev`, which then brings its own Redis."""
-    prefix: str = "jc"
-    """`JOBCAST_PREFIX`: the first part of every jobcast Redis key."""
-    queue: str = "default"
-    """`JOBCAST_QUEUE`: the RQ queue that jobs are enqueued on and workers listen to."""
-    job_ttl_s: int = 86400
-    """`JOBCAST_JOB_TTL`: how long a finished job, its events and output stay readable."""
-    max_body_bytes: int = 256 * 1024
-    """`JOBCAST_MAX_BODY`: the largest request body the API reads."""
-    events_kept: int = 1000
-    """`JOBCAST_EVENTS_KEPT`: at least this many of a job's latest events are kept for resuming."""
-    items_kept: int = 1000
-    """`JOBCAST_ITEMS_KEPT`: at least this many of a job's latest output items are kept."""
-    sse_retry_ms: int = 2000
-    """`JOBCAST_SSE_RETRY_MS`: the reconnect delay the event stream tells browsers."""
-    ping_interval_s: float = 15.0
-    """`JOBCAST_PING_MS` (at most 15000): the longest an idle event stream goes without a `: ping` comment."""
-    stream_max_lag_s: float = 10.0
-    """`JOBCAST_STREAM_MAX_LAG_S`: a stream whose client has not taken an event this long after it happened
-    (a stalled or too slow reader) is closed; the client resumes from its last id once it reads again."""
-    progress_interval_s: float = 0.05
-    """`JOBCAST_PROGRESS_INTERVAL_MS`: pure progress changes of one job are sent at most this often."""
-    heartbeat_deadline_s: float = 20.0
-    """`JOBCAST_HEARTBEAT_S`: a running job whose worker has not been heard from this long is lost."""
-    cancel_grace_s: float = 3.0
-    """`JOBCAST_CANCEL_GRACE_MS`: how long canceled job code may take to stop by itself before it is stopped."""
-    retry_base_s: float = 2.0
-    """`JOBCAST_RETRY_BASE_MS`: the first automatic retry waits about this long, each next one twice as long."""
-    model: str | None = None
-    """`JOBCAST_MODEL`: the model the LLM job types ask; without one they are unavailable."""
-    stand_in_model: bool = False
-    """Set by `jobcast dev` (never from the environment) when no model is configured and it serves the LLM
-    types from its stand-in (`jobcast.fake_llm`): `GET /job-types` and the page then say so."""
-    openai_base_url: str | None = None
-    """`OPENAI_BASE_URL`: an OpenAI-compatible server (Ollama, vLLM, llama.cpp, ...); default OpenAI's."""
-    openai_api_key: str | None = field(default=None, repr=False)
-    """`OPENAI_API_KEY`: the model server's key (never logged)."""
-    api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
-    """`JOBCAST_API_KEYS`: `key:owner` pairs (comma-separated), or the path of a file of them, one a line.
-    None: auth is off and every request acts as `anonymous`."""
-    secret: str | None = field(default=None, repr=False)
-    """`JOBCAST_SECRET`: signs stream tokens; required with API keys, the same in every API process."""
-    stream_token_ttl_s: int = 900
-    """`JOBCAST_STREAM_TOKEN_TTL`: how long the token in `links.events` is good for."""
-    webhook_secret: str | None = field(default=None, repr=False)
-    """`JOBCAST_WEBHOOK_SECRET`: the Standard Webhooks signing secret (`whsec_` + base64); needed for webhooks."""
-    webhook_allow_private: bool = False
-    """`JOBCAST_WEBHOOK_ALLOW_PRIVATE=1`: allow webhook URLs on loopback, private or link-local addresses."""
-    webhook_retry_base_s: float = 15.0
-    """`JOBCAST_WEBHOOK_RETRY_BASE_S`: a failed delivery is tried again after 1, 4, 16, 64 and 256 times this."""
-    owner_webhooks: Mapping[str, str] = field(default_factory=dict)
-    """`JOBCAST_OWNER_WEBHOOKS`: `owner=url` pairs, comma-separated: an owner's default webhook."""
-    dashboard_user: str | None = None
-    """`JOBCAST_DASHBOARD_USER`: with `_PASSWORD`, the HTTP Basic credentials of `/dashboard/`."""
-    dashboard_password: str | None = field(default=None, repr=False)
-    """`JOBCAST_DASHBOARD_PASSWORD`."""
-    submit_rate_per_min: int = 6000
-    """`JOBCAST_SUBMIT_RATE`: submissions one owner may make a minute (0: no limit)."""
-    max_streams_per_token: int = 10
-    """`JOBCAST_MAX_STREAMS_PER_TOKEN`: event streams one stream token may hold open on one API process (0: no
-    limit), so that a leaked token cannot use up its owner's streams."""
-    max_streams_per_owner: int = 200
-    """`JOBCAST_MAX_STREAMS_PER_OWNER`: event streams one owner may hold open on one API process (0: no limit)."""
-    allowed_hosts: tuple[str, ...] = ()
-    """`JOBCAST_ALLOWED_HOSTS`: comma-separated host names requests may be addressed to (`Host`), `*.example.com`
-    for a domain's subdomains, `*` for any. Default with auth on: any; with auth off: the bind address,
-    `localhost`, `127.0.0.1` and `::1` (a web page on a name that resolves to this machine, DNS rebinding,
-    cannot talk to it)."""
-    public_url: str | None = None
-    """`JOBCAST_PUBLIC_URL`: the URL clients reach this API at (`https://jobs.example.com/jobcast`), the base of
-    every link it hands out (`links`, `Location`). Unset: the URL each request came to (its scheme, `Host` and
-    mount prefix), which is right unless a proxy rewrites the host or the path."""
-    forwarded_allow_ips: str = "127.0.0.1"
-    """`JOBCAST_FORWARDED_ALLOW_IPS`: comma-separated addresses (or `*`) of proxies whose `X-Forwarded-Proto`
-    and `X-Forwarded-For` `jobcast serve` believes (uvicorn's `--forwarded-allow-ips`)."""
-    cors_origins: tuple[str, ...] = ()
-    """`JOBCAST_CORS_ORIGINS`: comma-separated origins whose pages may call this API (none by default)."""
-    max_running_per_owner: int = 3
-    """`JOBCAST_MAX_RUNNING_PER_OWNER`: started jobs one owner may have at once (a job keeps its slot between
-    automatic retries); a start past it waits in the owner's line (0: no limit)."""
-    job_modules: tuple[str, ...] = ()
-    """`JOBCAST_JOB_MODULES`: comma-separated modules to import for their `@job_type` functions."""
-    host: str = "127.0.0.1"
-    """`JOBCAST_HOST`: the address `jobcast serve` and `jobcast dev` bind to."""
-    port: int = 8000
-    """`JOBCAST_PORT`: the port `jobcast serve` and `jobcast dev` listen on."""
-    api_workers: int = 1
-    """`JOBCAST_API_WORKERS`: API processes `jobcast serve` runs."""
-    dev_workers: int = 2
-    """`JOBCAST_DEV_WORKERS`: in-process workers `jobcast dev` runs."""
-    log_level: str = "info"
-    """`JOBCAST_LOG_LEVEL`: debug, info, warning or error."""
-    log_format: str = "text"
-    """`JOBCAST_LOG_FORMAT`: `text`, or `json` for one JSON object per line (with `job_id` on job lines)."""
+    redis_url: str | None = knob(None, "REDIS_URL", raw_text, f"""The Redis for jobs, events and RQ; unset:
+        `{DEFAULT_REDIS_URL}` (`jobcast dev`: a private Redis).""")
+    prefix: str = knob("jc", "JOBCAST_PREFIX", _prefix, "The first part of every jobcast Redis key.")
+    queue: str = knob("default", "JOBCAST_QUEUE", text,
+                      "The RQ queue that jobs are enqueued on and workers listen to.")
+    job_ttl_s: int = knob(86400, "JOBCAST_JOB_TTL", integer(1, 365 * 86400),
+                          "How long a finished job, its events and output stay readable (s).")
+    max_body_bytes: int = knob(256 * 1024, "JOBCAST_MAX_BODY", integer(1024, 64 * 1024 * 1024),
+                               "The largest request body the API reads.")
+    events_kept: int = knob(1000, "JOBCAST_EVENTS_KEPT", integer(1000, 1_000_000),
+                            "At least this many of a job's latest events are kept for resuming.")
+    items_kept: int = knob(1000, "JOBCAST_ITEMS_KEPT", integer(1000, 1_000_000),
+                           "At least this many of a job's latest output items are kept.")
+    sse_retry_ms: int = knob(2000, "JOBCAST_SSE_RETRY_MS", integer(100, 600_000),
+                             "The reconnect delay the event stream tells browsers.")
+    ping_interval_s: float = knob(15.0, "JOBCAST_PING_MS", integer(100, 15000, per=1000),
+                                  "The longest an idle event stream goes without a `: ping` comment.")
+    stream_max_lag_s: float = knob(10, "JOBCAST_STREAM_MAX_LAG_S", integer(1, 3600), """A stream whose client
+        has not taken an event this long after it happened (a stalled or too slow reader) is closed; the
+        client resumes from its last id once it reads again.""")
+    progress_interval_s: float = knob(0.05, "JOBCAST_PROGRESS_INTERVAL_MS", integer(10, 10_000, per=1000),
+                                      "Pure progress changes of one job are sent at most this often.")
+    heartbeat_deadline_s: float = knob(20, "JOBCAST_HEARTBEAT_S", integer(2, 300),
+                                       "A running job whose worker has not been heard from this long is lost.")
+    cancel_grace_s: float = knob(3.0, "JOBCAST_CANCEL_GRACE_MS", integer(0, 60_000, per=1000),
+                                 "How long canceled job code may take to stop by itself before it is stopped.")
+    retry_base_s: float = knob(2.0, "JOBCAST_RETRY_BASE_MS", integer(0, 600_000, per=1000),
+                               "The first automatic retry waits about this long, each next one twice as long.")
+    model: str | None = knob(None, "JOBCAST_MODEL", raw_text,
+                             "The model the LLM job types ask; without one they are unavailable.")
+    stand_in_model: bool = knob(False, None, flag, """Set by `jobcast dev` (never from the environment) when no
+        model is configured and it serves the LLM types from its stand-in (`jobcast.fake_llm`): `GET
+        /job-types` and the page then say so.""")
+    openai_base_url: str | None = knob(None, "OPENAI_BASE_URL", raw_text, """An OpenAI-compatible server
+        (Ollama, vLLM, llama.cpp, ...); default OpenAI's.""")
+    openai_api_key: str | None = field(default=None, repr=False, metadata={
+        "env": "OPENAI_API_KEY", "read": raw_text, "doc": "The model server's key (never logged)."})
+    api_keys: Mapping[str, str] = field(default_factory=dict, repr=False, metadata={
+        "env": "JOBCAST_API_KEYS", "read": _api_keys, "doc": """`key:owner` pairs (comma-separated), or the
+        path of a file of them, one a line. None: auth is off and every request acts as `anonymous`."""})
+    secret: str | None = field(default=None, repr=False, metadata={
+        "env": "JOBCAST_SECRET", "read": raw_text, "doc": """Signs stream tokens; required with API keys, the
+        same in every API process."""})
+    stream_token_ttl_s: int = knob(900, "JOBCAST_STREAM_TOKEN_TTL", integer(1, 86400),
+                                   "How long the token in `links.events` is good for.")
+    webhook_secret: str | None = field(default=None, repr=False, metadata={
+        "env": "JOBCAST_WEBHOOK_SECRET", "read": _webhook_secret, "doc": """The Standard Webhooks signing
+        secret (`whsec_` + base64); needed for webhooks."""})
+    webhook_allow_private: bool = knob(False, "JOBCAST_WEBHOOK_ALLOW_PRIVATE", flag,
+                                       "`1`: allow webhook URLs on loopback, private or link-local addresses.")
+    webhook_retry_base_s: float = knob(15, "JOBCAST_WEBHOOK_RETRY_BASE_S", integer(1, 3600),
+                                       "A failed delivery is tried again after 1, 4, 16, 64 and 256 times this.")
+    owner_webhooks: Mapping[str, str] = knob({}, "JOBCAST_OWNER_WEBHOOKS", _owner_webhooks,
+                                             "`owner=url` pairs, comma-separated: an owner's default webhook.")
+    dashboard_user: str | None = knob(None, "JOBCAST_DASHBOARD_USER", raw_text,
+                                      "With `_PASSWORD`, the HTTP Basic credentials of `/dashboard/`.")
+    dashboard_password: str | None = field(default=None, repr=False, metadata={
+        "env": "JOBCAST_DASHBOARD_PASSWORD", "read": raw_text, "doc": "See `JOBCAST_DASHBOARD_USER`."})
+    submit_rate_per_min: int = knob(6000, "JOBCAST_SUBMIT_RATE", integer(0, 10_000_000),
+                                    "Submissions one owner may make a minute (0: no limit).")
+    max_streams_per_token: int = knob(10, "JOBCAST_MAX_STREAMS_PER_TOKEN", integer(0, 1_000_000), """Event
+        streams one stream token may hold open on one API process (0: no limit), so that a leaked token
+        cannot use up its owner's streams.""")
+    max_streams_per_owner: int = knob(200, "JOBCAST_MAX_STREAMS_PER_OWNER", integer(0, 1_000_000),
+                                      "Event streams one owner may hold open on one API process (0: no limit).")
+    allowed_hosts: tuple[str, ...] = knob((), "JOBCAST_ALLOWED_HOSTS", items(lower=True), """Comma-separated
+        host names requests may be addressed to (`Host`), `*.example.com` for a domain's subdomains, `*` for
+        any. Default with auth on: any; with auth off: the bind address, `localhost`, `127.0.0.1` and `::1`
+        (a web page on a name that resolves to this machine, DNS rebinding, cannot talk to it).""")
+    public_url: str | None = knob(None, "JOBCAST_PUBLIC_URL", _public_url, """The URL clients reach this API
+        at (`https://jobs.example.com/jobcast`), the base of every link it hands out (`links`, `Location`).
+        Unset: the URL each request came to (its scheme, `Host` and mount prefix), which is right unless a
+        proxy rewrites the host or the path.""")
+    forwarded_allow_ips: str = knob("127.0.0.1", "JOBCAST_FORWARDED_ALLOW_IPS", text, """Comma-separated
+        addresses (or `*`) of proxies whose `X-Forwarded-Proto` and `X-Forwarded-For` `jobcast serve`
+        believes (uvicorn's `--forwarded-allow-ips`).""")
+    cors_origins: tuple[str, ...] = knob((), "JOBCAST_CORS_ORIGINS", items(),
+                                         "Comma-separated origins whose pages may call this API (none by default).")
+    max_running_per_owner: int = knob(3, "JOBCAST_MAX_RUNNING_PER_OWNER", integer(0, 100_000), """Started jobs
+        one owner may have at once (a job keeps its slot between automatic retries); a start past it waits
+        in the owner's line (0: no limit).""")
+    job_modules: tuple[str, ...] = knob((), "JOBCAST_JOB_MODULES", items(),
+                                        "Comma-separated modules to import for their `@job_type` functions.")
+    host: str = knob("127.0.0.1", "JOBCAST_HOST", text, "The address `jobcast serve` and `jobcast dev` bind to.")
+    port: int = knob(8000, "JOBCAST_PORT", integer(1, 65535), "The port `jobcast serve` and `jobcast dev` use.")
+    api_workers: int = knob(1, "JOBCAST_API_WORKERS", integer(1, 64), "API processes `jobcast serve` runs.")
+    dev_workers: int = knob(2, "JOBCAST_DEV_WORKERS", integer(0, 32), "In-process workers `jobcast dev` runs.")
+    worker_burst: bool = knob(False, "JOBCAST_WORKER_BURST", flag,
+                              "`1`: `jobcast worker` quits once its queues are empty (`--burst`).")
+    worker_simple: bool = knob(False, "JOBCAST_WORKER_SIMPLE", flag, """`1`: `jobcast worker` runs jobs in its
+        own process instead of a forked one (`--simple`).""")
+    worker_name: str | None = knob(None, "JOBCAST_WORKER_NAME", text, "The worker's name (`--name`); RQ's.")
+    log_level: str = knob("info", "JOBCAST_LOG_LEVEL", _log_level, "debug, info, warning or error.")
+    log_format: str = knob("text", "JOBCAST_LOG_FORMAT", _log_format, """`text`, or `json` for one JSON object
+        per line (with `job_id` on job lines).""")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every setting from `env` (default: the process environment); raise ConfigError on a bad one."""
-        env = os.environ if env is None else env
-        log_level = _str(env, "JOBCAST_LOG_LEVEL", "info").lower()
-        if log_level not in {"debug", "info", "warning", "error"}:
-            raise ConfigError(f"JOBCAST_LOG_LEVEL={log_level!r} is not a level; use debug, info, warning or error.")
-        log_format = _str(env, "JOBCAST_LOG_FORMAT", "text").lower()
-        if log_format not in {"text", "json"}:
-            raise ConfigError(f"JOBCAST_LOG_FORMAT={log_format!r} is not a format; use text or json.")
-        prefix = _str(env, "JOBCAST_PREFIX", "jc")
-        if any(c in prefix for c in " {}"):
-            raise ConfigError(f"JOBCAST_PREFIX={prefix!r} may not contain spaces or braces.")
-        modules = tuple(m.strip() for m in env.get("JOBCAST_JOB_MODULES", "").split(",") if m.strip())
-        api_keys = _api_keys(env.get("JOBCAST_API_KEYS", ""))
-        webhook_secret = env.get("JOBCAST_WEBHOOK_SECRET") or None
-        if webhook_secret is not None:
-            try:
-                from standardwebhooks.webhooks import Webhook
-
-                Webhook(webhook_secret)
-            except Exception:
-                raise ConfigError("JOBCAST_WEBHOOK_SECRET is not a Standard Webhooks secret: use 'whsec_' followed "
-                                  "by base64, e.g. whsec_$(openssl rand -base64 32).") from None
-        secret = env.get("JOBCAST_SECRET") or None
-        if api_keys and (secret is None or len(secret) < 16):
+        settings = cls(**_read(cls, os.environ if env is None else env))
+        if settings.api_keys and (settings.secret is None or len(settings.secret) < 16):
             raise ConfigError("JOBCAST_API_KEYS is set, so stream tokens must be signed: set JOBCAST_SECRET to a "
                               "random string of at least 16 characters, the same in every API process.")
-        return cls(
-            redis_url=env.get("REDIS_URL") or None,
-            prefix=prefix,
-            queue=_str(env, "JOBCAST_QUEUE", "default"),
-            job_ttl_s=_int(env, "JOBCAST_JOB_TTL", 86400, 1, 365 * 86400),
-            max_body_bytes=_int(env, "JOBCAST_MAX_BODY", 256 * 1024, 1024, 64 * 1024 * 1024),
-            events_kept=_int(env, "JOBCAST_EVENTS_KEPT", 1000, 1000, 1_000_000),
-            items_kept=_int(env, "JOBCAST_ITEMS_KEPT", 1000, 1000, 1_000_000),
-            sse_retry_ms=_int(env, "JOBCAST_SSE_RETRY_MS", 2000, 100, 600_000),
-            ping_interval_s=_int(env, "JOBCAST_PING_MS", 15000, 100, 15000) / 1000,
-            stream_max_lag_s=_int(env, "JOBCAST_STREAM_MAX_LAG_S", 10, 1, 3600),
-            progress_interval_s=_int(env, "JOBCAST_PROGRESS_INTERVAL_MS", 50, 10, 10_000) / 1000,
-            heartbeat_deadline_s=_int(env, "JOBCAST_HEARTBEAT_S", 20, 2, 300),
-            cancel_grace_s=_int(env, "JOBCAST_CANCEL_GRACE_MS", 3000, 0, 60_000) / 1000,
-            retry_base_s=_int(env, "JOBCAST_RETRY_BASE_MS", 2000, 0, 600_000) / 1000,
-            model=env.get("JOBCAST_MODEL") or None,
-            openai_base_url=env.get("OPENAI_BASE_URL") or None,
-            openai_api_key=env.get("OPENAI_API_KEY") or None,
-            api_keys=api_keys,
-            secret=secret,
-            stream_token_ttl_s=_int(env, "JOBCAST_STREAM_TOKEN_TTL", 900, 1, 86400),
-            webhook_secret=webhook_secret,
-            webhook_allow_private=env.get("JOBCAST_WEBHOOK_ALLOW_PRIVATE") == "1",
-            webhook_retry_base_s=_int(env, "JOBCAST_WEBHOOK_RETRY_BASE_S", 15, 1, 3600),
-            owner_webhooks=_owner_webhooks(env.get("JOBCAST_OWNER_WEBHOOKS", "")),
-            dashboard_user=env.get("JOBCAST_DASHBOARD_USER") or None,
-            dashboard_password=env.get("JOBCAST_DASHBOARD_PASSWORD") or None,
-            submit_rate_per_min=_int(env, "JOBCAST_SUBMIT_RATE", 6000, 0, 10_000_000),
-            max_streams_per_owner=_int(env, "JOBCAST_MAX_STREAMS_PER_OWNER", 200, 0, 1_000_000),
-            max_streams_per_token=_int(env, "JOBCAST_MAX_STREAMS_PER_TOKEN", 10, 0, 1_000_000),
-            allowed_hosts=tuple(h.strip().lower() for h in env.get("JOBCAST_ALLOWED_HOSTS", "").split(",")
-                                if h.strip()),
-            public_url=_public_url(env.get("JOBCAST_PUBLIC_URL", "")),
-            forwarded_allow_ips=_str(env, "JOBCAST_FORWARDED_ALLOW_IPS", "127.0.0.1"),
-            cors_origins=tuple(o.strip() for o in env.get("JOBCAST_CORS_ORIGINS", "").split(",") if o.strip()),
-            max_running_per_owner=_int(env, "JOBCAST_MAX_RUNNING_PER_OWNER", 3, 0, 100_000),
-            job_modules=modules,
-            host=_str(env, "JOBCAST_HOST", "127.0.0.1"),
-            port=_int(env, "JOBCAST_PORT", 8000, 1, 65535),
-            api_workers=_int(env, "JOBCAST_API_WORKERS", 1, 1, 64),
-            dev_workers=_int(env, "JOBCAST_DEV_WORKERS", 2, 0, 32),
-            log_level=log_level,
-            log_format=log_format,
-        )
+        return settings
+
+    @property
+    def redis_target(self) -> str:
+        """`REDIS_URL`, or the default one."""
+        return self.redis_url or DEFAULT_REDIS_URL
 
     def hosts_allowed(self) -> tuple[str, ...]:
         """`JOBCAST_ALLOWED_HOSTS`, or its default (see `allowed_hosts`)."""
@@ -276,3 +285,27 @@ class Settings:
     def with_(self, **changes: Any) -> Settings:
         """A copy with some settings changed (for the CLI's flags and for tests)."""
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """What `jobcast.Client` and the CLI's client commands read (nothing of the server's)."""
+
+    url: str = knob("http://127.0.0.1:8000", "JOBCAST_URL", text, "Where the API is.")
+    api_key: str | None = field(default=None, repr=False, metadata={
+        "env": "JOBCAST_API_KEY", "read": raw_text, "doc": "The API key to send."})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
+        return cls(**_read(cls, os.environ if env is None else env))
+
+
+def _read(cls: type, env: Mapping[str, str]) -> dict[str, Any]:
+    """Each declared field's value from `env`: read by its knob, or its default when unset or blank."""
+    values = {}
+    for f in fields(cls):
+        name = f.metadata.get("env")
+        raw = env.get(name) if name else None
+        if raw is not None and raw.strip() != "":
+            values[f.name] = f.metadata["read"](name, raw)
+    return values

@@ -27,6 +27,7 @@ from rich.text import Text
 
 from jobcast.client import ApiError, Client
 from jobcast.schemas import Job
+from jobcast.settings import ClientSettings
 
 __all__ = ["add_client_commands", "run"]
 
@@ -179,15 +180,15 @@ def _usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
     parser.exit(EXIT_ERROR, f"{parser.prog}: error: {message}\n")
 
 
-def add_client_commands(sub: Any, env: dict[str, str]) -> None:
+def add_client_commands(sub: Any, env: ClientSettings) -> None:
     """Add submit, status, jobs, cancel and retry to the `jobcast` parser."""
 
     def common(parser: argparse.ArgumentParser) -> None:
         # Bad arguments exit 3 here, not argparse's 2 (which means "canceled" for submit --watch).
         parser.error = lambda message: _usage_error(parser, message)  # type: ignore[method-assign]
-        parser.add_argument("--url", default=env.get("JOBCAST_URL"),
+        parser.add_argument("--url", default=env.url,
                             help="the API (JOBCAST_URL, default http://127.0.0.1:8000)")
-        parser.add_argument("--api-key", default=env.get("JOBCAST_API_KEY"), help="the API key (JOBCAST_API_KEY)")
+        parser.add_argument("--api-key", default=env.api_key, help="the API key (JOBCAST_API_KEY)")
 
     submit = sub.add_parser("submit", help="submit a job; --watch shows a live progress bar")
     submit.add_argument("type", help="the job type (GET /job-types lists them)")

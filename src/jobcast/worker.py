@@ -56,7 +56,7 @@ class _RuntimeMixin:
     def work(self, *args: Any, **kwargs: Any) -> bool:
         if self.runtime is None:
             settings = Settings.from_env()
-            self.runtime = Runtime.build(settings, RedisFactory(settings.redis_url or "redis://127.0.0.1:6379/0"))
+            self.runtime = Runtime.build(settings, RedisFactory(settings.redis_target))
         if self.runtime.settings.model_unavailable() is None:
             import jobcast.llm  # noqa: F401 (loaded once here, not in every forked work horse)
         janitor = Janitor(self.runtime.store, worker_name=self.name)  # type: ignore[attr-defined]
@@ -170,7 +170,7 @@ def run_worker(
             worker = make_worker(runtime, cls, name=name, queues=queues)
             previous = worker
             log.info("worker %s on queues %s at %s", worker.name, queues,
-                     runtime.settings.redis_url or "redis://127.0.0.1:6379/0")
+                     runtime.settings.redis_target)
             # RQ's scheduler (one per Redis, by lock) brings failed webhook deliveries back when due.
             worker.work(burst=burst, logging_level=logging_level, with_scheduler=True)
             quit_by = worker.quit_by

@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import dataclasses
+import re
+from pathlib import Path
+
 import pytest
 
 from jobcast.errors import ConfigError
-from jobcast.settings import Settings
+from jobcast.settings import ClientSettings, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC, README = ROOT / "src" / "jobcast", ROOT / "README.md"
 
 
 def test_defaults() -> None:
@@ -58,3 +65,26 @@ def test_bad_api_key_settings_say_what_to_fix_without_showing_the_key(env: dict[
     with pytest.raises(ConfigError, match=message) as err:
         Settings.from_env(env)
     assert "k" * 16 not in str(err.value) and "short" not in str(err.value)
+
+
+def _declared() -> set[str]:
+    return {f.metadata["env"] for c in (Settings, ClientSettings) for f in dataclasses.fields(c)
+            if f.metadata.get("env")}
+
+
+def test_every_variable_read_anywhere_is_a_declared_setting_and_in_the_readme() -> None:
+    source = "\n".join(p.read_text() for p in SRC.rglob("*.py") if p.name != "settings.py")
+    read_elsewhere = set(re.findall(r"environ(?:\.get)?[\[(]\"((?:JOBCAST|REDIS|OPENAI)_\w+)", source))
+    assert not read_elsewhere, f"read outside settings.py: {read_elsewhere}"
+    section = README.read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    listed = {n for pair in re.findall(r"^\| `([A-Z_]+)`(?:, `([A-Z_]+)`)?", section, re.M) for n in pair if n}
+    assert listed - {"PROMETHEUS_MULTIPROC_DIR"} == _declared()
+
+
+def test_the_worker_and_client_knobs_are_read_with_the_rest() -> None:
+    s = Settings.from_env({"JOBCAST_WORKER_BURST": "1", "JOBCAST_WORKER_SIMPLE": "1", "JOBCAST_WORKER_NAME": " w1 "})
+    assert (s.worker_burst, s.worker_simple, s.worker_name) == (True, True, "w1")
+    c = ClientSettings.from_env({"JOBCAST_URL": "http://api:1", "JOBCAST_API_KEY": "k"})
+    assert (c.url, c.api_key) == ("http://api:1", "k")
+    assert ClientSettings.from_env({}).url == "http://127.0.0.1:8000"
+    assert Settings().redis_target == "redis://127.0.0.1:6379/0"
