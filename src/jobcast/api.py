@@ -30,10 +30,10 @@ from jobcast.errors import (
     ValidationFailed,
 )
 from jobcast.metrics import render as render_metrics
-from jobcast.record import CANCELED, STATUSES, TERMINAL
 from jobcast.schemas import SubmitRequest, validation_details
 from jobcast.services import Services
 from jobcast.sse import EventStream, backlog
+from jobcast.states import STATUSES, TERMINAL, Status
 from jobcast.store import Snapshot
 
 __all__ = [
@@ -280,7 +280,7 @@ async def cancel_job(request: Request) -> Response:
     if snap.status in TERMINAL:
         raise Conflict(f"the job is already {snap.status}; only a queued or running job can be canceled.")
     outcome = await run_in_threadpool(lifecycle.cancel, svc.sync_store, snap.record["id"])
-    if outcome in TERMINAL and outcome != CANCELED:
+    if outcome in TERMINAL and outcome != Status.CANCELED:
         raise Conflict(f"the job became {outcome} before the cancel reached it.")
     return await get_job(request, status_code=202)
 

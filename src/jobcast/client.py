@@ -34,10 +34,10 @@ from httpx_sse import EventSource, ServerSentEvent
 
 from jobcast.schemas import Job, JobList, JobTypeInfo, JobTypes, Status
 from jobcast.settings import ClientSettings
+from jobcast.states import TERMINAL
 
 __all__ = ["ApiError", "AsyncClient", "Client", "Event"]
 
-TERMINAL_EVENTS = frozenset({"completed", "failed", "canceled"})
 STREAM_READ_TIMEOUT_S = 60.0
 """Longer than the server's longest ping interval (15 s): a quiet stream this long is a dead one."""
 STREAM_FAILURES_BEFORE_POLLING = 5
@@ -63,7 +63,7 @@ class Event:
 
     @property
     def terminal(self) -> bool:
-        return self.event in TERMINAL_EVENTS
+        return self.event in TERMINAL
 
     @property
     def job(self) -> Job | None:
@@ -167,7 +167,7 @@ def _event(sse_id: str, name: str, data: str) -> Event:
 
 
 def _poll_event(job: Job) -> Event:
-    return Event(job.last_event_id, job.status if job.status in TERMINAL_EVENTS else "snapshot",
+    return Event(job.last_event_id, job.status if job.status in TERMINAL else "snapshot",
                  job.model_dump(mode="json"))
 
 

@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from jobcast.record import RUNNING, format_progress, now_iso
+from jobcast.record import format_progress, now_iso
+from jobcast.states import Outcome, Status
 from jobcast.store import EmitResult, Store
 
 __all__ = ["JobCanceled", "JobContext", "JobFailed", "Scope", "Tracker"]
@@ -327,11 +328,11 @@ class JobContext(Scope):
         self._last_flush = time.monotonic()
         result: EmitResult = self._store.emit(
             self.id, kind, event="output" if kind in ("item", "delta") else "state",
-            guard_status=(RUNNING,), guard_attempt=self.attempt, **kw,
+            guard_status=(Status.RUNNING,), guard_attempt=self.attempt, **kw,
         )
         if result.cancel:
             self._mark_canceled()
-        if result.outcome in ("refused", "missing"):
+        if result.outcome in (Outcome.REFUSED, Outcome.MISSING):
             # The job ended or moved on without us (canceled, retried elsewhere, deleted):
             # write nothing more, and let check() stop the code.
             self._stopped = True

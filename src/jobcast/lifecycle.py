@@ -27,28 +27,18 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from jobcast import webhooks
-from jobcast.record import (
-    CANCELED,
-    FAILED,
-    QUEUED,
-    QUEUED_STAGE,
-    RUNNING,
-    WAITING_STAGE,
-    job_object,
-    now_iso,
-    now_ms,
-)
+from jobcast.record import job_object, now_iso, now_ms
+from jobcast.states import Outcome, Stage, Status
 from jobcast.store import EmitResult, Store
 
 __all__ = [
-    "RETRY_STAGE", "RQ_JOB_LOST", "cancel", "delete", "end_job", "enqueue", "error_json", "fail_attempt", "lose",
+    "RQ_JOB_LOST", "cancel", "delete", "end_job", "enqueue", "error_json", "fail_attempt", "lose",
     "promote", "reconcile", "requeue", "retry", "retry_delay", "rq_job_id",
 ]
 
 log = logging.getLogger("jobcast.lifecycle")
 
 RUN_JOB = "jobcast.runner.run_job"
-RETRY_STAGE = "retry"
 MAX_RETRY_DELAY_S = 300.0
 
 
@@ -86,7 +76,7 @@ def end_job(
         guard_status=guard_status,
         guard_attempt=int(record["attempt"]),
     )
-    if res.outcome == "ok":
+    if res.outcome == Outcome.OK:
         promote(store, record["owner"])  # the end freed one of the owner's slots (or a place in its line)
         if hook:
             webhooks.schedule(store, record["id"], int(record["attempt"]))
@@ -122,31 +112,31 @@ def fail_attempt(
     """
     attempt, max_attempts = int(record["attempt"]), int(record["max_attempts"])
     if store.cancel_requested(record["id"]):
-        return end_job(store, record, CANCELED, items=items, guard_status=(RUNNING,),
+        return end_job(store, record, Status.CANCELED, items=items, guard_status=(Status.RUNNING,),
                        fields={**(fields or {}), "message": "Canceled",
                                "error": error_json("canceled", f"canceled by request (then: {message})")})
     if retryable and attempt < max_attempts:
         delay = retry_delay(store.settings.retry_base_s, attempt)
         when = f"{delay:.0f}" if delay >= 10 else f"{delay:.1f}"
         next_fields = {
-            "status": QUEUED, "attempt": str(attempt + 1), "progress": "0", "stage": RETRY_STAGE,
+            "status": Status.QUEUED, "attempt": str(attempt + 1), "progress": "0", "stage": Stage.RETRY,
             "message": f"Retrying in {when} s (attempt {attempt + 1} of {max_attempts}) after: {message}"[:200],
             "queue_position": "", "eta_s": "", "started_at": "",
         }
-        res = store.emit(record["id"], "state", ts=now_iso(), fields=next_fields, guard_status=(RUNNING,),
+        res = store.emit(record["id"], "state", ts=now_iso(), fields=next_fields, guard_status=(Status.RUNNING,),
                          guard_attempt=attempt, retry_at_ms=now_ms() + int(delay * 1000))
         log.info("job %s: attempt %d failed (%s); retry in %.1fs (%s)", record["id"], attempt, code, delay, res.outcome)
         return res
-    res = end_job(store, record, FAILED, items=items, guard_status=(RUNNING,),
+    res = end_job(store, record, Status.FAILED, items=items, guard_status=(Status.RUNNING,),
                   fields={**(fields or {}), "message": f"Failed: {message}"[:200], "error": error_json(code, message)})
     log.info("job %s: failed (%s) after attempt %d of %d (%s)", record["id"], code, attempt, max_attempts, res.outcome)
     return res
 
 
 def cancel_queued(store: Store, record: Mapping[str, str], items: list[bytes], reason: str) -> EmitResult:
-    res = end_job(store, record, CANCELED, items=items, guard_status=(QUEUED,),
+    res = end_job(store, record, Status.CANCELED, items=items, guard_status=(Status.QUEUED,),
                   fields={"message": "Canceled", "error": error_json("canceled", reason)})
-    if res.outcome == "ok" and record.get("rq_id"):
+    if res.outcome == Outcome.OK and record.get("rq_id"):
         Queue(record["queue"], connection=store.redis).remove(record["rq_id"])
         store.tell_positions(record["queue"])
     return res
@@ -187,7 +177,8 @@ def requeue(store: Store, job_id: str) -> bool:
         try:
             pipe.watch(keys.job(job_id))  # type: ignore[no-untyped-call]
             record = store.load(job_id)
-            if record is None or record["status"] != QUEUED or record.get("stage") not in (RETRY_STAGE, QUEUED_STAGE):
+            if (record is None or record["status"] != Status.QUEUED
+                    or record.get("stage") not in (Stage.RETRY, Stage.QUEUED)):
                 pipe.multi()
                 pipe.zrem(keys.delayed, job_id)
                 pipe.execute()
@@ -201,8 +192,8 @@ def requeue(store: Store, job_id: str) -> bool:
             pipe.execute()
         except WatchError:
             return False  # the job changed meanwhile: look again next round
-    store.emit(job_id, "state", ts=now_iso(), fields={"stage": QUEUED_STAGE, "message": "Queued"},
-               guard_status=(QUEUED,), guard_attempt=int(record["attempt"]))
+    store.emit(job_id, "state", ts=now_iso(), fields={"stage": Stage.QUEUED, "message": "Queued"},
+               guard_status=(Status.QUEUED,), guard_attempt=int(record["attempt"]))
     store.tell_positions(record["queue"])
     return True
 
@@ -227,7 +218,7 @@ def reconcile(store: Store, job_id: str) -> str:
         try:
             pipe.watch(keys.job(job_id))  # type: ignore[no-untyped-call]
             record = store.load(job_id)
-            if (record is None or record["status"] != QUEUED or record.get("stage") == WAITING_STAGE
+            if (record is None or record["status"] != Status.QUEUED or record.get("stage") == Stage.WAITING
                     or pipe.zscore(keys.delayed, job_id) is not None):
                 pipe.multi()
                 pipe.zrem(keys.queued, job_id)
@@ -256,10 +247,10 @@ def reconcile(store: Store, job_id: str) -> str:
     log.warning("job %s: RQ job %s is gone (queue emptied, or Redis lost it); the job fails", job_id, rq_id)
     message = (f"its RQ job {rq_id} disappeared before any worker started it (the queue was emptied, in "
                "rq-dashboard or with `rq empty`, or Redis lost it); POST /jobs/{id}/retry runs it again")
-    res = end_job(store, record, FAILED, items=store.output_items(job_id), guard_status=(QUEUED,),
+    res = end_job(store, record, Status.FAILED, items=store.output_items(job_id), guard_status=(Status.QUEUED,),
                   fields={"message": "Failed: its RQ job disappeared before it started",
                           "error": error_json(RQ_JOB_LOST, message.replace("{id}", job_id))})
-    return "failed" if res.outcome == "ok" else "busy"
+    return "failed" if res.outcome == Outcome.OK else "busy"
 
 
 def _whereabouts(store: Store, rq_id: str, queue: str) -> str:
@@ -283,7 +274,7 @@ def lose(store: Store, job_id: str) -> None:
     """The worker running `job_id` stopped sending heartbeats: the attempt failed with `worker_lost`."""
     record = store.load(job_id)
     score = store.redis.zscore(store.keys.running, job_id)
-    if record is None or record["status"] != RUNNING:
+    if record is None or record["status"] != Status.RUNNING:
         store.redis.zrem(store.keys.running, job_id)
         return
     if score is not None and score > now_ms():
@@ -305,14 +296,14 @@ def cancel(store: Store, job_id: str) -> str:
         if record is None:
             return "missing"
         status = record["status"]
-        if status == QUEUED:
+        if status == Status.QUEUED:
             res = cancel_queued(store, record, store.output_items(job_id), "canceled by request")
-            if res.outcome == "ok":
+            if res.outcome == Outcome.OK:
                 return "canceled"
-        elif status == RUNNING:
+        elif status == Status.RUNNING:
             res = store.emit(job_id, "state", ts=now_iso(), fields={"cancel": "1", "message": "Canceling"},
-                             guard_status=(RUNNING,), guard_attempt=int(record["attempt"]))
-            if res.outcome in ("ok", "same"):
+                             guard_status=(Status.RUNNING,), guard_attempt=int(record["attempt"]))
+            if res.outcome in (Outcome.OK, Outcome.SAME):
                 return "stopping"
         else:
             return status
@@ -324,16 +315,16 @@ def retry(store: Store, job_id: str) -> str:
     record = store.load(job_id)
     if record is None:
         return "missing"
-    if record["status"] not in (FAILED, CANCELED):
+    if record["status"] not in (Status.FAILED, Status.CANCELED):
         return record["status"]
     attempt = int(record["attempt"]) + 1
-    fields = {"status": QUEUED, "attempt": str(attempt), "progress": "0", "message": "Queued", "stage": QUEUED_STAGE,
-              "queue_position": "", "eta_s": "", "started_at": "", "ended_at": "", "result": "", "error": "",
-              "cancel": ""}
-    res = store.emit(job_id, "state", ts=now_iso(), fields=fields, guard_status=(FAILED, CANCELED),
+    fields = {"status": Status.QUEUED, "attempt": str(attempt), "progress": "0", "message": "Queued",
+              "stage": Stage.QUEUED, "queue_position": "", "eta_s": "", "started_at": "", "ended_at": "",
+              "result": "", "error": "", "cancel": ""}
+    res = store.emit(job_id, "state", ts=now_iso(), fields=fields, guard_status=(Status.FAILED, Status.CANCELED),
                      guard_attempt=attempt - 1, retry_at_ms=now_ms())
-    if res.outcome != "ok":
-        return retry(store, job_id) if res.outcome == "refused" else "missing"
+    if res.outcome != Outcome.OK:
+        return retry(store, job_id) if res.outcome == Outcome.REFUSED else "missing"
     log.info("job %s: retried by request as attempt %d", job_id, attempt)
     requeue(store, job_id)  # or, should this fail, the janitor's next round
     return "ok"

@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 from jobcast.registry import Registry
 from jobcast.schemas import ErrorBody, Health, Job, JobList, JobTypes, Ready, SubmitRequest
 from jobcast.settings import Settings
+from jobcast.states import STATUSES, TERMINAL
 
 __all__ = ["openapi_document"]
 
@@ -65,7 +66,7 @@ _EVENT = {
     "required": ["id", "event", "data"],
     "properties": {
         "id": {"type": "string", "pattern": "^[0-9]+$"},
-        "event": {"enum": ["snapshot", "state", "output", "completed", "failed", "canceled"]},
+        "event": {"enum": ["snapshot", "state", "output", *(s for s in STATUSES if s in TERMINAL)]},
         "data": {"type": "string", "contentMediaType": "application/json",
                  "description": "One line of JSON: the job object (snapshot and terminal events), the state, "
                                 "or an output item or text delta."},
@@ -133,7 +134,7 @@ def openapi_document(registry: Registry, settings: Settings) -> dict[str, Any]:
                 _responses({200: _json(JobList, "The owner's jobs, newest first.")}, 401, 422, 503),
                 params=[
                     {"name": "status", "in": "query", "schema": {
-                        "type": "string", "enum": ["queued", "running", "completed", "failed", "canceled"]}},
+                        "type": "string", "enum": list(STATUSES)}},
                     {"name": "type", "in": "query", "schema": {"type": "string"}},
                     {"name": "tag", "in": "query", "description": "`key:value`; repeat to require several.",
                      "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^:]+:.*$"}},

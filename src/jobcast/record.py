@@ -14,18 +14,11 @@ from typing import Any, Final
 
 import orjson
 
+from jobcast.states import TERMINAL, Stage, Status
+
 __all__ = [
-    "CANCELED",
-    "COMPLETED",
-    "FAILED",
-    "QUEUED",
     "QUEUED_MESSAGE",
-    "QUEUED_STAGE",
-    "RUNNING",
-    "STATUSES",
-    "TERMINAL",
     "WAITING_MESSAGE",
-    "WAITING_STAGE",
     "decode",
     "format_progress",
     "job_object",
@@ -34,19 +27,9 @@ __all__ = [
     "queued_message",
 ]
 
-QUEUED: Final = "queued"
-RUNNING: Final = "running"
-COMPLETED: Final = "completed"
-FAILED: Final = "failed"
-CANCELED: Final = "canceled"
-STATUSES: Final = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELED)
-TERMINAL: Final = frozenset({COMPLETED, FAILED, CANCELED})
-
 QUEUED_MESSAGE: Final = "Queued ({n} ahead)"
 """The message of a job waiting in its RQ queue; `{n}` is how many jobs are ahead."""
 
-QUEUED_STAGE: Final = "queued"
-WAITING_STAGE: Final = "waiting"
 WAITING_MESSAGE: Final = "Waiting for a free slot ({n} ahead; at most {limit} of your jobs run at once)"
 """The message of a job waiting for one of its owner's slots; `{n}` is how many of the owner's jobs are ahead."""
 
@@ -106,13 +89,13 @@ def job_object(
     """
     status = record["status"]
     message = record["message"]
-    if status != QUEUED:
+    if status != Status.QUEUED:
         queue_position = None
-    elif record.get("stage") == QUEUED_STAGE:
+    elif record.get("stage") == Stage.QUEUED:
         # Off the RQ list but not started yet: a worker has just taken it, so nothing is ahead.
         queue_position = 0 if queue_position is None else queue_position
         message = queued_message(queue_position)
-    elif record.get("stage") == WAITING_STAGE and record.get("queue_position"):
+    elif record.get("stage") == Stage.WAITING and record.get("queue_position"):
         queue_position = int(record["queue_position"])
     eta = record.get("eta_s")
     obj: dict[str, Any] = {

@@ -23,8 +23,9 @@ from rq.timeouts import JobTimeoutException
 from jobcast.context import JobCanceled, JobContext, JobFailed
 from jobcast.lifecycle import end_job, error_json, fail_attempt
 from jobcast.logs import current_job
-from jobcast.record import CANCELED, COMPLETED, QUEUED, RUNNING, TERMINAL, format_progress, now_iso, now_ms
+from jobcast.record import format_progress, now_iso, now_ms
 from jobcast.runtime import current_runtime, hard_stop
+from jobcast.states import TERMINAL, Outcome, Status
 
 __all__ = ["run_job"]
 
@@ -71,16 +72,16 @@ def _run_job(job_id: str, run: int) -> None:
         return
 
     started = now_iso()
-    start_fields = {"status": RUNNING, "progress": "0", "message": "Starting", "stage": "",
+    start_fields = {"status": Status.RUNNING, "progress": "0", "message": "Starting", "stage": "",
                     "queue_position": "", "eta_s": "", "started_at": started, "ended_at": "", "error": "",
                     "worker": f"{socket.gethostname()}:{os.getpid()}"}
-    res = store.emit(job_id, "start", ts=started, fields=start_fields, guard_status=(QUEUED,),
+    res = store.emit(job_id, "start", ts=started, fields=start_fields, guard_status=(Status.QUEUED,),
                      guard_attempt=int(record["attempt"]), guard_run=run,
                      heartbeat_ms=now_ms() + int(store.settings.heartbeat_deadline_s * 1000))
-    if res.outcome == "parked":
+    if res.outcome == Outcome.PARKED:
         log.info("job %s: its owner runs its limit of jobs already; waiting for a slot", job_id)
         return
-    if res.outcome != "ok":
+    if res.outcome != Outcome.OK:
         log.info("job %s: not started (%s)", job_id, res.outcome)
         return
     record.update(start_fields, text="", seq=str(res.seq))
@@ -100,7 +101,7 @@ def _run_job(job_id: str, run: int) -> None:
 
     def finish(status: str, **fields: str) -> None:
         base, items = output()
-        result = end_job(store, record, status, fields={**base, **fields}, items=items, guard_status=(RUNNING,))
+        result = end_job(store, record, status, fields={**base, **fields}, items=items, guard_status=(Status.RUNNING,))
         log.info("job %s: %s after %.3fs (%s)", job_id, status, time.monotonic() - t0, result.outcome)
 
     def fail(code: str, message: str, retryable: bool = True) -> None:
@@ -111,7 +112,7 @@ def _run_job(job_id: str, run: int) -> None:
 
     def overdue() -> None:
         try:
-            finish(CANCELED, message="Canceled", error=error_json(
+            finish(Status.CANCELED, message="Canceled", error=error_json(
                 "canceled", f"canceled by request; the job did not stop by itself within "
                             f"{store.settings.cancel_grace_s:g} s, so it was stopped"))
         finally:  # even if Redis failed us just now: a lost worker is reported as canceled (see fail_attempt)
@@ -131,7 +132,7 @@ def _run_job(job_id: str, run: int) -> None:
         ctx.check()
         result_json = _result_json(_call(job_type.func, ctx, payload))
     except JobCanceled:
-        finish(CANCELED, message="Canceled", error=error_json("canceled", "canceled by request"))
+        finish(Status.CANCELED, message="Canceled", error=error_json("canceled", "canceled by request"))
         return
     except JobTimeoutException:
         log.warning("job %s: timed out after %ss", job_id, record["timeout_s"])
@@ -148,4 +149,4 @@ def _run_job(job_id: str, run: int) -> None:
         if ctx is not None:
             ctx.close()
         raise
-    finish(COMPLETED, progress="100", message="Completed", stage="", result=result_json)
+    finish(Status.COMPLETED, progress="100", message="Completed", stage="", result=result_json)

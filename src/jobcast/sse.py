@@ -39,8 +39,8 @@ from starlette.types import Receive, Scope, Send
 
 from jobcast.hub import RING, Entry, Hub, Listener
 from jobcast.metrics import EVENTS_DELIVERED
-from jobcast.record import TERMINAL
 from jobcast.settings import Settings
+from jobcast.states import TERMINAL
 from jobcast.store import AsyncStore, Snapshot
 
 __all__ = ["EventEncoder", "EventStream", "StreamTransport", "backlog"]

@@ -22,18 +22,9 @@ from redis.client import Pipeline
 
 from jobcast.connections import REDIS_TROUBLE
 from jobcast.keys import Keys
-from jobcast.record import (
-    QUEUED_MESSAGE,
-    QUEUED_STAGE,
-    TERMINAL,
-    WAITING_MESSAGE,
-    WAITING_STAGE,
-    decode,
-    job_object,
-    now_iso,
-    now_ms,
-)
+from jobcast.record import QUEUED_MESSAGE, WAITING_MESSAGE, decode, job_object, now_iso, now_ms
 from jobcast.settings import Settings
+from jobcast.states import TERMINAL, Outcome, Stage
 
 __all__ = ["AsyncStore", "EmitResult", "Event", "Snapshot", "Store"]
 
@@ -70,7 +61,7 @@ class EmitResult:
     """The job's last event id after the call."""
     cancel: bool
     """Whether a cancel has been requested for the job."""
-    outcome: str
+    outcome: Outcome
     """`ok`, `same` (nothing visible changed, no event), `refused` (a guard failed) or `missing`."""
 
 
@@ -169,12 +160,12 @@ class Store:
         """
         if at_most_every_ms and not self.redis.set(self.keys.told(queue), 1, px=at_most_every_ms, nx=True):
             return 0
-        return self._tell(self.keys.rq_queue(queue), QUEUED_MESSAGE, QUEUED_STAGE)
+        return self._tell(self.keys.rq_queue(queue), QUEUED_MESSAGE, Stage.QUEUED)
 
     def tell_waiting(self, owner: str) -> int:
         """Send the jobs at the front of `owner`'s waiting list their new place in it."""
         message = WAITING_MESSAGE.replace("{limit}", str(self.settings.max_running_per_owner))
-        return self._tell(self.keys.waiting(owner), message, WAITING_STAGE)
+        return self._tell(self.keys.waiting(owner), message, Stage.WAITING)
 
     def _tell(self, line: str, message: str, stage: str) -> int:
         k = self.keys
@@ -312,7 +303,7 @@ class Store:
             args += [name, value]
         keys = [k.job(job_id), k.events(job_id), k.items(job_id), k.running, k.delayed, k.queued]
         seq, cancel, outcome = self._ride_out(lambda: self._emit(keys=keys, args=args), job_id)
-        return EmitResult(int(seq), bool(cancel), outcome.decode())
+        return EmitResult(int(seq), bool(cancel), Outcome(outcome.decode()))
 
 
 class AsyncStore:

@@ -29,10 +29,11 @@ from redis.client import Pipeline
 from jobcast import lifecycle, webhooks
 from jobcast.auth import ANONYMOUS, Auth
 from jobcast.errors import ValidationFailed
-from jobcast.record import QUEUED, QUEUED_STAGE, job_object, now_iso, now_ms
+from jobcast.record import job_object, now_iso, now_ms
 from jobcast.registry import JobType, Registry, load_job_types
 from jobcast.schemas import Job, SubmitRequest, validation_details
 from jobcast.settings import OWNER_PATTERN, Settings
+from jobcast.states import Stage, Status
 from jobcast.store import Store
 
 __all__ = ["Accepted", "accept", "create", "invalid", "submit", "submit_sync"]
@@ -90,8 +91,8 @@ def create(store: Store, owner: str, accepted: Accepted, *, job_id: str | None =
     created_at = now_iso()
     timeout_s = req.timeout_s or jtype.timeout_s
     fields = {
-        "id": job_id, "type": jtype.name, "owner": owner, "status": QUEUED, "progress": "0",
-        "stage": QUEUED_STAGE, "attempt": "1", "max_attempts": str(req.max_attempts or jtype.max_attempts),
+        "id": job_id, "type": jtype.name, "owner": owner, "status": Status.QUEUED, "progress": "0",
+        "stage": Stage.QUEUED, "attempt": "1", "max_attempts": str(req.max_attempts or jtype.max_attempts),
         "timeout_s": str(timeout_s), "tags": orjson.dumps(req.tags).decode(),
         "payload": _stored_payload(accepted.payload), "queue": settings.queue, "created_at": created_at,
         "created_ms": str(created_ms), "idem_key": idem_key,

@@ -28,6 +28,7 @@ from rich.text import Text
 from jobcast.client import ApiError, Client
 from jobcast.schemas import Job
 from jobcast.settings import ClientSettings
+from jobcast.states import STATUSES
 
 __all__ = ["add_client_commands", "run"]
 
@@ -212,7 +213,7 @@ def add_client_commands(sub: Any, env: ClientSettings) -> None:
         parser.set_defaults(client_command=func)
 
     jobs = sub.add_parser("jobs", help="list your jobs, newest first")
-    jobs.add_argument("--status", choices=["queued", "running", "completed", "failed", "canceled"])
+    jobs.add_argument("--status", choices=list(STATUSES))
     jobs.add_argument("--type")
     jobs.add_argument("--tag", action="append", default=[], help="key=value (repeatable)")
     jobs.add_argument("--limit", type=int, default=50, help="at most this many (1..500, default 50)")

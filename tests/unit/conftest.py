@@ -7,8 +7,9 @@ import fakeredis
 import pytest
 from redis import Redis
 
-from jobcast.record import QUEUED, now_iso
+from jobcast.record import now_iso
 from jobcast.settings import Settings
+from jobcast.states import Status
 from jobcast.store import Store
 
 
@@ -43,7 +44,7 @@ def new_job(store: Store) -> Callable[..., dict[str, str]]:
         count[0] += 1
         job_id = f"{count[0]:032x}"
         record = {
-            "id": job_id, "type": "demo", "owner": "anonymous", "status": QUEUED, "progress": "0",
+            "id": job_id, "type": "demo", "owner": "anonymous", "status": Status.QUEUED, "progress": "0",
             "stage": "queued", "attempt": "1", "max_attempts": "1", "timeout_s": "60", "tags": "{}",
             "payload": "{}", "queue": "default", "created_at": now_iso(), **fields,
         }

@@ -37,3 +37,12 @@ def test_position_is_null_unless_queued_and_eta_null_when_terminal() -> None:
         "created_at": "2026-01-01T00:00:00.000Z", "started_at": None, "ended_at": None, "last_event_id": 4,
         "output": {"items": [{"n": 1}], "text": ""}, "result": {"x": 1}, "error": None, "webhook": None,
     }
+
+
+def test_the_response_models_status_is_the_one_list_of_statuses() -> None:
+    from typing import get_args
+
+    from jobcast.schemas import Status as ResponseStatus
+    from jobcast.states import STATUSES
+
+    assert get_args(ResponseStatus) == STATUSES
