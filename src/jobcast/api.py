@@ -7,12 +7,11 @@ import hashlib
 import re
 import time
 import uuid
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
-from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.client import Pipeline
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -34,14 +33,13 @@ from jobcast.schemas import SubmitRequest, validation_details
 from jobcast.services import Services
 from jobcast.sse import EventStream, backlog
 from jobcast.states import STATUSES, TERMINAL, Status
-from jobcast.store import Snapshot
+from jobcast.store import Snapshot, count_submission
 
 __all__ = [
     "JSON", "base_url", "cancel_job", "delete_job", "get_job", "healthz", "job_events", "job_types", "list_jobs",
     "metrics", "readyz", "retry_job", "submit_job",
 ]
 
-IDEMPOTENCY_TTL_S = 86400
 CLAIM_WAIT_MS = 5000
 """How long a request waits for the job of an Idempotency-Key claimed by another request that is still creating it."""
 STAND_IN_NOTE = ("Runs on a STAND-IN model with made-up answers (`jobcast dev` without `JOBCAST_MODEL`), "
@@ -49,7 +47,6 @@ STAND_IN_NOTE = ("Runs on a STAND-IN model with made-up answers (`jobcast dev` w
 LIST_SCAN_LIMIT = 5000
 """A filtered listing reads at most this many of the owner's jobs per page, then hands back a cursor."""
 
-_DELETE_IF_SAME = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
 _CURSOR = re.compile(r"^\d{15}:[0-9a-f]{32}$")
@@ -164,7 +161,7 @@ async def submit_job(request: Request) -> Response:
         return await _create(request, owner, job_id, accepted, claim_key if idem else "", rate_key)
     except Exception:  # not on cancellation: the create may still finish in its thread
         if idem is not None:
-            await svc.redis.delete(claim_key)
+            await svc.store.release(claim_key)
         raise
 
 
@@ -207,18 +204,11 @@ async def _check_submit_rate(svc: Services, owner: str) -> str | None:
         return None
     now = time.time()
     key = svc.store.keys.submit_rate(owner, int(now // 60))
-    count = int(await svc.redis.get(key) or 0)
-    if count >= limit:
+    if await svc.store.submissions(key) >= limit:
         retry_after = str(max(1, 60 - int(now % 60)))
         raise RateLimited(f"over the limit of {limit} submissions a minute (JOBCAST_SUBMIT_RATE); "
                           f"try again in {retry_after} s.", headers={"Retry-After": retry_after})
     return key
-
-
-def _count_submission(pipe: Pipeline | AsyncPipeline, rate_key: str) -> None:
-    """Queue, in `pipe`, one more accepted submission in the owner's minute (`_check_submit_rate`'s key)."""
-    pipe.incr(rate_key)
-    pipe.expire(rate_key, 120)  # the minute, and the next one that may still ask about it
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -233,28 +223,24 @@ def _idempotency_key(request: Request) -> str | None:
 async def _claim(request: Request, claim_key: str, claim: str, body_hash: str) -> Response | None:
     """Claim an Idempotency-Key for a new job; if it is taken, the response for the job that took it."""
     svc = _services(request)
-    if await svc.redis.set(claim_key, claim, nx=True, ex=IDEMPOTENCY_TTL_S):
+    if await svc.store.claim(claim_key, claim):
         return None
-    async with svc.redis.pipeline(transaction=True) as pipe:
-        pipe.get(claim_key)
-        pipe.pttl(claim_key)
-        raw, ttl_ms = await pipe.execute()
-    if raw is None:  # the first request failed and let go of the key just now: take it
+    held = await svc.store.claimed(claim_key)
+    if held is None:  # the first request failed and let go of the key just now: take it
         return await _claim(request, claim_key, claim, body_hash)
-    job_id, _, first_hash = cast(bytes, raw).decode().partition(" ")
+    holder, age_ms = held
+    job_id, _, first_hash = holder.partition(" ")
     if first_hash != body_hash:
         raise Conflict("this Idempotency-Key was used with a different request body in the last 24 h; "
                        "use a new key for a different job.")
     # A request that claimed the key under 5 s ago may still be creating its job: wait for it that long.
-    # (The claim's age comes from its TTL, Redis's clock: no host's clock is trusted.)
-    age_ms = IDEMPOTENCY_TTL_S * 1000 - max(0, int(ttl_ms))
     deadline = time.monotonic() + max(0, CLAIM_WAIT_MS - age_ms) / 1000
     while (snap := await svc.store.snapshot(job_id)) is None and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     if snap is None:
         # The request that claimed the key died before its job existed, or the job is gone (deleted):
         # drop that claim (unless another request already replaced it) and claim the key afresh.
-        await svc.redis.eval(_DELETE_IF_SAME, 1, claim_key, raw)
+        await svc.store.release(claim_key, holder)
         return await _claim(request, claim_key, claim, body_hash)
     obj = _with_links(request, snap.job_object())
     return JSON(obj, status_code=202, headers={"Location": obj["links"]["self"], "Idempotent-Replayed": "true"})
@@ -266,7 +252,7 @@ async def _create(request: Request, owner: str, job_id: str, accepted: submissio
 
     def count(pipe: Pipeline) -> None:  # counted with the creation: a refused request counts for nothing
         if rate_key is not None:
-            _count_submission(pipe, rate_key)
+            count_submission(pipe, rate_key)
 
     obj = await run_in_threadpool(submission.create, svc.sync_store, owner, accepted, job_id=job_id,
                                   idem_key=idem_key, also=count)
@@ -296,9 +282,7 @@ async def retry_job(request: Request) -> Response:
     if outcome != "ok":
         raise Conflict(f"the job is {outcome}; only a failed or canceled job can be retried.")
     if rate_key is not None:
-        async with svc.redis.pipeline(transaction=True) as pipe:
-            _count_submission(pipe, rate_key)
-            await pipe.execute()
+        await svc.store.count_submission_now(rate_key)
     return await get_job(request, status_code=202)
 
 
@@ -488,8 +472,7 @@ async def metrics(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     svc = _services(request)
-    redis = svc.redis
-    await redis.ping()
+    await svc.store.ping()
     if not svc.hub.connected:
         raise Unavailable("Redis answers, but this process's event subscription is still reconnecting; retry shortly.")
     alive = await svc.store.workers_alive(svc.settings.queue)

@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, cast
 import orjson
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.client import Pipeline
 
 from jobcast.connections import REDIS_TROUBLE
@@ -26,7 +27,7 @@ from jobcast.record import QUEUED_MESSAGE, WAITING_MESSAGE, decode, job_object, 
 from jobcast.settings import Settings
 from jobcast.states import TERMINAL, Outcome, Stage
 
-__all__ = ["AsyncStore", "EmitResult", "Event", "Snapshot", "Store"]
+__all__ = ["AsyncStore", "EmitResult", "Event", "IDEMPOTENCY_TTL_S", "Snapshot", "Store", "count_submission"]
 
 log = logging.getLogger("jobcast.store")
 
@@ -306,6 +307,16 @@ class Store:
         return EmitResult(int(seq), bool(cancel), Outcome(outcome.decode()))
 
 
+IDEMPOTENCY_TTL_S = 86400
+_DELETE_IF_SAME = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def count_submission(pipe: Pipeline | AsyncPipeline, rate_key: str) -> None:
+    """Queue, in `pipe`, one more accepted submission in the owner's minute (`Keys.submit_rate`)."""
+    pipe.incr(rate_key)
+    pipe.expire(rate_key, 120)  # the minute, and the next one that may still ask about it
+
+
 class AsyncStore:
     """Asynchronous reads for the API."""
 
@@ -314,6 +325,41 @@ class AsyncStore:
         self.keys = Keys(settings.prefix)
         self._snapshot = redis.register_script(SNAPSHOT_LUA)
         self._queue_prefix = Keys.rq_queue("")
+
+    # -- what the API keeps of its requests: Idempotency-Key claims and the owners' submit counts ------
+
+    async def claim(self, claim_key: str, claim: str) -> bool:
+        """Take an Idempotency-Key (`Keys.idempotency`) for `claim`, for 24 h; False if it is taken."""
+        return bool(await self.redis.set(claim_key, claim, nx=True, ex=IDEMPOTENCY_TTL_S))
+
+    async def claimed(self, claim_key: str) -> tuple[str, int] | None:
+        """Who holds an Idempotency-Key, and since how long (ms, by Redis's clock: no host's clock is
+        trusted); None if nobody does."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(claim_key)
+            pipe.pttl(claim_key)
+            raw, ttl_ms = await pipe.execute()
+        return None if raw is None else (cast(bytes, raw).decode(), IDEMPOTENCY_TTL_S * 1000 - max(0, int(ttl_ms)))
+
+    async def release(self, claim_key: str, claim: str | None = None) -> None:
+        """Let go of an Idempotency-Key: unless another request holds it by now, with `claim`."""
+        if claim is None:
+            await self.redis.delete(claim_key)
+        else:
+            await self.redis.eval(_DELETE_IF_SAME, 1, claim_key, claim)
+
+    async def submissions(self, rate_key: str) -> int:
+        """The owner's accepted submissions in the minute of `rate_key` (`Keys.submit_rate`)."""
+        return int(await self.redis.get(rate_key) or 0)
+
+    async def count_submission_now(self, rate_key: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            count_submission(pipe, rate_key)
+            await pipe.execute()
+
+    async def ping(self) -> None:
+        """Raises unless Redis answers."""
+        await self.redis.ping()
 
     async def workers_alive(self, queue: str) -> int:
         """How many RQ workers that listen on `queue` are alive: registered, and beating (`Keys.alive`).
