@@ -23,13 +23,15 @@
 | `{p}:queued`               | zset   | jobs handed to RQ and not started yet, scored by when they |
 |                            |        | were last checked (ms)                                     |
 
-The braces are literal: they are Redis Cluster hash tags, so one job's keys live
-on one shard and one Lua script may touch them all. The per-job keys get the
+The braces are literal: Redis Cluster hash tags, so that one job's keys would live
+on one shard. jobcast does not run on Redis Cluster today: its scripts also touch
+global keys (`{p}:running`, `{p}:stats`, an owner's keys, RQ's queue). The per-job keys get the
 job TTL (`JOBCAST_JOB_TTL`) when the job ends; an owner's index loses ids lazily
 when a listing finds their record gone.
 
-RQ's own keys (`rq:job:{id}`, `rq:queue:{name}`, ...) keep RQ's layout; the RQ
-job id is the jobcast id.
+RQ's own keys (`rq:job:{id}`, `rq:queue:{name}`, ...) keep RQ's layout. A job's
+first trip through RQ is the RQ job with the jobcast id; each later trip (a retry,
+a start after waiting for a slot) gets `{id}-{run}` (`lifecycle.rq_job_id`).
 """
 
 from __future__ import annotations
