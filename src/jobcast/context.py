@@ -151,6 +151,7 @@ class JobContext(Scope):
     ) -> None:
         super().__init__(self, 0, 100, None)
         self.id = record["id"]
+        self._owner = record.get("owner")
         self.type = record["type"]
         self.attempt = int(record["attempt"])
         self.max_attempts = int(record["max_attempts"])
@@ -327,7 +328,7 @@ class JobContext(Scope):
             return
         self._last_flush = time.monotonic()
         result: EmitResult = self._store.emit(
-            self.id, kind, event="output" if kind in ("item", "delta") else "state",
+            self.id, kind, owner=self._owner, event="output" if kind in ("item", "delta") else "state",
             guard_status=(Status.RUNNING,), guard_attempt=self.attempt, **kw,
         )
         if result.cancel:

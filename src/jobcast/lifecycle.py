@@ -70,6 +70,7 @@ def end_job(
     res = store.emit(
         record["id"],
         "end",
+        owner=record["owner"],
         event=status,
         data=body[1:],
         fields={k: final[k] for k in ("status", "ended_at", "eta_s", "queue_position", *fields)},
@@ -123,7 +124,8 @@ def fail_attempt(
             "message": f"Retrying in {when} s (attempt {attempt + 1} of {max_attempts}) after: {message}"[:200],
             "queue_position": "", "eta_s": "", "started_at": "",
         }
-        res = store.emit(record["id"], "state", ts=now_iso(), fields=next_fields, guard_status=(Status.RUNNING,),
+        res = store.emit(record["id"], "state", owner=record["owner"], ts=now_iso(), fields=next_fields,
+                         guard_status=(Status.RUNNING,),
                          guard_attempt=attempt, retry_at_ms=now_ms() + int(delay * 1000))
         log.info("job %s: attempt %d failed (%s); retry in %.1fs (%s)", record["id"], attempt, code, delay, res.outcome)
         return res
@@ -192,8 +194,9 @@ def requeue(store: Store, job_id: str) -> bool:
             pipe.execute()
         except WatchError:
             return False  # the job changed meanwhile: look again next round
-    store.emit(job_id, "state", ts=now_iso(), fields={"stage": Stage.QUEUED, "message": "Queued"},
-               guard_status=(Status.QUEUED,), guard_attempt=int(record["attempt"]))
+    store.emit(job_id, "state", owner=record["owner"], ts=now_iso(),
+               fields={"stage": Stage.QUEUED, "message": "Queued"}, guard_status=(Status.QUEUED,),
+               guard_attempt=int(record["attempt"]))
     store.tell_positions(record["queue"])
     return True
 
@@ -301,7 +304,8 @@ def cancel(store: Store, job_id: str) -> str:
             if res.outcome == Outcome.OK:
                 return "canceled"
         elif status == Status.RUNNING:
-            res = store.emit(job_id, "state", ts=now_iso(), fields={"cancel": "1", "message": "Canceling"},
+            res = store.emit(job_id, "state", owner=record["owner"], ts=now_iso(),
+                             fields={"cancel": "1", "message": "Canceling"},
                              guard_status=(Status.RUNNING,), guard_attempt=int(record["attempt"]))
             if res.outcome in (Outcome.OK, Outcome.SAME):
                 return "stopping"
@@ -321,7 +325,8 @@ def retry(store: Store, job_id: str) -> str:
     fields = {"status": Status.QUEUED, "attempt": str(attempt), "progress": "0", "message": "Queued",
               "stage": Stage.QUEUED, "queue_position": "", "eta_s": "", "started_at": "", "ended_at": "",
               "result": "", "error": "", "cancel": ""}
-    res = store.emit(job_id, "state", ts=now_iso(), fields=fields, guard_status=(Status.FAILED, Status.CANCELED),
+    res = store.emit(job_id, "state", owner=record["owner"], ts=now_iso(), fields=fields,
+                     guard_status=(Status.FAILED, Status.CANCELED),
                      guard_attempt=attempt - 1, retry_at_ms=now_ms())
     if res.outcome != Outcome.OK:
         return retry(store, job_id) if res.outcome == Outcome.REFUSED else "missing"

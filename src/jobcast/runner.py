@@ -91,7 +91,8 @@ class Attempt:
         start_fields = {"status": Status.RUNNING, "progress": "0", "message": "Starting", "stage": "",
                         "queue_position": "", "eta_s": "", "started_at": started, "ended_at": "", "error": "",
                         "worker": f"{socket.gethostname()}:{os.getpid()}"}
-        res = store.emit(job_id, "start", ts=started, fields=start_fields, guard_status=(Status.QUEUED,),
+        res = store.emit(job_id, "start", owner=record["owner"], ts=started, fields=start_fields,
+                         guard_status=(Status.QUEUED,),
                          guard_attempt=int(record["attempt"]), guard_run=run,
                          heartbeat_ms=now_ms() + int(store.settings.heartbeat_deadline_s * 1000))
         if res.outcome == Outcome.PARKED:

@@ -146,7 +146,7 @@ class Store:
                fields: Mapping[str, str]) -> None:
         """Queue the creation of a record in `pipe` (a MULTI that RQ's enqueue joins next)."""
         k = self.keys
-        keys = [k.job(job_id), k.events(job_id), k.owner(owner), k.rq_queue(fields["queue"])]
+        keys = [k.job(job_id), k.events(job_id), k.owner(owner), k.rq_queue(fields["queue"]), k.stats]
         args: list[str | int] = [job_id, owner_entry(created_ms, job_id), ts, QUEUED_MESSAGE]
         for name, value in fields.items():
             args += [name, value]
@@ -173,7 +173,7 @@ class Store:
         ids = [i.decode() for i in cast(list[bytes], self.redis.lrange(line, 0, LIVE_POSITIONS - 1))]
         if not ids:
             return 0
-        keys = [line]
+        keys = [line, k.stats]
         args: list[str | int] = [now_iso(), message, self.settings.events_kept, stage]
         for line_id in ids:
             job_id = line_id.split("-", 1)[0]  # an RQ job id is the jobcast id, or `{id}-{run}`
@@ -188,7 +188,7 @@ class Store:
         limit = self.settings.max_running_per_owner
         if limit <= 0:
             return []
-        ids = self._promote(keys=[k.active(owner), k.waiting(owner), k.waiting_owners, k.delayed],
+        ids = self._promote(keys=[k.active(owner), k.waiting(owner), k.waiting_owners, k.delayed, k.stats],
                             args=[limit, k.prefix, owner, now_iso(), self.settings.events_kept,
                                   now_ms()])
         return [i.decode() for i in cast(list[bytes], ids)]
@@ -261,6 +261,7 @@ class Store:
         job_id: str,
         kind: EmitKind,
         *,
+        owner: str | None = None,
         event: str = "state",
         data: str | bytes = "",
         raw: str | bytes = "",
@@ -273,38 +274,36 @@ class Store:
         retry_at_ms: int | None = None,
         op: str | None = None,
     ) -> EmitResult:
-        """Apply one change to a job atomically; see `lua/emit.lua` for what each kind does.
+        """Apply one change to job `job_id` of `owner` atomically; see `lua/emit.lua` for what each kind does.
 
-        `op` names the write (default: a fresh random id), so that sending it again is harmless.
+        `owner` (whose slots the script may touch) is read from the record when not given: one round trip
+        more. `op` names the write (default: a fresh random id), so that sending it again is harmless.
         """
         k, s = self.keys, self.settings
+        if owner is None:
+            owner = (cast(bytes | None, self.redis.hget(k.job(job_id), "owner")) or b"").decode()
         statuses = "".join(f",{st}" for st in guard_status)
-        args: list[str | bytes | int] = [
-            k.channel(job_id),
-            kind,
-            event,
-            data,
-            raw,
-            statuses + "," if statuses else "",
-            "" if guard_attempt is None else guard_attempt,
-            s.events_kept,
-            s.items_kept,
-            s.job_ttl_s,
-            ts,
-            job_id,
-            "" if heartbeat_ms is None else heartbeat_ms,
-            "" if retry_at_ms is None else retry_at_ms,
-            s.max_running_per_owner,
-            k.prefix,
-            WAITING_MESSAGE.replace("{limit}", str(s.max_running_per_owner)),
-            "" if guard_run is None else guard_run,
-            op or os.urandom(8).hex(),
-        ]
+        options = {
+            "kind": kind, "event": event, "channel": k.channel(job_id), "id": job_id, "ts": ts,
+            "statuses": statuses + "," if statuses else "",
+            "attempt": _text(guard_attempt), "run": _text(guard_run),
+            "events_kept": str(s.events_kept), "items_kept": str(s.items_kept), "ttl": str(s.job_ttl_s),
+            "heartbeat_ms": _text(heartbeat_ms), "retry_at_ms": _text(retry_at_ms),
+            "limit": str(s.max_running_per_owner),
+            "waiting_message": WAITING_MESSAGE.replace("{limit}", str(s.max_running_per_owner)),
+            "op": op or os.urandom(8).hex(),
+        }
+        args: list[str | bytes] = [orjson.dumps(options), data, raw]
         for name, value in (fields or {}).items():
             args += [name, value]
-        keys = [k.job(job_id), k.events(job_id), k.items(job_id), k.running, k.delayed, k.queued]
+        keys = [k.job(job_id), k.events(job_id), k.items(job_id), k.running, k.delayed, k.queued, k.stats,
+                k.active(owner), k.waiting(owner), k.waiting_owners]
         seq, cancel, outcome = self._ride_out(lambda: self._emit(keys=keys, args=args), job_id)
         return EmitResult(int(seq), bool(cancel), Outcome(outcome.decode()))
+
+
+def _text(value: int | None) -> str:
+    return "" if value is None else str(value)
 
 
 IDEMPOTENCY_TTL_S = 86400

@@ -3,6 +3,7 @@
 -- MULTI as RQ's enqueue, which follows it, so the count is exact.
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] owner index   KEYS[4] RQ queue list
+-- KEYS[5] the counters of `metrics.py`
 -- ARGV[1] job id   ARGV[2] the owner index entry ('{created_ms:015d}:{id}')   ARGV[3] ts (ISO 8601)
 -- ARGV[4] message template with '{n}' for the number ahead
 -- ARGV[5..] field, value pairs of the record
@@ -15,7 +16,7 @@ redis.call('ZADD', KEYS[3], 0, ARGV[2])
 local rec = redis.call('HMGET', KEYS[1], 'status', 'progress', 'stage', 'attempt')
 local _, stored = state_json(rec[1], rec[2], message, rec[3], rec[4], ahead, '', ARGV[3])
 redis.call('XADD', KEYS[2], '0-1', 'e', 'state', 'd', stored)
-local stats = stats_of(KEYS[2])
+local stats = KEYS[5]
 redis.call('HINCRBY', stats, 'submitted|' .. redis.call('HGET', KEYS[1], 'type'), 1)
 redis.call('HINCRBY', stats, 'events', 1)
 return ahead

@@ -8,70 +8,65 @@
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list
 -- KEYS[4] running jobs (zset: heartbeat deadline)   KEYS[5] delayed retries (zset: due time)
 -- KEYS[6] jobs handed to RQ and not started yet (zset: when last checked)
--- ARGV[1] channel
--- ARGV[2] kind: 'state' | 'start' (a new attempt begins: output reset) |
---               'item' | 'delta' | 'end' (a terminal event)
--- ARGV[3] event name
--- ARGV[4] event data: the item or delta event's JSON; for 'end' the job object's
---         JSON without its opening brace ('last_event_id' is put in front here)
--- ARGV[5] raw output: the item's JSON, or the delta's text
--- ARGV[6] guard: allowed current statuses as ',a,b,' ('' = any)
--- ARGV[7] guard: the attempt the writer belongs to ('' = any)
--- ARGV[8] events kept   ARGV[9] items kept   ARGV[10] TTL in seconds for 'end'
--- ARGV[11] ts (ISO 8601) for 'state' and 'start' events
--- ARGV[12] job id   ARGV[13] heartbeat deadline (ms) to set ('' = none)
--- ARGV[14] when to run the next attempt (ms; '' = not delayed)
--- ARGV[15] how many jobs one owner may run at once (0 = no limit)   ARGV[16] the key prefix
--- ARGV[17] the message of a job waiting for one of its owner's slots, with '{n}' for the number ahead
--- ARGV[18] guard: the trip through RQ the writer belongs to, the record's `run` ('' = any)
--- ARGV[19] the write's own id ('' = none): a write sent again after a lost reply (the
---          worker rides out Redis trouble by resending) finds its id on the record
---          and gets the first answer back instead of being applied twice
--- ARGV[20..] field, value pairs to set on the record
+-- KEYS[7] the counters of `metrics.py`   KEYS[8] the owner's slots (set)   KEYS[9] the owner's waiting list
+-- KEYS[10] owners with waiting jobs (set)
+-- ARGV[1] the options, one JSON object of strings (`Store.emit` writes it from its arguments):
+--   kind: 'state' | 'start' (a new attempt begins: output reset) | 'item' | 'delta' | 'end' (terminal)
+--   event: the event name   channel: where it is published   id: the job id   ts: ISO 8601, for 'state'/'start'
+--   statuses: the statuses the job must be in, ',a,b,' ('' = any)
+--   attempt, run: the attempt and the trip through RQ the writer belongs to ('' = any)
+--   events_kept, items_kept, ttl (seconds, set by an 'end')
+--   heartbeat_ms: a heartbeat deadline to set ('' = none)   retry_at_ms: when the next attempt runs ('' = none)
+--   limit: how many jobs one owner may run at once (0 = no limit)
+--   waiting_message: the message of a job waiting for a slot, '{n}' for the number ahead
+--   op: the write's own id ('' = none): a write sent again after a lost reply (the worker rides out
+--       Redis trouble by resending) finds its id on the record and gets the first answer back instead
+--       of being applied twice
+-- ARGV[2] event data: the item or delta event's JSON; for 'end' the job object's JSON without its
+--         opening brace ('last_event_id' is put in front here)
+-- ARGV[3] raw output: the item's JSON, or the delta's text
+-- ARGV[4..] field, value pairs to set on the record
 -- A 'start' takes one of the owner's slots, or, when the owner runs its limit
 -- already, parks the job in the owner's waiting list instead (outcome 'parked');
--- an 'end' gives the slot back. (The owner's keys are built here from the
--- prefix, as `keys.py` lays them out: only the record knows the owner.)
+-- an 'end' gives the slot back.
 -- A job leaving `running` leaves the running set; one going back to `queued`
 -- loses the TTL its end may have set.
-local job, events, items = KEYS[1], KEYS[2], KEYS[3]
-local kind = ARGV[2]
+local job, events, items, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[7]
+local o = cjson.decode(ARGV[1])
+local kind = o.kind
 
 local cur = redis.call('HMGET', job, 'status', 'attempt', 'progress', 'message', 'stage',
                        'queue_position', 'cancel', 'seq', 'op', 'run')
 if not cur[1] then return {0, 0, 'missing'} end
 local cancel = (cur[7] == '1') and 1 or 0
 local seq = tonumber(cur[8])
-local op = ARGV[19]
+local op = o.op
 local done = cur[9]
 if op ~= '' and done and string.sub(done, 1, #op + 1) == op .. ' ' then
   return {seq, cancel, string.sub(done, #op + 2)}
 end
-if ARGV[6] ~= '' and not string.find(ARGV[6], ',' .. cur[1] .. ',', 1, true) then
+if o.statuses ~= '' and not string.find(o.statuses, ',' .. cur[1] .. ',', 1, true) then
   return {seq, cancel, 'refused'}
 end
-if ARGV[7] ~= '' and ARGV[7] ~= cur[2] then return {seq, cancel, 'refused'} end
+if o.attempt ~= '' and o.attempt ~= cur[2] then return {seq, cancel, 'refused'} end
 -- (A trip the janitor gave up on and enqueued again must not start beside the new one.)
-if ARGV[18] ~= '' and ARGV[18] ~= (cur[10] or '1') then return {seq, cancel, 'refused'} end
+if o.run ~= '' and o.run ~= (cur[10] or '1') then return {seq, cancel, 'refused'} end
 
 local set = {}
-for i = 20, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
+for i = 4, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
 
-local id = ARGV[12]
+local id = o.id
 local outcome = 'ok'
-local limit = tonumber(ARGV[15])
-local active, waiting
+local limit = tonumber(o.limit)
+local active, waiting = KEYS[8], KEYS[9]
 if limit > 0 and (kind == 'start' or kind == 'end') then
-  local owner = redis.call('HGET', job, 'owner')
-  active = ARGV[16] .. ':active:{' .. owner .. '}'
-  waiting = ARGV[16] .. ':waiting:{' .. owner .. '}'
   if kind == 'start' and redis.call('SISMEMBER', active, id) == 0 then
     -- No slot taken ahead of the owner's jobs already waiting for one.
     if redis.call('SCARD', active) >= limit or redis.call('LLEN', waiting) > 0 then
       if not redis.call('LPOS', waiting, id) then redis.call('RPUSH', waiting, id) end
-      redis.call('SADD', ARGV[16] .. ':waiting-owners', owner)
+      redis.call('SADD', KEYS[10], redis.call('HGET', job, 'owner'))
       local position = tostring(redis.call('LPOS', waiting, id))
-      set = {stage = 'waiting', queue_position = position, message = (string.gsub(ARGV[17], '{n}', position))}
+      set = {stage = 'waiting', queue_position = position, message = (string.gsub(o.waiting_message, '{n}', position))}
       kind = 'state'
       outcome = 'parked'
     else
@@ -87,7 +82,7 @@ end
 -- was due, to the start), run time of each attempt, ends and retries.
 local leaving = cur[1] == 'running' and set.status ~= nil and set.status ~= 'running'
 if kind == 'start' or kind == 'end' or leaving then
-  local stats, jtype, now = stats_of(events), redis.call('HGET', job, 'type'), now_ms()
+  local jtype, now = redis.call('HGET', job, 'type'), now_ms()
   if kind == 'start' then
     local since = redis.call('HGET', job, 'queued_ms') or redis.call('HGET', job, 'created_ms')
     observe(stats, 'wait', jtype, math.max(0, now - tonumber(since or now)))
@@ -99,9 +94,9 @@ if kind == 'start' or kind == 'end' or leaving then
   end
   if kind == 'end' then redis.call('HINCRBY', stats, 'finished|' .. jtype .. '|' .. set.status, 1) end
 end
-if ARGV[14] ~= '' then set.queued_ms = ARGV[14] end
+if o.retry_at_ms ~= '' then set.queued_ms = o.retry_at_ms end
 
-local name, data, stored = ARGV[3], ARGV[4], nil
+local name, data, stored = o.event, ARGV[2], nil
 if kind == 'state' or kind == 'start' then
   -- Progress never goes down within one attempt: a lower value is ignored
   -- (a 'start' begins an attempt, at whatever progress it says).
@@ -122,17 +117,17 @@ if kind == 'state' or kind == 'start' then
   end
   local eta = set.eta_s or redis.call('HGET', job, 'eta_s') or ''
   data, stored = state_json(new.status, new.progress, new.message, new.stage, new.attempt,
-                            new.queue_position, eta, ARGV[11])
+                            new.queue_position, eta, o.ts)
   -- A new attempt starts with no output ('start', or a change of attempt).
   if kind == 'start' or (set.attempt and set.attempt ~= cur[2]) then
     redis.call('DEL', items)
     set.text = ''
   end
 elseif kind == 'item' then
-  redis.call('RPUSH', items, ARGV[5])
-  redis.call('LTRIM', items, -tonumber(ARGV[9]), -1)
+  redis.call('RPUSH', items, ARGV[3])
+  redis.call('LTRIM', items, -tonumber(o.items_kept), -1)
 elseif kind == 'delta' then
-  set.text = (redis.call('HGET', job, 'text') or '') .. ARGV[5]
+  set.text = (redis.call('HGET', job, 'text') or '') .. ARGV[3]
 end
 
 local flat = {}
@@ -143,13 +138,13 @@ if op ~= '' then flat[#flat + 1] = 'op'; flat[#flat + 1] = op .. ' ' .. outcome 
 redis.call('HSET', job, unpack(flat))
 
 if kind == 'end' then data = '{"last_event_id":' .. seq .. ',' .. data end
-append_event(events, ARGV[1], seq, name, data, ARGV[8], stored)
+append_event(events, stats, o.channel, seq, name, data, o.events_kept, stored)
 
-if ARGV[13] ~= '' and outcome ~= 'parked' then redis.call('ZADD', KEYS[4], ARGV[13], id)
+if o.heartbeat_ms ~= '' and outcome ~= 'parked' then redis.call('ZADD', KEYS[4], o.heartbeat_ms, id)
 elseif set.status and set.status ~= 'running' then redis.call('ZREM', KEYS[4], id) end
-if ARGV[14] ~= '' then redis.call('ZADD', KEYS[5], ARGV[14], id) end
+if o.retry_at_ms ~= '' then redis.call('ZADD', KEYS[5], o.retry_at_ms, id) end
 -- Started, parked, ended or due again later: no longer in RQ's hands waiting to start.
-if outcome == 'parked' or ARGV[14] ~= '' or (set.status and set.status ~= 'queued') then
+if outcome == 'parked' or o.retry_at_ms ~= '' or (set.status and set.status ~= 'queued') then
   redis.call('ZREM', KEYS[6], id)
 end
 if set.status == 'queued' then
@@ -168,7 +163,7 @@ if kind == 'end' then
     local dumped = redis.pcall('DUMP', events)
     if type(dumped) == 'string' then redis.pcall('RESTORE', events, 0, dumped, 'REPLACE') end
   end
-  local ttl = tonumber(ARGV[10])
+  local ttl = tonumber(o.ttl)
   redis.call('EXPIRE', job, ttl)
   redis.call('EXPIRE', events, ttl)
   redis.call('EXPIRE', items, ttl)

@@ -17,9 +17,6 @@ local function state_json(status, progress, message, stage, attempt, position, e
          ',' .. (ts ~= '' and string.gsub(ts, '%D', '') or 'null') .. ']'
 end
 
--- The counters every process adds to, one hash per prefix (`metrics.py` reads
--- it): found from a job's event log key, `{p}:ev:{id}`.
-local function stats_of(events) return string.match(events, '^(.*):ev:') .. ':stats' end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -37,9 +34,10 @@ local function observe(stats, name, jtype, ms)
 end
 
 -- Append event `seq` to a job's log (about `kept` kept; as `stored` if given,
--- the compact form of a state event) and publish it live (as `data`).
-local function append_event(events, channel, seq, name, data, kept, stored)
+-- the compact form of a state event), count it in `stats` (the counters of
+-- `metrics.py`, `{p}:stats`) and publish it live (as `data`).
+local function append_event(events, stats, channel, seq, name, data, kept, stored)
   redis.call('XADD', events, 'MAXLEN', '~', kept, '0-' .. seq, 'e', name, 'd', stored or data)
-  redis.call('HINCRBY', stats_of(events), 'events', 1)
+  redis.call('HINCRBY', stats, 'events', 1)
   redis.call('PUBLISH', channel, seq .. ' ' .. name .. ' ' .. data)
 end

@@ -3,15 +3,15 @@
 -- changed gets a `state` event saying so ("Queued (N ahead)"). Called when a
 -- job leaves the line.
 --
--- KEYS[1] the line (a list), then per job: its hash, its event stream
+-- KEYS[1] the line (a list)   KEYS[2] the counters of `metrics.py`, then per job: its hash, its event stream
 -- ARGV[1] ts   ARGV[2] message template with '{n}'   ARGV[3] events kept
 -- ARGV[4] the stage of a job waiting in this line
 -- ARGV[5..] per job: its id in the line (its RQ job id, or its jobcast id), its channel
 -- Returns how many jobs were told.
 local told = 0
-local n = (#KEYS - 1) / 2
+local n = (#KEYS - 2) / 2
 for i = 1, n do
-  local job, events = KEYS[2 * i], KEYS[2 * i + 1]
+  local job, events = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
   local id, channel = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
   local cur = redis.call('HMGET', job, 'status', 'stage', 'queue_position', 'progress', 'attempt', 'seq')
   if cur[1] == 'queued' and cur[2] == ARGV[4] then
@@ -21,7 +21,7 @@ for i = 1, n do
       local seq = tonumber(cur[6]) + 1
       redis.call('HSET', job, 'queue_position', position, 'message', message, 'seq', seq)
       local data, stored = state_json('queued', cur[4], message, ARGV[4], cur[5], position, '', ARGV[1])
-      append_event(events, channel, seq, 'state', data, ARGV[3], stored)
+      append_event(events, KEYS[2], channel, seq, 'state', data, ARGV[3], stored)
       told = told + 1
     end
   end

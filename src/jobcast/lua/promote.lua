@@ -4,7 +4,9 @@
 -- janitor). Returns the ids promoted.
 --
 -- KEYS[1] the owner's slots (set)   KEYS[2] the owner's waiting list   KEYS[3] owners with waiting jobs
--- KEYS[4] the delayed set
+-- KEYS[4] the delayed set   KEYS[5] the counters of `metrics.py`
+-- (The promoted jobs' own keys are built here from the prefix, as `keys.py` lays them out: which jobs
+-- they are is only known once they leave the waiting list.)
 -- ARGV[1] the limit   ARGV[2] the key prefix   ARGV[3] the owner   ARGV[4] ts   ARGV[5] events kept
 -- ARGV[6] now (ms)
 local promoted = {}
@@ -19,7 +21,7 @@ while redis.call('SCARD', KEYS[1]) < tonumber(ARGV[1]) do
     local seq = tonumber(cur[5]) + 1
     redis.call('HSET', job, 'stage', 'queued', 'message', 'Queued', 'queue_position', '', 'seq', seq)
     local data, stored = state_json('queued', cur[3], 'Queued', 'queued', cur[4], '', '', ARGV[4])
-    append_event(ARGV[2] .. ':ev:{' .. id .. '}', ARGV[2] .. ':ch:{' .. id .. '}', seq, 'state', data, ARGV[5],
+    append_event(ARGV[2] .. ':ev:{' .. id .. '}', KEYS[5], ARGV[2] .. ':ch:{' .. id .. '}', seq, 'state', data, ARGV[5],
                  stored)
     promoted[#promoted + 1] = id
   end
