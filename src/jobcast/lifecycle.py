@@ -276,11 +276,11 @@ def _whereabouts(store: Store, rq_id: str, queue: str) -> str:
 def lose(store: Store, job_id: str) -> None:
     """The worker running `job_id` stopped sending heartbeats: the attempt failed with `worker_lost`."""
     record = store.load(job_id)
-    score = store.redis.zscore(store.keys.running, job_id)
+    deadline = store.heartbeat_deadline(job_id)
     if record is None or record["status"] != Status.RUNNING:
-        store.redis.zrem(store.keys.running, job_id)
+        store.forget_running(job_id)
         return
-    if score is not None and score > now_ms():
+    if deadline is not None and deadline > now_ms():
         return  # a heartbeat came in just now
     items = store.output_items(job_id)
     log.warning("job %s: worker lost (no heartbeat for %ss)", job_id, store.settings.heartbeat_deadline_s)

@@ -147,14 +147,7 @@ async def render(store: AsyncStore, job_queue: str, queues: list[str]) -> bytes:
 
     `queues` are the RQ queues whose depth is shown; workers are counted on `job_queue`.
     """
-    keys = store.keys
-    async with store.redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.stats)
-        for queue in queues:
-            pipe.llen(keys.rq_queue(queue))
-        pipe.zcard(keys.delayed)
-        pipe.zcard(keys.running)
-        stats, *depths, delayed, running = await pipe.execute()
+    stats, depths, delayed, running = await store.figures(queues)
     workers = await store.workers_alive(job_queue)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(job_families(stats, dict(zip(queues, depths, strict=True)), delayed, running, workers)))

@@ -256,6 +256,29 @@ class Store:
                 time.sleep(min(delay, deadline - now))
                 delay = min(1.0, delay * 2)
 
+    def set_webhook(self, job_id: str, attempt: str, hook: str) -> None:
+        """Set a job's `webhook` field, unless the job has moved on to another attempt (and delivery)."""
+        key = self.keys.job(job_id)
+
+        def write(pipe: Pipeline) -> None:
+            if pipe.hget(key, "attempt") == attempt.encode():
+                pipe.multi()
+                pipe.hset(key, "webhook", hook)
+
+        self.redis.transaction(write, key)
+
+    def count(self, counter: str) -> None:
+        """Add one to a counter of `/metrics` (the stats hash)."""
+        self.redis.hincrby(self.keys.stats, counter, 1)
+
+    def heartbeat_deadline(self, job_id: str) -> float | None:
+        """When a running job's worker must next be heard from (ms), or None if it is not in the running set."""
+        return self.redis.zscore(self.keys.running, job_id)
+
+    def forget_running(self, job_id: str) -> None:
+        """Take a job that is no longer running out of the running set."""
+        self.redis.zrem(self.keys.running, job_id)
+
     def emit(
         self,
         job_id: str,
@@ -355,6 +378,19 @@ class AsyncStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             count_submission(pipe, rate_key)
             await pipe.execute()
+
+    async def figures(self, queues: list[str]) -> tuple[dict[bytes, bytes], list[int], int, int]:
+        """What `/metrics` reads of Redis, in one round trip: the stats hash, each RQ queue's depth, and how
+        many jobs are delayed and running."""
+        keys = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.stats)
+            for queue in queues:
+                pipe.llen(keys.rq_queue(queue))
+            pipe.zcard(keys.delayed)
+            pipe.zcard(keys.running)
+            stats, *depths, delayed, running = await pipe.execute()
+        return stats, depths, delayed, running
 
     async def ping(self) -> None:
         """Raises unless Redis answers."""

@@ -35,7 +35,6 @@ from typing import Any
 
 import httpx
 import orjson
-from redis.client import Pipeline
 from rq import Queue, Retry
 from standardwebhooks.webhooks import Webhook
 
@@ -177,8 +176,8 @@ def deliver(job_id: str, attempt: int | None = None) -> None:
     ok = status is not None and 200 <= status < 300
     last_try = hook["attempts"] > RETRIES
     hook["state"] = "delivered" if ok else ("failed" if last_try else "pending")
-    _record_try(store, job_id, record["attempt"], orjson.dumps(hook).decode())
-    store.redis.hincrby(store.keys.stats, f"webhook|{'retrying' if hook['state'] == 'pending' else hook['state']}", 1)
+    store.set_webhook(job_id, record["attempt"], orjson.dumps(hook).decode())
+    store.count(f"webhook|{'retrying' if hook['state'] == 'pending' else hook['state']}")
     log.info("job %s: webhook try %d: %s (%s)", job_id, hook["attempts"], status, hook["state"])
     if not ok and not last_try:
         raise DeliveryFailed(f"the receiver answered {status}" if status else "the receiver could not be reached")
@@ -215,14 +214,3 @@ def _post(target: Target, body: str, headers: dict[str, str]) -> int:
     finally:
         deadline.cancel()
 
-
-def _record_try(store: Store, job_id: str, attempt: str, hook: str) -> None:
-    """Set the job's `webhook` field, unless the job has moved on to another attempt (and delivery) meanwhile."""
-    key = store.keys.job(job_id)
-
-    def write(pipe: Pipeline) -> None:
-        if pipe.hget(key, "attempt") == attempt.encode():
-            pipe.multi()
-            pipe.hset(key, "webhook", hook)
-
-    store.redis.transaction(write, key)
