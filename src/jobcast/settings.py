@@ -25,12 +25,13 @@ Reader = Callable[[str, str], Any]
 """How a variable's text becomes its value: `read(name, text)`, raising ConfigError with what to set."""
 
 
-def knob(default: Any, env: str | None, read: Reader, doc: str) -> Any:
+def knob(default: Any, env: str | None, read: Reader, doc: str, *, secret: bool = False) -> Any:
     """One setting: its default, its environment variable (None: set by code only), how its text is read
-    (an empty or unset variable keeps the default), and what it means."""
+    (an empty or unset variable keeps the default), and what it means; a `secret` is never shown (repr)."""
+    metadata = {"env": env, "read": read, "doc": doc}
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"env": env, "read": read, "doc": doc})
-    return field(default=default, metadata={"env": env, "read": read, "doc": doc})
+        return field(default_factory=lambda: type(default)(default), repr=not secret, metadata=metadata)
+    return field(default=default, repr=not secret, metadata=metadata)
 
 
 def integer(lo: int, hi: int, per: int = 1) -> Reader:
@@ -190,19 +191,17 @@ class Settings:
         /job-types` and the page then say so.""")
     openai_base_url: str | None = knob(None, "OPENAI_BASE_URL", raw_text, """An OpenAI-compatible server
         (Ollama, vLLM, llama.cpp, ...); default OpenAI's.""")
-    openai_api_key: str | None = field(default=None, repr=False, metadata={
-        "env": "OPENAI_API_KEY", "read": raw_text, "doc": "The model server's key (never logged)."})
-    api_keys: Mapping[str, str] = field(default_factory=dict, repr=False, metadata={
-        "env": "JOBCAST_API_KEYS", "read": _api_keys, "doc": """`key:owner` pairs (comma-separated), or the
-        path of a file of them, one a line. None: auth is off and every request acts as `anonymous`."""})
-    secret: str | None = field(default=None, repr=False, metadata={
-        "env": "JOBCAST_SECRET", "read": raw_text, "doc": """Signs stream tokens; required with API keys, the
-        same in every API process."""})
+    openai_api_key: str | None = knob(None, "OPENAI_API_KEY", raw_text, "The model server's key (never logged).",
+                                      secret=True)
+    api_keys: Mapping[str, str] = knob({}, "JOBCAST_API_KEYS", _api_keys, """`key:owner` pairs
+        (comma-separated), or the path of a file of them, one a line. None: auth is off and every request
+        acts as `anonymous`.""", secret=True)
+    secret: str | None = knob(None, "JOBCAST_SECRET", raw_text, """Signs stream tokens; required with API keys, the
+        same in every API process.""", secret=True)
     stream_token_ttl_s: int = knob(900, "JOBCAST_STREAM_TOKEN_TTL", integer(1, 86400),
                                    "How long the token in `links.events` is good for.")
-    webhook_secret: str | None = field(default=None, repr=False, metadata={
-        "env": "JOBCAST_WEBHOOK_SECRET", "read": _webhook_secret, "doc": """The Standard Webhooks signing
-        secret (`whsec_` + base64); needed for webhooks."""})
+    webhook_secret: str | None = knob(None, "JOBCAST_WEBHOOK_SECRET", _webhook_secret, """The Standard Webhooks signing
+        secret (`whsec_` + base64); needed for webhooks.""", secret=True)
     webhook_allow_private: bool = knob(False, "JOBCAST_WEBHOOK_ALLOW_PRIVATE", flag,
                                        "`1`: allow webhook URLs on loopback, private or link-local addresses.")
     webhook_retry_base_s: float = knob(15, "JOBCAST_WEBHOOK_RETRY_BASE_S", integer(1, 3600),
@@ -211,8 +210,8 @@ class Settings:
                                              "`owner=url` pairs, comma-separated: an owner's default webhook.")
     dashboard_user: str | None = knob(None, "JOBCAST_DASHBOARD_USER", raw_text,
                                       "With `_PASSWORD`, the HTTP Basic credentials of `/dashboard/`.")
-    dashboard_password: str | None = field(default=None, repr=False, metadata={
-        "env": "JOBCAST_DASHBOARD_PASSWORD", "read": raw_text, "doc": "See `JOBCAST_DASHBOARD_USER`."})
+    dashboard_password: str | None = knob(None, "JOBCAST_DASHBOARD_PASSWORD", raw_text,
+                                          "See `JOBCAST_DASHBOARD_USER`.", secret=True)
     submit_rate_per_min: int = knob(6000, "JOBCAST_SUBMIT_RATE", integer(0, 10_000_000),
                                     "Submissions one owner may make a minute (0: no limit).")
     max_streams_per_token: int = knob(10, "JOBCAST_MAX_STREAMS_PER_TOKEN", integer(0, 1_000_000), """Event
@@ -292,8 +291,7 @@ class ClientSettings:
     """What `jobcast.Client` and the CLI's client commands read (nothing of the server's)."""
 
     url: str = knob("http://127.0.0.1:8000", "JOBCAST_URL", text, "Where the API is.")
-    api_key: str | None = field(default=None, repr=False, metadata={
-        "env": "JOBCAST_API_KEY", "read": raw_text, "doc": "The API key to send."})
+    api_key: str | None = knob(None, "JOBCAST_API_KEY", raw_text, "The API key to send.", secret=True)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
