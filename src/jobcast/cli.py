@@ -143,7 +143,7 @@ def fake_llm_server() -> Iterator[str]:
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_fake_llm(), host="127.0.0.1", port=port, log_level="warning",
                                            log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, name="fake-llm", daemon=True)
+    thread = threading.Thread(target=server.run, name="stand-in-model", daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.02)
