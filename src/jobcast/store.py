@@ -135,6 +135,14 @@ class Store:
         self.settings = settings
         self.ride_out_s = ride_out_s
         self.keys = Keys(settings.prefix)
+        self.waiting_message = WAITING_MESSAGE.replace("{limit}", str(settings.max_running_per_owner))
+        """The message of a job waiting for one of its owner's slots, `{n}` for how many are ahead."""
+        self._emit_settings = {
+            "events_kept": str(settings.events_kept), "items_kept": str(settings.items_kept),
+            "ttl": str(settings.job_ttl_s), "limit": str(settings.max_running_per_owner),
+            "waiting_message": self.waiting_message,
+        }
+        """The options of every emit that come from the settings (made once, not per emit)."""
         self._emit = redis.register_script(EMIT_LUA)
         self._create = redis.register_script(CREATE_LUA)
         self._positions = redis.register_script(POSITIONS_LUA)
@@ -165,8 +173,7 @@ class Store:
 
     def tell_waiting(self, owner: str) -> int:
         """Send the jobs at the front of `owner`'s waiting list their new place in it."""
-        message = WAITING_MESSAGE.replace("{limit}", str(self.settings.max_running_per_owner))
-        return self._tell(self.keys.waiting(owner), message, Stage.WAITING)
+        return self._tell(self.keys.waiting(owner), self.waiting_message, Stage.WAITING)
 
     def _tell(self, line: str, message: str, stage: str) -> int:
         k = self.keys
@@ -302,18 +309,16 @@ class Store:
         `owner` (whose slots the script may touch) is read from the record when not given: one round trip
         more. `op` names the write (default: a fresh random id), so that sending it again is harmless.
         """
-        k, s = self.keys, self.settings
+        k = self.keys
         if owner is None:
             owner = (cast(bytes | None, self.redis.hget(k.job(job_id), "owner")) or b"").decode()
         statuses = "".join(f",{st}" for st in guard_status)
         options = {
+            **self._emit_settings,
             "kind": kind, "event": event, "channel": k.channel(job_id), "id": job_id, "ts": ts,
             "statuses": statuses + "," if statuses else "",
             "attempt": _text(guard_attempt), "run": _text(guard_run),
-            "events_kept": str(s.events_kept), "items_kept": str(s.items_kept), "ttl": str(s.job_ttl_s),
             "heartbeat_ms": _text(heartbeat_ms), "retry_at_ms": _text(retry_at_ms),
-            "limit": str(s.max_running_per_owner),
-            "waiting_message": WAITING_MESSAGE.replace("{limit}", str(s.max_running_per_owner)),
             "op": op or os.urandom(8).hex(),
         }
         args: list[str | bytes] = [orjson.dumps(options), data, raw]
