@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobcast import api
 from jobcast.connections import RedisFactory
-from jobcast.dashboard import dashboard_app
+from jobcast.dashboard import dashboard_app, mount_path
 from jobcast.errors import JobcastError, Unavailable
 from jobcast.metrics import process_exits
 from jobcast.openapi import openapi_document
@@ -263,8 +263,7 @@ class SecurityHeaders:
             return
 
         # The dashboard sets a CSP of its own (a nonce for its inline scripts: dashboard.py); the other headers still.
-        path = scope["path"][len(scope.get("root_path", "")):]  # (relative to where jobcast is mounted)
-        headers = SECURITY_HEADERS[1:] if path.startswith("/dashboard") else SECURITY_HEADERS
+        headers = SECURITY_HEADERS[1:] if mount_path(scope).startswith("/dashboard") else SECURITY_HEADERS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

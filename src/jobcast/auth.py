@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 
 from jobcast.errors import Unauthorized
+from jobcast.settings import Settings
 
 __all__ = ["ANONYMOUS", "Auth"]
 
@@ -23,6 +24,10 @@ ANONYMOUS = "anonymous"
 
 
 class Auth:
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Auth:
+        return cls(settings.api_keys, settings.secret, settings.stream_token_ttl_s)
+
     def __init__(self, api_keys: Mapping[str, str], secret: str | None, token_ttl_s: int) -> None:
         self._keys = [(key.encode(), owner) for key, owner in api_keys.items()]
         self._secret = (secret or "").encode()

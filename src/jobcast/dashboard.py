@@ -35,12 +35,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobcast.settings import Settings
 
-__all__ = ["dashboard_app"]
+__all__ = ["dashboard_app", "mount_path"]
 
 _ACTING_GET = re.compile(r"^/requeue/")
 """rq-dashboard's GET routes that change something (relative to the mount)."""
 
 _SCRIPT_TAG = re.compile(rb"<script(?=[\s>])")
+
+
+def mount_path(scope: Scope) -> str:
+    """The request's path relative to where the app serving it is mounted (its `root_path`)."""
+    path: str = scope["path"]
+    return path[len(scope.get("root_path", "")):]
 
 
 async def _refuse(send: Send, status: int, message: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -84,7 +90,7 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers", []))
-        path = scope["path"][len(scope.get("root_path", "")):]  # (relative to the mount)
+        path = mount_path(scope)
         acts = scope["method"] not in ("GET", "HEAD") or bool(_ACTING_GET.match(path))
         if acts and not _same_origin(headers):
             await _refuse(send, 403, b"The dashboard only acts on requests from its own pages (cross-site request "

@@ -37,7 +37,7 @@ class Services:
     def build(cls, settings: Settings, factory: RedisFactory, registry: Registry) -> Services:
         redis = factory.asyncio()
         sync_redis = factory.sync()
-        auth = Auth(settings.api_keys, settings.secret, settings.stream_token_ttl_s)
+        auth = Auth.from_settings(settings)
         encode = EventEncoder(auth.links)
         store = AsyncStore(redis, settings)
         hub = Hub(factory.asyncio(retries=False), Keys(settings.prefix), encode, store)

@@ -151,7 +151,7 @@ def submit_sync(
     if accepted.webhook_url is not None:
         webhooks.check_url(accepted.webhook_url, settings)
     job = create(Store(redis, settings), owner, accepted)
-    job["links"] = Auth(settings.api_keys, settings.secret, settings.stream_token_ttl_s).links(
+    job["links"] = Auth.from_settings(settings).links(
         job["id"], (base_url if base_url is not None else settings.public_url or "").rstrip("/"))
     return Job.model_validate_json(orjson.dumps(job))
 
