@@ -98,16 +98,18 @@ class _Arrivals:
 
     def __init__(self, wanted: int, found: Callable[[Persona], None]) -> None:
         self.wanted, self.found = wanted, found
-        self.text: list[str] = []
+        self.text = ""
         self.seen = 0
         """Entries of the answer's list looked at so far."""
         self.valid = 0
 
     def feed(self, piece: str) -> None:
-        self.text.append(piece)
+        self.text += piece
+        if "{" not in piece:
+            return  # no new entry can have begun: the ones before it are as they were
         try:
             # (jiter, the openai client's own parser, reads the unfinished JSON as far as it goes)
-            so_far = jiter.from_json("".join(self.text).encode(), partial_mode=True)
+            so_far = jiter.from_json(self.text.encode(), partial_mode=True)
         except ValueError:
             return  # not JSON (yet): the whole answer is checked at its end
         entries = so_far.get("personas") if isinstance(so_far, dict) else None
