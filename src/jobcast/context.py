@@ -1,7 +1,7 @@
 """What job code calls: progress, nested stages, parallel trackers, output, cancel.
 
 A job function gets a `JobContext`. Everything it reports goes to Redis through
-the atomic emit (`lua/emit.lua`), but not one call at a time: pure progress
+the atomic emit (`Store.emit`: `lua/report.lua` and `lua/output.lua`), but not one call at a time: pure progress
 changes are coalesced to at most one write per `JOBCAST_PROGRESS_INTERVAL_MS`
 (50 ms) with the latest value always sent, and text deltas are merged the same
 way; a change of message or stage, and every output item, is sent at once.

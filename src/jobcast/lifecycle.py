@@ -124,7 +124,7 @@ def fail_attempt(
             "message": f"Retrying in {when} s (attempt {attempt + 1} of {max_attempts}) after: {message}"[:200],
             "queue_position": "", "eta_s": "", "started_at": "",
         }
-        res = store.emit(record["id"], "state", owner=record["owner"], ts=now_iso(), fields=next_fields,
+        res = store.emit(record["id"], "again", owner=record["owner"], ts=now_iso(), fields=next_fields,
                          guard_status=(Status.RUNNING,),
                          guard_attempt=attempt, retry_at_ms=now_ms() + int(delay * 1000))
         log.info("job %s: attempt %d failed (%s); retry in %.1fs (%s)", record["id"], attempt, code, delay, res.outcome)
@@ -325,7 +325,7 @@ def retry(store: Store, job_id: str) -> str:
     fields = {"status": Status.QUEUED, "attempt": str(attempt), "progress": "0", "message": "Queued",
               "stage": Stage.QUEUED, "queue_position": "", "eta_s": "", "started_at": "", "ended_at": "",
               "result": "", "error": "", "cancel": ""}
-    res = store.emit(job_id, "state", owner=record["owner"], ts=now_iso(), fields=fields,
+    res = store.emit(job_id, "again", owner=record["owner"], ts=now_iso(), fields=fields,
                      guard_status=(Status.FAILED, Status.CANCELED),
                      guard_attempt=attempt - 1, retry_at_ms=now_ms())
     if res.outcome != Outcome.OK:

@@ -38,7 +38,7 @@ class Stage(StrEnum):
 
 
 class Outcome(StrEnum):
-    """What an emit (`emit.lua`) came to."""
+    """What a change of a job (`Store.emit`, by one of the scripts in `lua/`) came to."""
 
     OK = "ok"
     """Written."""

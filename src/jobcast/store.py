@@ -39,7 +39,11 @@ def _lua(name: str) -> str:
 
 
 _LIB = _lua("lib")
-EMIT_LUA = _LIB + _lua("emit")
+CHANGE_LUA = {kind: _LIB + _lua(script) for kind, script in (
+    ("start", "start"), ("state", "report"), ("item", "output"), ("delta", "output"), ("again", "again"),
+    ("end", "finish"),
+)}
+"""The script of each kind of change `Store.emit` makes (`item` and `delta` share one)."""
 CREATE_LUA = _LIB + _lua("create")
 POSITIONS_LUA = _LIB + _lua("positions")
 DELETE_LUA = _lua("delete")
@@ -53,7 +57,13 @@ LIVE_POSITIONS = 20
 Further back, a job's place shows in its snapshot and `GET`, and as events once it nears the front.
 """
 
-EmitKind = Literal["state", "start", "item", "delta", "end"]
+PROMOTE_ROUNDS = 5
+"""How often `Store.promote` reads an owner's waiting list again when it changed under it (the janitor's next
+sweep promotes whatever is left)."""
+
+EmitKind = Literal["start", "state", "item", "delta", "again", "end"]
+"""A change of a running system's job: an attempt starts, its state is reported, its output grows by an item or
+a delta, the job goes back to `queued` for its next attempt, or it ends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +153,8 @@ class Store:
             "waiting_message": self.waiting_message,
         }
         """The options of every emit that come from the settings (made once, not per emit)."""
-        self._emit = redis.register_script(EMIT_LUA)
+        scripts = {lua: redis.register_script(lua) for lua in set(CHANGE_LUA.values())}
+        self._change = {kind: scripts[lua] for kind, lua in CHANGE_LUA.items()}
         self._create = redis.register_script(CREATE_LUA)
         self._positions = redis.register_script(POSITIONS_LUA)
         self._delete = redis.register_script(DELETE_LUA)
@@ -193,12 +204,19 @@ class Store:
         """Give the owner's free slots to its waiting jobs, in order; the ids promoted (to enqueue in RQ)."""
         k = self.keys
         limit = self.settings.max_running_per_owner
-        if limit <= 0:
-            return []
-        ids = self._promote(keys=[k.active(owner), k.waiting(owner), k.waiting_owners, k.delayed, k.stats],
-                            args=[limit, k.prefix, owner, now_iso(), self.settings.events_kept,
-                                  now_ms()])
-        return [i.decode() for i in cast(list[bytes], ids)]
+        promoted: list[str] = []
+        for _ in range(PROMOTE_ROUNDS if limit > 0 else 0):
+            front = [i.decode() for i in cast(list[bytes], self.redis.lrange(k.waiting(owner), 0, limit - 1))]
+            keys = [k.active(owner), k.waiting(owner), k.waiting_owners, k.delayed, k.stats]
+            args: list[str | int] = [limit, owner, now_iso(), self.settings.events_kept, now_ms()]
+            for job_id in front:
+                keys += [k.job(job_id), k.events(job_id)]
+                args += [job_id, k.channel(job_id)]
+            ids, settled = self._promote(keys=keys, args=args)
+            promoted += [i.decode() for i in cast(list[bytes], ids)]
+            if settled:
+                break
+        return promoted
 
     def waiting_owners(self) -> list[str]:
         return [o.decode() for o in cast(list[bytes], self.redis.smembers(self.keys.waiting_owners))]
@@ -211,6 +229,9 @@ class Store:
         """Forget a finished job; `ok`, `missing`, or the status that keeps it (see `lua/delete.lua`)."""
         k = self.keys
         keys = [k.job(job_id), k.events(job_id), k.items(job_id), k.owner(owner), k.running, k.delayed]
+        idem_key = cast(bytes | None, self.redis.hget(k.job(job_id), "idem_key"))  # set once, at submit
+        if idem_key:
+            keys.append(idem_key.decode())
         outcome: bytes = self._delete(keys=keys, args=[job_id, "," + ",".join(sorted(TERMINAL)) + ","])
         return outcome.decode()
 
@@ -304,13 +325,25 @@ class Store:
         retry_at_ms: int | None = None,
         op: str | None = None,
     ) -> EmitResult:
-        """Apply one change to job `job_id` of `owner` atomically; see `lua/emit.lua` for what each kind does.
+        """Apply one change of `kind` to job `job_id` of `owner` atomically, by its script in `lua/`
+        (`CHANGE_LUA`: each says what it does and what it takes).
 
-        `owner` (whose slots the script may touch) is read from the record when not given: one round trip
-        more. `op` names the write (default: a fresh random id), so that sending it again is harmless.
+        The record, the job's log and its live channel change together, or not at all when a guard fails:
+        `guard_status` (the statuses the job must be in), `guard_attempt` and `guard_run` (the attempt and the
+        trip through RQ the writer belongs to). `fields` are set on the record; `data` is the event's JSON
+        (for `end`, the job object's without its opening brace) and `raw` the output item or delta;
+        `heartbeat_ms` is a `start`'s first heartbeat deadline, `retry_at_ms` when an `again`'s next attempt
+        is due. `owner` (whose slots a start or an end touches) is read from the record when not given: one
+        round trip more. `op` names the write (default: a fresh random id), so that sending it again is harmless.
         """
         k = self.keys
-        if owner is None:
+        fields = fields or {}
+        if kind == "state" and ("status" in fields or "attempt" in fields):
+            raise ValueError("a `state` change moves a job nowhere: a new status or attempt is a `start`, an "
+                             "`again` or an `end`")
+        if kind == "again" and retry_at_ms is None:
+            raise ValueError("an `again` needs `retry_at_ms`: when the next attempt is due")
+        if kind in ("start", "end") and owner is None:
             owner = (cast(bytes | None, self.redis.hget(k.job(job_id), "owner")) or b"").decode()
         statuses = "".join(f",{st}" for st in guard_status)
         options = {
@@ -322,12 +355,27 @@ class Store:
             "op": op or os.urandom(8).hex(),
         }
         args: list[str | bytes] = [orjson.dumps(options), data, raw]
-        for name, value in (fields or {}).items():
+        for name, value in fields.items():
             args += [name, value]
-        keys = [k.job(job_id), k.events(job_id), k.items(job_id), k.running, k.delayed, k.queued, k.stats,
-                k.active(owner), k.waiting(owner), k.waiting_owners]
-        seq, cancel, outcome = self._ride_out(lambda: self._emit(keys=keys, args=args), job_id)
+        keys = self._change_keys(kind, job_id, owner or "")
+        script = self._change[kind]
+        seq, cancel, outcome = self._ride_out(lambda: script(keys=keys, args=args), job_id)
         return EmitResult(int(seq), bool(cancel), Outcome(outcome.decode()))
+
+    def _change_keys(self, kind: EmitKind, job_id: str, owner: str) -> list[str]:
+        """The keys the script of `kind` touches, in the order its `KEYS` lists them."""
+        k = self.keys
+        job, events, items = k.job(job_id), k.events(job_id), k.items(job_id)
+        if kind == "state":
+            return [job, events, k.stats]
+        if kind in ("item", "delta"):
+            return [job, events, items, k.stats]
+        if kind == "start":
+            return [job, events, items, k.running, k.queued, k.stats, k.active(owner), k.waiting(owner),
+                    k.waiting_owners]
+        if kind == "again":
+            return [job, events, items, k.running, k.delayed, k.queued, k.stats]
+        return [job, events, items, k.running, k.delayed, k.queued, k.stats, k.active(owner), k.waiting(owner)]
 
 
 def _text(value: int | None) -> str:
@@ -351,7 +399,7 @@ class AsyncStore:
         self.redis = redis
         self.keys = Keys(settings.prefix)
         self._snapshot = redis.register_script(SNAPSHOT_LUA)
-        self._queue_prefix = Keys.rq_queue("")
+        self._queue, self._queue_key = settings.queue, Keys.rq_queue(settings.queue)
 
     # -- what the API keeps of its requests: Idempotency-Key claims and the owners' submit counts ------
 
@@ -411,26 +459,28 @@ class AsyncStore:
         names = [Keys.rq_worker_name(k) for k in registered]
         return int(await self.redis.exists(*map(self.keys.alive, names))) if names else 0
 
-    @staticmethod
-    def _to_snapshot(reply: Any) -> Snapshot | None:
+    async def _to_snapshot(self, reply: Any) -> Snapshot | None:
         if reply is None:
             return None
-        flat, items, position = reply
+        flat, items, position, *elsewhere = reply
         record = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+        if elsewhere:  # queued in a queue other than today's `JOBCAST_QUEUE`
+            position = await self.redis.lpos(Keys.rq_queue(elsewhere[0].decode()), record["rq_id"])
         return Snapshot(record, items, position)
 
+    def _snapshot_keys(self, job_id: str) -> list[str]:
+        return [self.keys.job(job_id), self.keys.items(job_id), self._queue_key]
+
     async def snapshot(self, job_id: str) -> Snapshot | None:
-        k = self.keys
-        reply = await self._snapshot(keys=[k.job(job_id), k.items(job_id)], args=[self._queue_prefix])
-        return self._to_snapshot(reply)
+        reply = await self._snapshot(keys=self._snapshot_keys(job_id), args=[self._queue])
+        return await self._to_snapshot(reply)
 
     async def snapshots(self, job_ids: list[str]) -> list[Snapshot | None]:
-        k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                await self._snapshot(keys=[k.job(job_id), k.items(job_id)], args=[self._queue_prefix], client=pipe)
+                await self._snapshot(keys=self._snapshot_keys(job_id), args=[self._queue], client=pipe)
             replies = await pipe.execute()
-        return [self._to_snapshot(r) for r in replies]
+        return [await self._to_snapshot(r) for r in replies]
 
     async def summaries(self, job_ids: list[str]) -> list[tuple[str, str, str | None] | None]:
         """Each job's status, type and tags (JSON), or None for a job that is gone: what a listing filters on."""

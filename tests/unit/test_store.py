@@ -1,4 +1,4 @@
-"""The atomic emit (lua/emit.lua) and the record it keeps."""
+"""The atomic changes of a job (`Store.emit`, one script per kind in lua/) and the record they keep."""
 
 from __future__ import annotations
 

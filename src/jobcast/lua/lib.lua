@@ -41,3 +41,78 @@ local function append_event(events, stats, channel, seq, name, data, kept, store
   redis.call('HINCRBY', stats, 'events', 1)
   redis.call('PUBLISH', channel, seq .. ' ' .. name .. ' ' .. data)
 end
+
+-- The record's fields a change reads before it decides anything.
+local CURRENT = {'status', 'attempt', 'progress', 'message', 'stage', 'queue_position', 'cancel', 'seq', 'op', 'run'}
+
+-- What every change of a job (`start`, `report`, `output`, `again`, `finish`)
+-- does first: read the record and check the writer's guards. `o` is the
+-- script's options (ARGV[1]): `statuses` (',a,b,', '' = any), `attempt` and
+-- `run` ('' = any) the writer belongs to, and `op`, the write's own id ('' =
+-- none): a write sent again after a lost reply (the worker rides out Redis
+-- trouble by resending) finds its id on the record and gets the first answer
+-- back instead of being applied twice. Returns the current values, or nil and
+-- the script's reply: {seq, cancel, 'missing' | 'refused' | the first answer}.
+local function begin(job, o)
+  local v = redis.call('HMGET', job, unpack(CURRENT))
+  if not v[1] then return nil, {0, 0, 'missing'} end
+  local cur = {}
+  for i, f in ipairs(CURRENT) do cur[f] = v[i] end
+  cur.seq = tonumber(cur.seq)
+  cur.cancel = (cur.cancel == '1') and 1 or 0
+  local done = cur.op
+  if o.op ~= '' and done and string.sub(done, 1, #o.op + 1) == o.op .. ' ' then
+    return nil, {cur.seq, cur.cancel, string.sub(done, #o.op + 2)}
+  end
+  if (o.statuses ~= '' and not string.find(o.statuses, ',' .. cur.status .. ',', 1, true))
+     or (o.attempt ~= '' and o.attempt ~= cur.attempt)
+     -- (a trip the janitor gave up on and enqueued again must not start beside the new one)
+     or (o.run ~= '' and o.run ~= (cur.run or '1')) then
+    return nil, {cur.seq, cur.cancel, 'refused'}
+  end
+  return cur
+end
+
+-- The field, value pairs of ARGV[4..] as a table.
+local function changes(argv)
+  local set = {}
+  for i = 4, #argv, 2 do set[argv[i]] = argv[i + 1] end
+  return set
+end
+
+-- The `state` event of setting `set` on a record now at `cur`: its data as
+-- published and as logged (`state_json`), or nil when nothing a client sees
+-- would change (then only a new `eta_s` is written, and there is no event).
+local STATE = {'status', 'attempt', 'progress', 'message', 'stage', 'queue_position'}
+local function state_event(job, cur, set, ts)
+  local new, changed = {}, false
+  for _, f in ipairs(STATE) do
+    new[f] = set[f] or cur[f] or ''
+    if new[f] ~= (cur[f] or '') then changed = true end
+  end
+  if not changed then
+    if set.eta_s then redis.call('HSET', job, 'eta_s', set.eta_s) end
+    return nil
+  end
+  local eta = set.eta_s or redis.call('HGET', job, 'eta_s') or ''
+  return state_json(new.status, new.progress, new.message, new.stage, new.attempt, new.queue_position, eta, ts)
+end
+
+-- Write `set` on the record with the next event id, and the write's id with
+-- its outcome (see `begin`); returns the new event id.
+local function commit(job, cur, set, op, outcome)
+  local flat = {}
+  for f, v in pairs(set) do flat[#flat + 1] = f; flat[#flat + 1] = v end
+  local seq = cur.seq + 1
+  flat[#flat + 1] = 'seq'; flat[#flat + 1] = seq
+  if op ~= '' then flat[#flat + 1] = 'op'; flat[#flat + 1] = op .. ' ' .. outcome end
+  redis.call('HSET', job, unpack(flat))
+  return seq
+end
+
+-- A running attempt ends (for good, or to be tried again): its run time goes
+-- into the `run` histogram of `metrics.py`.
+local function observe_run(job, stats, now)
+  local jtype, started = redis.call('HGET', job, 'type'), redis.call('HGET', job, 'started_ms')
+  observe(stats, 'run', jtype, math.max(0, now - tonumber(started or now)))
+end

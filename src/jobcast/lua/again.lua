@@ -1,0 +1,39 @@
+-- A job goes back to `queued` for its next attempt, due at `retry_at_ms` in
+-- the delayed set (from where `lifecycle.requeue` sends it to RQ): a failed
+-- attempt with attempts left (from `running`), or `POST /retry` (from `failed`
+-- or `canceled`). The new attempt starts with no output; a running attempt's
+-- run time goes into the `run` histogram and counts as a retry; the TTL the
+-- job's end set is taken off.
+--
+-- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] running jobs (zset)
+-- KEYS[5] delayed retries (zset)   KEYS[6] jobs handed to RQ and not started yet (zset)
+-- KEYS[7] the counters of `metrics.py`
+-- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); id, event, channel, ts;
+--   events_kept; retry_at_ms (when the next attempt is due)
+-- ARGV[2], ARGV[3] unused   ARGV[4..] field, value pairs of the queued job (its new `attempt` among them)
+-- Returns {seq, cancel, 'ok' | 'refused' | 'missing'}.
+local job, events, items, running, delayed, queued, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
+  KEYS[7]
+local o = cjson.decode(ARGV[1])
+local cur, reply = begin(job, o)
+if not cur then return reply end
+local set, id = changes(ARGV), o.id
+set.status = 'queued'
+if cur.status == 'running' then
+  observe_run(job, stats, now_ms())
+  redis.call('HINCRBY', stats, 'retried|' .. redis.call('HGET', job, 'type'), 1)
+end
+set.queued_ms = o.retry_at_ms
+local data, stored = state_event(job, cur, set, o.ts)
+redis.call('DEL', items)
+set.text = ''
+local seq = commit(job, cur, set, o.op, 'ok')
+append_event(events, stats, o.channel, seq, o.event, data, o.events_kept, stored)
+
+redis.call('ZREM', running, id)
+redis.call('ZADD', delayed, o.retry_at_ms, id)
+redis.call('ZREM', queued, id)
+redis.call('PERSIST', job)
+redis.call('PERSIST', events)
+redis.call('PERSIST', items)
+return {seq, cur.cancel, 'ok'}

@@ -1,0 +1,21 @@
+-- A change a client sees in a job's `state` that moves it nowhere: progress,
+-- message, stage and ETA from the job's code (`context.py`), a cancel request
+-- (`cancel` = '1', "Canceling"), a queued job's new stage. Progress never goes
+-- down within an attempt: a lower value is ignored. Nothing visible changed:
+-- outcome 'same', and no event.
+--
+-- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] the counters of `metrics.py`
+-- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); event, channel, ts; events_kept
+-- ARGV[2], ARGV[3] unused   ARGV[4..] field, value pairs to set (never `status` or `attempt`)
+-- Returns {seq, cancel, 'ok' | 'same' | 'refused' | 'missing'}.
+local job, events, stats = KEYS[1], KEYS[2], KEYS[3]
+local o = cjson.decode(ARGV[1])
+local cur, reply = begin(job, o)
+if not cur then return reply end
+local set = changes(ARGV)
+if set.progress and tonumber(set.progress) < tonumber(cur.progress) then set.progress = nil end
+local data, stored = state_event(job, cur, set, o.ts)
+if not data then return {cur.seq, cur.cancel, 'same'} end
+local seq = commit(job, cur, set, o.op, 'ok')
+append_event(events, stats, o.channel, seq, o.event, data, o.events_kept, stored)
+return {seq, cur.cancel, 'ok'}
