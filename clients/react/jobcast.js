@@ -1,1 +1,1 @@
-../../src/jobcast/static/jobcast.js
+../../src/jobcast/web/static/jobcast.js

@@ -6,13 +6,13 @@ What a caller imports: `Client` (or `AsyncClient`) to submit and watch jobs over
 `submit_sync`) to submit from code that shares jobcast's Redis; `create_app` to run or mount the API.
 """
 
-from jobcast.app import create_app
 from jobcast.client import ApiError, AsyncClient, Client, Event
 from jobcast.context import JobCanceled, JobContext, JobFailed, Scope, Tracker
 from jobcast.registry import job_type
 from jobcast.schemas import Job
 from jobcast.settings import Settings
 from jobcast.submission import submit, submit_sync
+from jobcast.web.app import create_app
 
 __all__ = [
     "ApiError", "AsyncClient", "Client", "Event", "Job", "JobCanceled", "JobContext", "JobFailed", "Scope",

@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from jobcast.record import format_progress, now_iso
 from jobcast.states import Outcome, Status
 from jobcast.store import EmitResult, Store
+from jobcast.store.record import format_progress, now_iso
 
 __all__ = ["JobCanceled", "JobContext", "JobFailed", "Scope", "Tracker"]
 

@@ -2,7 +2,7 @@
 
 RQ calls `run_job(job_id)`, which makes an `Attempt`: `start` loads the record and
 emits `running`; `perform` validates the payload, calls the registered function
-with a `JobContext`, and ends the attempt through `lifecycle`: `completed` with
+with a `JobContext`, and ends the attempt through `transitions`: `completed` with
 the result; for an error or a time-out, a retry while attempts remain or else
 `failed`; `canceled` when the code stopped for a cancel, or did not stop within
 the grace period after one.
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 from typing import Any
 
@@ -22,11 +20,11 @@ from pydantic import BaseModel, ValidationError
 from rq.timeouts import JobTimeoutException
 
 from jobcast.context import JobCanceled, JobContext, JobFailed
-from jobcast.lifecycle import end_job, error_json, fail_attempt
 from jobcast.logs import current_job
-from jobcast.record import format_progress, now_iso, now_ms
-from jobcast.runtime import Runtime, current_runtime, hard_stop
 from jobcast.states import TERMINAL, Outcome, Status
+from jobcast.store.record import format_progress
+from jobcast.transitions import end_job, error_json, fail_attempt, start
+from jobcast.worker.runtime import Runtime, current_runtime, hard_stop
 
 __all__ = ["Attempt", "run_job"]
 
@@ -87,14 +85,7 @@ class Attempt:
         if record["status"] in TERMINAL:
             log.info("job %s: already %s; skipping", job_id, record["status"])
             return None
-        started = now_iso()
-        start_fields = {"status": Status.RUNNING, "progress": "0", "message": "Starting", "stage": "",
-                        "queue_position": "", "eta_s": "", "started_at": started, "ended_at": "", "error": "",
-                        "worker": f"{socket.gethostname()}:{os.getpid()}"}
-        res = store.emit(job_id, "start", owner=record["owner"], ts=started, fields=start_fields,
-                         guard_status=(Status.QUEUED,),
-                         guard_attempt=int(record["attempt"]), guard_run=run,
-                         heartbeat_ms=now_ms() + int(store.settings.heartbeat_deadline_s * 1000))
+        res, start_fields = start(store, record, run)
         if res.outcome == Outcome.PARKED:
             log.info("job %s: its owner runs its limit of jobs already; waiting for a slot", job_id)
             return None

@@ -187,7 +187,7 @@ class Settings:
     model: str | None = knob(None, "JOBCAST_MODEL", raw_text,
                              "The model the LLM job types ask; without one they are unavailable.")
     stand_in_model: bool = knob(False, None, flag, """Set by `jobcast dev` (never from the environment) when no
-        model is configured and it serves the LLM types from its stand-in (`jobcast.fake_llm`): `GET
+        model is configured and it serves the LLM types from its stand-in (`jobcast.llm.fake`): `GET
         /job-types` and the page then say so.""")
     openai_base_url: str | None = knob(None, "OPENAI_BASE_URL", raw_text, """An OpenAI-compatible server
         (Ollama, vLLM, llama.cpp, ...); default OpenAI's.""")
@@ -258,6 +258,11 @@ class Settings:
             raise ConfigError("JOBCAST_API_KEYS is set, so stream tokens must be signed: set JOBCAST_SECRET to a "
                               "random string of at least 16 characters, the same in every API process.")
         return settings
+
+    @property
+    def webhook_queue(self) -> str:
+        """The RQ queue webhook deliveries go to: `JOBCAST_QUEUE` + `-webhooks`."""
+        return f"{self.queue}-webhooks"
 
     @property
     def redis_target(self) -> str:

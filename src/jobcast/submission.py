@@ -9,14 +9,14 @@ code in the same process (`jobcast.submit`, `jobcast.submit_sync`).
 Both take the kind of connection RQ takes (a `redis.Redis`; the creation enqueues with RQ), check what
 `POST /jobs` checks, raise the same typed errors (`jobcast.errors`, which the API maps to its JSON), and
 return the same job object, links included (a `jobcast.Job`, as `jobcast.Client` returns). What only
-HTTP has stays in `api.py`: the body's JSON, the `Idempotency-Key`, and the per-owner submit rate (code
+HTTP has stays in `web/api.py`: the body's JSON, the `Idempotency-Key`, and the per-owner submit rate (code
 in the process is trusted to pace itself).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,17 +24,16 @@ import anyio.to_thread
 import orjson
 from pydantic import BaseModel, ValidationError
 from redis import Redis
-from redis.client import Pipeline
 
-from jobcast import lifecycle, webhooks
-from jobcast.auth import ANONYMOUS, Auth
+from jobcast import webhooks
 from jobcast.errors import ValidationFailed
-from jobcast.record import job_object, now_iso, now_ms
 from jobcast.registry import JobType, Registry, load_job_types
 from jobcast.schemas import Job, SubmitRequest, validation_details
 from jobcast.settings import OWNER_PATTERN, Settings
 from jobcast.states import Stage, Status
-from jobcast.store import Store
+from jobcast.store import Store, trips
+from jobcast.store.record import job_object, now_iso, now_ms, pending_webhook
+from jobcast.web.auth import ANONYMOUS, Auth
 
 __all__ = ["Accepted", "accept", "create", "invalid", "submit", "submit_sync"]
 
@@ -82,29 +81,22 @@ def _stored_payload(payload: BaseModel) -> str:
 
 
 def create(store: Store, owner: str, accepted: Accepted, *, job_id: str | None = None, idem_key: str = "",
-           also: Callable[[Pipeline], None] | None = None) -> dict[str, Any]:
-    """Write the job's record and enqueue it with RQ in one MULTI (with `also`'s commands, if given);
-    return the job object, without links. Blocks: call it from a thread in async code."""
+           count_in: str | None = None) -> dict[str, Any]:
+    """Write the job's record and enqueue it with RQ in one MULTI (counting it in the owner's submit rate key
+    `count_in`, if given); return the job object, without links. Blocks: call it from a thread in async code."""
     job_id = job_id or uuid.uuid4().hex
     jtype, req, settings = accepted.jtype, accepted.request, store.settings
     created_ms = now_ms()
     created_at = now_iso()
-    timeout_s = req.timeout_s or jtype.timeout_s
     fields = {
         "id": job_id, "type": jtype.name, "owner": owner, "status": Status.QUEUED, "progress": "0",
         "stage": Stage.QUEUED, "attempt": "1", "max_attempts": str(req.max_attempts or jtype.max_attempts),
-        "timeout_s": str(timeout_s), "tags": orjson.dumps(req.tags).decode(),
+        "timeout_s": str(req.timeout_s or jtype.timeout_s), "tags": orjson.dumps(req.tags).decode(),
         "payload": _stored_payload(accepted.payload), "queue": settings.queue, "created_at": created_at,
         "created_ms": str(created_ms), "idem_key": idem_key,
-        "webhook": webhooks.pending(accepted.webhook_url) if accepted.webhook_url else "",
+        "webhook": pending_webhook(accepted.webhook_url) if accepted.webhook_url else "",
     }
-    with store.redis.pipeline(transaction=True) as pipe:
-        pipe.multi()  # RQ's enqueue joins an explicit MULTI; it would start its own otherwise
-        store.create(pipe, job_id, owner, created_ms, created_at, fields)
-        lifecycle.enqueue(store, pipe, job_id, 1, jtype.name, settings.queue, timeout_s)
-        if also is not None:
-            also(pipe)
-        ahead: int = pipe.execute()[0]
+    ahead = trips.create(store, fields, created_ms, created_at, count_in=count_in)
     record = {**fields, "seq": "1", "message": "", "queue_position": str(ahead)}
     return job_object(record, [], ahead)
 

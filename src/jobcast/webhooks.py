@@ -35,32 +35,24 @@ from typing import Any
 
 import httpx
 import orjson
-from rq import Queue, Retry
 from standardwebhooks.webhooks import Webhook
 
 from jobcast.errors import ValidationFailed
-from jobcast.record import job_object
-from jobcast.runtime import current_runtime
 from jobcast.settings import Settings
-from jobcast.store import Store
+from jobcast.store.record import job_object
+from jobcast.store.trips import DELIVERY_DEADLINE_S, DELIVERY_RETRIES
+from jobcast.worker.runtime import current_runtime
 
-__all__ = ["Target", "check_url", "deliver", "pending", "schedule", "webhook_queue"]
+__all__ = ["Target", "check_url", "deliver"]
 
 log = logging.getLogger("jobcast.webhooks")
 
-RETRIES = 5
 TIMEOUT_S = 10.0
 """Longest wait for any one step of a delivery: connecting, sending, each read of the answer."""
-DELIVERY_DEADLINE_S = 20.0
-"""Longest a whole delivery may take (a receiver that drips its answer is cut off)."""
 
 
 class DeliveryFailed(Exception):
     """The receiver did not answer 2xx; RQ tries again later."""
-
-
-def webhook_queue(settings: Settings) -> str:
-    return f"{settings.queue}-webhooks"
 
 
 @dataclass(frozen=True)
@@ -127,21 +119,6 @@ def _refused(why: str) -> ValidationFailed:
     return ValidationFailed(f"webhook.url: {why}", [{"path": "webhook.url", "message": why}])
 
 
-def pending(url: str) -> str:
-    """The `webhook` field of a job whose delivery is yet to be made."""
-    return orjson.dumps({"url": url, "state": "pending", "attempts": 0, "last_status": None}).decode()
-
-
-def schedule(store: Store, job_id: str, attempt: int) -> None:
-    """Enqueue the delivery of `job_id`'s webhook for the end of attempt `attempt` (once per end)."""
-    base = store.settings.webhook_retry_base_s
-    Queue(webhook_queue(store.settings), connection=store.redis).enqueue_call(
-        "jobcast.webhooks.deliver", args=(job_id, attempt), timeout=int(DELIVERY_DEADLINE_S * 2),
-        retry=Retry(max=RETRIES, interval=[int(base * 4 ** i) for i in range(RETRIES)]),
-        description=f"webhook of {job_id} (attempt {attempt})", result_ttl=0, failure_ttl=store.settings.job_ttl_s,
-    )
-
-
 def deliver(job_id: str, attempt: int | None = None) -> None:
     """One try at delivering `job_id`'s webhook for the end of `attempt` (RQ's entry point; raises to be
     tried again). A delivery whose job has ended again since (a retried job) gives way to the new one.
@@ -174,7 +151,7 @@ def deliver(job_id: str, attempt: int | None = None) -> None:
         log.warning("job %s: webhook try %d failed: %s", job_id, hook["attempts"], exc)
     hook["last_status"] = status
     ok = status is not None and 200 <= status < 300
-    last_try = hook["attempts"] > RETRIES
+    last_try = hook["attempts"] > DELIVERY_RETRIES
     hook["state"] = "delivered" if ok else ("failed" if last_try else "pending")
     store.set_webhook(job_id, record["attempt"], orjson.dumps(hook).decode())
     store.count(f"webhook|{'retrying' if hook['state'] == 'pending' else hook['state']}")

@@ -456,7 +456,7 @@ def test_build_stage_makes_a_wheel_with_the_package_data(tmp_path: Path) -> None
     (wheel,) = (tmp_path / "out").glob("jobcast-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     package = ROOT / "src" / "jobcast"
-    wanted = [p for p in [*package.glob("lua/*.lua"), *package.glob("static/*"), *package.glob("**/*.py")]
+    wanted = [p for p in [*package.glob("store/lua/*.lua"), *package.glob("web/static/*"), *package.glob("**/*.py")]
               if "__pycache__" not in p.parts]
     missing = [str(p.relative_to(package)) for p in wanted
                if "jobcast/" + p.relative_to(package).as_posix() not in names]

@@ -1,4 +1,4 @@
-"""The LLM job types against a real HTTP server speaking the chat-completions protocol (jobcast.fake_llm),
+"""The LLM job types against a real HTTP server speaking the chat-completions protocol (jobcast.llm.fake),
 reached by the real `openai` client through OPENAI_BASE_URL, with scripted answers and recorded requests."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class FakeLLM:
 @pytest.fixture(scope="module")
 def fake_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLLM]:
     port = free_port()
-    code = ("import uvicorn; from jobcast.fake_llm import create_fake_llm; "
+    code = ("import uvicorn; from jobcast.llm.fake import create_fake_llm; "
             "uvicorn.run(create_fake_llm(first_token_ms=0, tokens_per_s=0), host='127.0.0.1', "
             f"port={port}, log_level='warning')")
     log = tmp_path_factory.mktemp("fake_llm") / "fake_llm.log"

@@ -7,10 +7,10 @@ import fakeredis
 import pytest
 from redis import Redis
 
-from jobcast.record import now_iso
 from jobcast.settings import Settings
 from jobcast.states import Status
 from jobcast.store import Store
+from jobcast.store.record import now_iso
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import fakeredis
 import pytest
 from starlette.testclient import TestClient
 
-from jobcast.app import create_app
-from jobcast.connections import RedisFactory
 from jobcast.settings import Settings
+from jobcast.store.connections import RedisFactory
+from jobcast.web.app import create_app
 
 ALICE, BOB = "alice-key-0123456789", "bob-key-0123456789ab"
 DEMO = {"type": "demo", "payload": {"steps": 2}}

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobcast.auth import ANONYMOUS, Auth
 from jobcast.errors import Unauthorized
+from jobcast.web.auth import ANONYMOUS, Auth
 
 KEYS = {"a" * 20: "alice", "b" * 20: "bob"}
 

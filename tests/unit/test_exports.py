@@ -73,6 +73,11 @@ def test_no_module_imports_another_ones_private_names() -> None:
     assert not private, "private names used across modules:\n" + "\n".join(private)
 
 
+def _packages_above(module: str) -> set[str]:
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(2, len(parts))}
+
+
 def test_no_import_cycle_between_modules() -> None:
     graph: dict[str, set[str]] = {}
     for module, tree in MODULES.items():
@@ -87,8 +92,32 @@ def test_no_import_cycle_between_modules() -> None:
                             for a in node.names)
             elif isinstance(node, ast.Import):
                 deps.update(a.name for a in node.names if a.name.split(".")[0] == "jobcast")
+        # Importing `a.b.c` runs package `a.b`'s __init__ first (already running for a module inside `a.b`).
+        deps.update(parent for dep in list(deps) for parent in _packages_above(dep)
+                    if parent not in _packages_above(module) and parent != module)
         deps &= MODULES.keys() - {module}
     try:
         tuple(TopologicalSorter(graph).static_order())
     except CycleError as exc:
         pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
+
+
+def test_only_the_store_package_talks_to_redis() -> None:
+    """Outside `jobcast.store`, Redis appears only as its exceptions and as the connection type that callers of
+    `jobcast.submit` and RQ's workers hand over: no call on a Redis client, no client of one's own."""
+    found = []
+    for module, tree in MODULES.items():
+        if module == "jobcast.store" or module.startswith("jobcast.store."):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "redis":
+                allowed = node.module == "redis.exceptions" or (
+                    node.module == "redis" and [a.name for a in node.names] == ["Redis"])
+                if not allowed:
+                    found.append(f"{module}: from {node.module} import ...")
+            elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "redis" for a in node.names):
+                found.append(f"{module}: import redis")
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "redis"):
+                found.append(f"{module}:{node.lineno}: {ast.unparse(node.func)}(...)")
+    assert not found, "Redis used outside the store package:\n" + "\n".join(found)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from jobcast.janitor import Janitor
-from jobcast.lifecycle import now_ms
 from jobcast.store import Store
+from jobcast.transitions import now_ms
+from jobcast.worker.janitor import Janitor
 from tests.unit.conftest import events
 
 

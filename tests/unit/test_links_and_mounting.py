@@ -15,15 +15,15 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 import jobcast
-from jobcast.connections import RedisFactory
 from jobcast.errors import ValidationFailed
 from jobcast.settings import Settings
+from jobcast.store.connections import RedisFactory
 
 DEMO = {"type": "demo", "payload": {"steps": 2}}
 KEY = "k" * 16
 
 
-def _app(server: fakeredis.FakeServer, **settings: object) -> jobcast.app.JobcastApp:
+def _app(server: fakeredis.FakeServer, **settings: object) -> jobcast.web.app.JobcastApp:
     return jobcast.create_app(Settings(prefix="t", **settings), RedisFactory(fake_server=server))  # type: ignore[arg-type]
 
 

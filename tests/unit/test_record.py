@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from jobcast.record import format_progress, job_object, now_iso
+from jobcast.store.record import format_progress, job_object, now_iso
 
 
 @pytest.mark.parametrize(("value", "text"), [(0, "0"), (42, "42"), (42.5, "42.5"), (42.56, "42.6"), (33.333, "33.3"),

@@ -11,14 +11,14 @@ import tests.fixtures  # noqa: F401  (registers the test job types)
 from jobcast.context import JobFailed
 from jobcast.registry import load_job_types
 from jobcast.runner import run_job
-from jobcast.runtime import Runtime, running
 from jobcast.store import Store
+from jobcast.worker.runtime import Runtime, running
 from tests.unit.conftest import events
 
 
 @pytest.fixture
 def runtime(store: Store) -> Iterator[Runtime]:
-    rt = Runtime(store.settings, store.redis, store, load_job_types())
+    rt = Runtime(store.settings, store, load_job_types())
     with running(rt):
         yield rt
 

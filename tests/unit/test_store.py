@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from jobcast.record import now_iso
 from jobcast.store import Store, logged_data
+from jobcast.store.record import now_iso
 from tests.unit.conftest import events
 
 

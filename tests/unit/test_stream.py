@@ -11,12 +11,13 @@ import re
 import fakeredis
 import orjson
 
-from jobcast import hub as hub_module
-from jobcast.hub import Hub
-from jobcast.keys import Keys
 from jobcast.settings import Settings
-from jobcast.sse import EventEncoder, EventStream, backlog
 from jobcast.store import AsyncStore, Store
+from jobcast.store.keys import Keys
+from jobcast.store.subscription import Subscriptions
+from jobcast.web import hub as hub_module
+from jobcast.web.hub import Hub
+from jobcast.web.sse import EventEncoder, EventStream, backlog
 
 
 def links(job_id: str, base: str = "") -> dict[str, str]:
@@ -36,7 +37,7 @@ def _stream_scenario(server: fakeredis.FakeServer, store: Store, settings: Setti
     async def scenario() -> tuple[bytes, Hub]:
         encode = EventEncoder(links)
         astore = AsyncStore(fakeredis.FakeAsyncRedis(server=server), settings)
-        hub = Hub(fakeredis.FakeAsyncRedis(server=server), Keys(settings.prefix), encode, astore)
+        hub = Hub(Subscriptions(fakeredis.FakeAsyncRedis(server=server)), Keys(settings.prefix), encode, astore)
         await hub.start()
         listener = await hub.listen(job_id)
         first = await backlog(astore, encode, job_id, after)
@@ -113,7 +114,8 @@ def test_the_hub_keeps_its_link_alive_and_serves_many_listens_at_once(
 
     async def scenario() -> list[list]:
         astore = AsyncStore(fakeredis.FakeAsyncRedis(server=server), settings)
-        hub = Hub(fakeredis.FakeAsyncRedis(server=server), Keys(settings.prefix), EventEncoder(links), astore)
+        subscriptions = Subscriptions(fakeredis.FakeAsyncRedis(server=server))
+        hub = Hub(subscriptions, Keys(settings.prefix), EventEncoder(links), astore)
         await hub.start()
         await asyncio.sleep(0.3)  # quiet for several keep-alive rounds: the hub pings, Redis answers
         assert hub.connected

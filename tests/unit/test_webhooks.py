@@ -18,9 +18,10 @@ from redis import Redis
 from jobcast import webhooks
 from jobcast.errors import ValidationFailed
 from jobcast.registry import Registry
-from jobcast.runtime import Runtime, running
 from jobcast.settings import Settings
 from jobcast.store import Store
+from jobcast.store.record import pending_webhook
+from jobcast.worker.runtime import Runtime, running
 
 PUBLIC = "93.184.216.34"
 SECRET = "whsec_dGhlIHRlc3Qgc2VjcmV0IG9mIDI0IGJ5dGVz"
@@ -140,7 +141,7 @@ def make_runtime(redis: Redis) -> Iterator[Callable[..., Runtime]]:
 
         def make(**settings: Any) -> Runtime:
             s = _settings(**settings)
-            rt = Runtime(s, redis, Store(redis, s), Registry())
+            rt = Runtime(s, Store(redis, s), Registry())
             made.enter_context(running(rt))
             return rt
 
@@ -153,8 +154,8 @@ def runtime(make_runtime: Callable[..., Runtime]) -> Runtime:
 
 
 def _ended_job_with_hook(rt: Runtime, new_job: Callable[..., dict[str, str]], url: str) -> str:
-    job = new_job(running=False, webhook=webhooks.pending(url))
-    rt.redis.hset(rt.store.keys.job(job["id"]), mapping={"status": "completed"})
+    job = new_job(running=False, webhook=pending_webhook(url))
+    rt.store.redis.hset(rt.store.keys.job(job["id"]), mapping={"status": "completed"})
     return job["id"]
 
 

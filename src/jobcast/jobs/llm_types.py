@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import jiter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jobcast import prompts
 from jobcast.context import JobContext, JobFailed
+from jobcast.llm import prompts
 from jobcast.registry import job_type
 
 if TYPE_CHECKING:

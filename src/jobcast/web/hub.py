@@ -32,15 +32,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis as AsyncRedis
-from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from jobcast.errors import Unavailable
-from jobcast.keys import Keys
-from jobcast.metrics import STREAMS_OPEN
 from jobcast.store import AsyncStore, Snapshot
+from jobcast.store.keys import Keys
+from jobcast.store.subscription import Subscription, Subscriptions
+from jobcast.web.metrics import STREAMS_OPEN
 
 __all__ = ["Entry", "Hub", "Listener", "RING"]
 
@@ -151,16 +150,15 @@ def _count(counts: dict[str, int], key: str, by: int) -> None:
 
 
 class Hub:
-    def __init__(self, redis: AsyncRedis, keys: Keys, encode: Encoder, store: AsyncStore) -> None:
-        """`redis` (for pub/sub only) must not retry on its own (a silent reconnect would lose messages
-        unseen); `store` reads the logs and snapshots."""
-        self._redis = redis
+    def __init__(self, subscriptions: Subscriptions, keys: Keys, encode: Encoder, store: AsyncStore) -> None:
+        """`subscriptions` makes the hub's pub/sub connection; `store` reads the logs and snapshots."""
+        self._subscriptions = subscriptions
         self._keys = keys
         self._encode = encode
         self._store = store
         self._channels: dict[bytes, _Channel] = {}
         self._confirms: dict[bytes, deque[object]] = {}
-        self._pubsub: PubSub | None = None
+        self._pubsub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._repairs: set[asyncio.Task[None]] = set()
         self._connected = asyncio.Event()
@@ -195,9 +193,9 @@ class Hub:
             if not done and pubsub is not None:
                 # redis-py can swallow the cancellation of a read in progress: end the read by closing.
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.close()
                 await asyncio.wait({task}, timeout=2)
-        await self._redis.aclose()
+        await self._subscriptions.aclose()
 
     def close_all(self) -> None:
         """End every open stream (shutdown, or Redis gone)."""
@@ -227,7 +225,7 @@ class Hub:
             if len(ch.listeners) == 1:
                 confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 confirms.append(confirmed)
-                await pubsub.execute_command("SUBSCRIBE", key)
+                await pubsub.subscribe(key)
             else:
                 futures = [c for c in confirms if isinstance(c, asyncio.Future)]
                 if not futures:
@@ -255,7 +253,7 @@ class Hub:
         del self._channels[listener.channel]  # and its ring with it
         if self._pubsub is not None and self.connected:
             try:
-                await self._pubsub.execute_command("UNSUBSCRIBE", listener.channel)
+                await self._pubsub.unsubscribe(listener.channel)
             except (RedisError, OSError):
                 pass  # the connection is going; the reader loop deals with it
 
@@ -311,32 +309,31 @@ class Hub:
                 await asyncio.sleep(delay)
 
     async def _session(self) -> None:
-        pubsub = self._redis.pubsub()
+        pubsub = self._subscriptions.open()
         self._pubsub = pubsub
         try:
             await self._serve(pubsub)
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.close()
 
-    async def _serve(self, pubsub: PubSub) -> None:
-        await pubsub.connect()  # type: ignore[no-untyped-call]
+    async def _serve(self, pubsub: Subscription) -> None:
+        await pubsub.connect()
         channels = list(self._channels)
         for key in channels:
             self._confirms.setdefault(key, deque()).append(_RESYNC)
         if channels:
-            await pubsub.execute_command("SUBSCRIBE", *channels)
+            await pubsub.subscribe(*channels)
         else:
-            await pubsub.execute_command("PING")
+            await pubsub.ping()
         self._connected.set()
         log.info("Redis pub/sub connected; %d job channels resubscribed", len(channels))
-        # redis-py's own health check would read this socket beside the loop below, so it is
-        # off for this connection (connections.py); the loop pings instead when all is quiet.
+        # (No health check of redis-py's on this connection: the loop pings instead when all is quiet.)
         loop = asyncio.get_running_loop()
         heard = loop.time()
         pinged = False
         while not self._stopping:
-            reply = await pubsub.parse_response(block=False, timeout=KEEPALIVE_S)
+            reply = await pubsub.read(KEEPALIVE_S)
             now = loop.time()
             if reply is not None:
                 heard, pinged = now, False
@@ -344,7 +341,7 @@ class Hub:
             elif now - heard >= 2 * KEEPALIVE_S and pinged:
                 raise RedisConnectionError(f"Redis did not answer a PING within {KEEPALIVE_S:.0f}s")
             elif now - heard >= KEEPALIVE_S and not pinged:
-                await pubsub.execute_command("PING")
+                await pubsub.ping()
                 pinged = True
 
     def _dispatch(self, reply: list[bytes]) -> None:

@@ -16,7 +16,7 @@
 | `{p}:idem:{owner}:{key}`   | string | `{job id} {body hash}` for an Idempotency-Key, 24 h        |
 | `{p}:janitor`              | string | the lock one janitor holds while it sweeps                 |
 | `{p}:rate:{owner}:{min}`   | string | the owner's submissions in that minute (expires after 2)   |
-| `{p}:stats`                | hash   | the counters and histograms of `/metrics` (`metrics.py`)   |
+| `{p}:stats`                | hash   | the counters and histograms of `/metrics` (`web/metrics.py`)   |
 | `{p}:told:{queue}`         | string | set for 200 ms when a start told the queue's front its places |
 | `{p}:alive:{worker}`       | string | set by a worker's janitor every few seconds, gone          |
 |                            |        | `JOBCAST_HEARTBEAT_S` after its last beat                  |
@@ -31,7 +31,7 @@ when a listing finds their record gone.
 
 RQ's own keys (`rq:job:{id}`, `rq:queue:{name}`, ...) keep RQ's layout. A job's
 first trip through RQ is the RQ job with the jobcast id; each later trip (a retry,
-a start after waiting for a slot) gets `{id}-{run}` (`lifecycle.rq_job_id`).
+a start after waiting for a slot) gets `{id}-{run}` (`trips.rq_job_id`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 -- The running attempt's output grows: an item is appended to the output list
 -- (the newest `items_kept` kept), or a delta to the record's `text`.
 --
--- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] the counters of `metrics.py`
+-- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] the counters of `web/metrics.py`
 -- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); kind ('item' | 'delta'),
 --   event, channel; events_kept, items_kept
 -- ARGV[2] the event's JSON   ARGV[3] the item's JSON, or the delta's text

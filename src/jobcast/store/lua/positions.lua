@@ -3,7 +3,7 @@
 -- changed gets a `state` event saying so ("Queued (N ahead)"). Called when a
 -- job leaves the line.
 --
--- KEYS[1] the line (a list)   KEYS[2] the counters of `metrics.py`, then per job: its hash, its event stream
+-- KEYS[1] the line (a list)   KEYS[2] the counters of `web/metrics.py`, then per job: its hash, its event stream
 -- ARGV[1] ts   ARGV[2] message template with '{n}'   ARGV[3] events kept
 -- ARGV[4] the stage of a job waiting in this line
 -- ARGV[5..] per job: its id in the line (its RQ job id, or its jobcast id), its channel

@@ -1,7 +1,7 @@
 """The `jobcast` command: a thin layer over the library. Every option has an environment variable.
 
 Server side: `serve`, `worker`, `dev` (here). Client side: `submit`, `status`, `jobs`, `cancel`,
-`retry` (`terminal.py`, through `jobcast.Client`).
+`retry` (`cli/terminal.py`, through `jobcast.Client`).
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from jobcast.connections import RedisFactory
+from jobcast.cli.terminal import add_client_commands
+from jobcast.cli.terminal import run as run_client_command
 from jobcast.errors import ConfigError
 from jobcast.logs import setup_logging
-from jobcast.metrics import fresh_multiprocess_dir
 from jobcast.settings import ClientSettings, Settings
-from jobcast.terminal import add_client_commands
-from jobcast.terminal import run as run_client_command
+from jobcast.store.connections import RedisFactory
+from jobcast.web.metrics import fresh_multiprocess_dir
 
-__all__ = ["main"]
+__all__ = ["app_from_env", "main"]
 
 log = logging.getLogger("jobcast.cli")
 
@@ -40,12 +40,12 @@ def _factory(settings: Settings) -> RedisFactory:
 def _serve(settings: Settings, factory: RedisFactory, workers: int = 1) -> None:
     import uvicorn
 
-    from jobcast.app import create_app
+    from jobcast.web.app import create_app
 
     if workers > 1:
         os.environ.setdefault("REDIS_URL", factory.url or "")
         with contextlib.ExitStack() as stack:
-            # /metrics adds up the processes' own figures through files in one directory (metrics.py),
+            # /metrics adds up the processes' own figures through files in one directory (web/metrics.py),
             # which must start empty: figures of earlier runs would be added in.
             path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
             if not path:
@@ -65,7 +65,7 @@ def _serve(settings: Settings, factory: RedisFactory, workers: int = 1) -> None:
 
 def app_from_env() -> object:
     """The app for `uvicorn --factory jobcast.cli:app_from_env` (and `jobcast serve --workers N`)."""
-    from jobcast.app import create_app
+    from jobcast.web.app import create_app
 
     settings = Settings.from_env()
     setup_logging(settings)  # a fresh process of uvicorn's: its logging is not set up yet
@@ -79,11 +79,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from jobcast.runtime import Runtime
-    from jobcast.webhooks import webhook_queue
     from jobcast.worker import SimpleWorker, Worker, run_worker
+    from jobcast.worker.runtime import Runtime
 
-    queues = [q.strip() for q in (args.queues or f"{settings.queue},{webhook_queue(settings)}").split(",") if q.strip()]
+    queues = [q.strip() for q in (args.queues or f"{settings.queue},{settings.webhook_queue}").split(",") if q.strip()]
     simple = args.simple or settings.worker_simple
     return run_worker(Runtime.build(settings, _factory(settings)), SimpleWorker if simple else Worker,
                       name=args.name or settings.worker_name, queues=queues, burst=args.burst or settings.worker_burst,
@@ -135,10 +134,10 @@ def embedded_redis() -> Iterator[RedisFactory]:
 
 @contextlib.contextmanager
 def fake_llm_server() -> Iterator[str]:
-    """The stand-in model (`jobcast.fake_llm`) on a free port in a thread; yields its base URL."""
+    """The stand-in model (`jobcast.llm.fake`) on a free port in a thread; yields its base URL."""
     import uvicorn
 
-    from jobcast.fake_llm import create_fake_llm
+    from jobcast.llm.fake import create_fake_llm
 
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_fake_llm(), host="127.0.0.1", port=port, log_level="warning",
@@ -161,9 +160,8 @@ def _llm_types(settings: Settings) -> list[str]:
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from jobcast.runtime import Runtime
-    from jobcast.webhooks import webhook_queue
     from jobcast.worker import ThreadWorker, make_worker
+    from jobcast.worker.runtime import Runtime
 
     settings = settings.with_(host=args.host or settings.host, port=args.port or settings.port)
     with contextlib.ExitStack() as stack:
@@ -175,7 +173,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         workers = settings.dev_workers if args.workers is None else args.workers
         for i in range(workers):
             worker = make_worker(Runtime.build(settings, factory), ThreadWorker, name=f"dev-{os.getpid()}-{i}",
-                                 queues=[settings.queue, webhook_queue(settings)])
+                                 queues=[settings.queue, settings.webhook_queue])
             threading.Thread(target=worker.work, kwargs={"logging_level": settings.log_level.upper()},
                              name=worker.name, daemon=True).start()
         print(f"jobcast is running at http://{settings.host}:{settings.port}/ with {workers} workers "

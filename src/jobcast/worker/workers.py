@@ -34,10 +34,10 @@ from redis.exceptions import RedisError
 from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
 
-from jobcast.connections import REDIS_TROUBLE, RedisFactory
-from jobcast.janitor import Janitor
-from jobcast.runtime import Runtime, running, stopped_by
 from jobcast.settings import Settings
+from jobcast.store.connections import REDIS_TROUBLE, RedisFactory
+from jobcast.worker.janitor import Janitor
+from jobcast.worker.runtime import Runtime, running, stopped_by
 
 __all__ = ["SimpleWorker", "ThreadWorker", "Worker", "make_worker", "run_worker"]
 
@@ -139,7 +139,8 @@ def make_worker(
 ) -> Any:
     """A worker of `cls` on `queues` (default: the configured queue), carrying `runtime`."""
     names = queues or [runtime.settings.queue]
-    worker: Any = cls([rq.Queue(q, connection=runtime.redis) for q in names], connection=runtime.redis, name=name)
+    redis = runtime.store.redis  # (RQ's own calls)
+    worker: Any = cls([rq.Queue(q, connection=redis) for q in names], connection=redis, name=name)
     worker.runtime = runtime
     return worker
 
@@ -201,7 +202,7 @@ def _wait_for_redis(runtime: Runtime, stop: threading.Event) -> bool:
         delay = 0.1
         while not stop.is_set():
             try:
-                runtime.redis.ping()
+                runtime.store.ping()
                 log.info("Redis answers again after %.1f s; the worker starts again", time.monotonic() - since)
                 return True
             except REDIS_TROUBLE as exc:

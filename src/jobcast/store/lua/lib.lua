@@ -1,4 +1,4 @@
--- Shared by every script: `store.py` puts this file in front of each one.
+-- Shared by every script: `scripts.py` puts this file in front of each script that uses it.
 
 -- cjson writes '/' as '\/': valid JSON, but noise on the wire; unescape it.
 local function json_string(s) return (string.gsub(cjson.encode(s), '\\/', '/')) end
@@ -35,7 +35,7 @@ end
 
 -- Append event `seq` to a job's log (about `kept` kept; as `stored` if given,
 -- the compact form of a state event), count it in `stats` (the counters of
--- `metrics.py`, `{p}:stats`) and publish it live (as `data`).
+-- `web/metrics.py`, `{p}:stats`) and publish it live (as `data`).
 local function append_event(events, stats, channel, seq, name, data, kept, stored)
   redis.call('XADD', events, 'MAXLEN', '~', kept, '0-' .. seq, 'e', name, 'd', stored or data)
   redis.call('HINCRBY', stats, 'events', 1)
@@ -111,7 +111,7 @@ local function commit(job, cur, set, op, outcome)
 end
 
 -- A running attempt ends (for good, or to be tried again): its run time goes
--- into the `run` histogram of `metrics.py`.
+-- into the `run` histogram of `web/metrics.py`.
 local function observe_run(job, stats, now)
   local jtype, started = redis.call('HGET', job, 'type'), redis.call('HGET', job, 'started_ms')
   observe(stats, 'run', jtype, math.max(0, now - tonumber(started or now)))

@@ -1,49 +1,65 @@
-"""How an attempt ends, and how a job gets (back) into an RQ queue.
+"""The job's state machine: every move from one status or attempt to another, one function each.
 
-Every path that ends an attempt comes through here: the runner (the function
-returned, raised, timed out or was canceled), the janitor (a worker was lost),
-the API (cancel of a queued job). Each is one guarded emit, so whichever path
-comes first wins and the others are refused: every loss is reported once.
+- submit (`submission.create`): -> queued; the API and `jobcast.submit`.
+- start (`start`): queued -> running, or parked to wait for one of the owner's slots; the runner.
+- report (`context.JobContext`, through `Store.emit` `state`, `item`, `delta`): running -> running; job code.
+- retry later (`fail_attempt`): running -> queued as the next attempt, due later; the runner, `lose`.
+- finish (`end_job`): -> completed, failed or canceled; the runner, `fail_attempt`, `cancel`, `reconcile`.
+- lose (`lose`): running, no heartbeat -> as `fail_attempt` with `worker_lost`; the janitor.
+- cancel (`cancel`): queued -> canceled at once; running -> asked to stop; the API.
+- retry (`retry`): failed or canceled -> queued as the next attempt; the API.
+- delete (`delete`): completed, failed or canceled -> gone; the API.
+- promote (`promote`): waiting for a slot -> queued, and into RQ; an end, the janitor.
+- requeue (`requeue`): due in the delayed set -> a new trip through RQ; `retry`, `promote`, the janitor.
+- reconcile (`reconcile`): handed to RQ but lost there -> sent again, or failed; the janitor.
 
-A failed attempt is retried while `attempt < max_attempts`: the job goes back
+Each is one guarded change of the store (one Lua script), so whichever path
+comes first wins and the others are refused: every loss is reported once. A
+failed attempt is retried while `attempt < max_attempts`: the job goes back
 to `queued` with the next attempt number and a due time in the delayed set,
-and the janitor enqueues it once that time has come. The delayed set is the
-one way back into RQ (`requeue`), and each trip through RQ has an RQ job of
-its own (`rq_job_id`).
+the one way back into RQ (`requeue`; `store.trips` makes each trip).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 from collections.abc import Mapping
-from typing import cast
 
 import orjson
-from redis.client import Pipeline
-from redis.exceptions import WatchError
-from rq import Queue
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
-from jobcast import webhooks
-from jobcast.record import job_object, now_iso, now_ms
 from jobcast.states import Outcome, Stage, Status
-from jobcast.store import EmitResult, Store
+from jobcast.store import EmitResult, Store, trips
+from jobcast.store.record import job_object, now_iso, now_ms, pending_webhook
 
 __all__ = [
-    "RQ_JOB_LOST", "cancel", "delete", "end_job", "enqueue", "error_json", "fail_attempt", "lose",
-    "promote", "reconcile", "requeue", "retry", "retry_delay", "rq_job_id",
+    "RQ_JOB_LOST", "cancel", "delete", "end_job", "error_json", "fail_attempt", "lose", "promote", "reconcile",
+    "requeue", "retry", "retry_delay", "start",
 ]
 
-log = logging.getLogger("jobcast.lifecycle")
+log = logging.getLogger("jobcast.lifecycle")  # (the name its log lines have always had)
 
-RUN_JOB = "jobcast.runner.run_job"
 MAX_RETRY_DELAY_S = 300.0
 
 
 def error_json(code: str, message: str) -> str:
     return orjson.dumps({"code": code, "message": message[:2000]}).decode()
+
+
+def start(store: Store, record: Mapping[str, str], run: int) -> tuple[EmitResult, dict[str, str]]:
+    """Start the job's current attempt on its `run`-th trip through RQ: `running`, with its first heartbeat
+    deadline; or, when its owner runs its limit of jobs already, `parked` to wait for a slot. Returns the
+    outcome and the fields the record took (when it started)."""
+    started = now_iso()
+    fields = {"status": Status.RUNNING, "progress": "0", "message": "Starting", "stage": "", "queue_position": "",
+              "eta_s": "", "started_at": started, "ended_at": "", "error": "",
+              "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    res = store.emit(record["id"], "start", owner=record["owner"], ts=started, fields=fields,
+                     guard_status=(Status.QUEUED,), guard_attempt=int(record["attempt"]), guard_run=run,
+                     heartbeat_ms=now_ms() + int(store.settings.heartbeat_deadline_s * 1000))
+    return res, fields
 
 
 def end_job(
@@ -63,7 +79,7 @@ def end_job(
     """
     hook = record.get("webhook")
     if hook:
-        fields = {**fields, "webhook": webhooks.pending(orjson.loads(hook)["url"])}
+        fields = {**fields, "webhook": pending_webhook(orjson.loads(hook)["url"])}
     final = {**record, **fields, "status": status, "ended_at": now_iso(), "eta_s": "", "queue_position": ""}
     # (without the webhook's URL: whoever holds a stream token reads this event)
     body = orjson.dumps(job_object(final, items, None, include_last_event_id=False, webhook_url=False))
@@ -80,7 +96,7 @@ def end_job(
     if res.outcome == Outcome.OK:
         promote(store, record["owner"])  # the end freed one of the owner's slots (or a place in its line)
         if hook:
-            webhooks.schedule(store, record["id"], int(record["attempt"]))
+            trips.enqueue_delivery(store, record["id"], int(record["attempt"]))
     return res
 
 
@@ -139,32 +155,9 @@ def cancel_queued(store: Store, record: Mapping[str, str], items: list[bytes], r
     res = end_job(store, record, Status.CANCELED, items=items, guard_status=(Status.QUEUED,),
                   fields={"message": "Canceled", "error": error_json("canceled", reason)})
     if res.outcome == Outcome.OK and record.get("rq_id"):
-        Queue(record["queue"], connection=store.redis).remove(record["rq_id"])
+        trips.remove(store, record["queue"], record["rq_id"])
         store.tell_positions(record["queue"])
     return res
-
-
-def rq_job_id(job_id: str, run: int) -> str:
-    """The RQ job of a job's `run`-th trip through RQ: the jobcast id itself first, then `{id}-{run}`.
-
-    Each trip gets an RQ job of its own (a retry, or a job that waited for a slot,
-    goes again), so a work horse still finishing an earlier trip can never
-    overwrite the RQ job of the next one.
-    """
-    return job_id if run == 1 else f"{job_id}-{run}"
-
-
-def enqueue(store: Store, pipe: Pipeline, job_id: str, run: int, type_name: str, queue: str, timeout_s: int) -> None:
-    """Queue, in `pipe` (in MULTI), the RQ job for the `run`-th trip of `job_id`, and note it on the record."""
-    rq_id = rq_job_id(job_id, run)
-    pipe.hset(store.keys.job(job_id), mapping={"run": run, "rq_id": rq_id})
-    pipe.zadd(store.keys.queued, {job_id: now_ms()})  # the janitor checks that RQ really keeps it (`reconcile`)
-    # result_ttl=0: RQ forgets a run that returned (the record holds the outcome; RQ's copy of a
-    # finished job and its result stream would cost about 6 KiB a job); failed runs stay in its registry.
-    Queue(queue, connection=store.redis).enqueue_call(
-        RUN_JOB, args=(job_id, run), job_id=rq_id, timeout=timeout_s, result_ttl=0,
-        failure_ttl=store.settings.job_ttl_s, description=f"{type_name} {job_id} (run {run})", pipeline=pipe,
-    )
 
 
 def requeue(store: Store, job_id: str) -> bool:
@@ -174,26 +167,9 @@ def requeue(store: Store, job_id: str) -> bool:
     and for jobs that got a slot), so a crash between deciding and enqueueing
     leaves the job there for the janitor to pick up, never lost.
     """
-    keys, redis = store.keys, store.redis
-    with redis.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(keys.job(job_id))  # type: ignore[no-untyped-call]
-            record = store.load(job_id)
-            if (record is None or record["status"] != Status.QUEUED
-                    or record.get("stage") not in (Stage.RETRY, Stage.QUEUED)):
-                pipe.multi()
-                pipe.zrem(keys.delayed, job_id)
-                pipe.execute()
-                return True
-            if pipe.zscore(keys.delayed, job_id) is None:
-                return True  # another janitor took it
-            pipe.multi()
-            pipe.zrem(keys.delayed, job_id)
-            enqueue(store, pipe, job_id, int(record.get("run") or 1) + 1, record["type"], record["queue"],
-                    int(record["timeout_s"]))
-            pipe.execute()
-        except WatchError:
-            return False  # the job changed meanwhile: look again next round
+    done, record = trips.send_again(store, job_id)
+    if record is None:
+        return done
     store.emit(job_id, "state", owner=record["owner"], ts=now_iso(),
                fields={"stage": Stage.QUEUED, "message": "Queued"}, guard_status=(Status.QUEUED,),
                guard_attempt=int(record["attempt"]))
@@ -216,32 +192,10 @@ def reconcile(store: Store, job_id: str) -> str:
     `POST /retry` runs it again). Returns `in_rq`, `requeued`, `failed`,
     `left` (no longer queued in RQ's hands) or `busy` (it changed meanwhile).
     """
-    keys, redis = store.keys, store.redis
-    with redis.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(keys.job(job_id))  # type: ignore[no-untyped-call]
-            record = store.load(job_id)
-            if (record is None or record["status"] != Status.QUEUED or record.get("stage") == Stage.WAITING
-                    or pipe.zscore(keys.delayed, job_id) is not None):
-                pipe.multi()
-                pipe.zrem(keys.queued, job_id)
-                pipe.execute()
-                return "left"
-            rq_id = record.get("rq_id") or job_id
-            where = _whereabouts(store, rq_id, record["queue"])
-            pipe.multi()
-            if where == "in_rq":
-                pipe.zadd(keys.queued, {job_id: now_ms()}, xx=True)  # look again in a while
-            elif where == "dropped":
-                enqueue(store, pipe, job_id, int(record.get("run") or 1) + 1, record["type"], record["queue"],
-                        int(record["timeout_s"]))
-            else:
-                pipe.zrem(keys.queued, job_id)
-            pipe.execute()
-        except WatchError:
-            return "busy"
-    if where == "in_rq":
+    where, record = trips.check(store, job_id)
+    if record is None or where == "in_rq":
         return where
+    rq_id = record.get("rq_id") or job_id
     if where == "dropped":
         log.warning("job %s: RQ job %s was taken by no live worker and is in no queue (its worker died before "
                     "starting it?); enqueued again", job_id, rq_id)
@@ -254,23 +208,6 @@ def reconcile(store: Store, job_id: str) -> str:
                   fields={"message": "Failed: its RQ job disappeared before it started",
                           "error": error_json(RQ_JOB_LOST, message.replace("{id}", job_id))})
     return "failed" if res.outcome == Outcome.OK else "busy"
-
-
-def _whereabouts(store: Store, rq_id: str, queue: str) -> str:
-    """Where RQ has the RQ job `rq_id`: `in_rq` (queued, scheduled, or held by a live worker), `dropped`
-    (it has the job, but nothing will run it), or `gone`."""
-    redis, keys = store.redis, store.keys
-    status, worker_name = cast(list[bytes | None], redis.hmget(keys.rq_job(rq_id), ["status", "worker_name"]))
-    if status is None:
-        return "gone"
-    if status in (b"scheduled", b"deferred"):
-        return "in_rq"
-    if status == b"queued":
-        in_queue = redis.lpos(keys.rq_queue(queue), rq_id) is not None
-        return "in_rq" if in_queue else "dropped"
-    if status == b"started" and worker_name and store.worker_alive(worker_name.decode()):
-        return "in_rq"
-    return "dropped"  # dequeued by a worker that died, or ended without starting the job
 
 
 def lose(store: Store, job_id: str) -> None:
@@ -340,9 +277,5 @@ def delete(store: Store, job_id: str, owner: str) -> str:
     record = store.load(job_id)
     outcome = store.delete(job_id, owner)
     if outcome == "ok" and record is not None:
-        for run in range(1, int(record.get("run") or 1) + 1):
-            try:
-                Job.fetch(rq_job_id(job_id, run), connection=store.redis).delete()
-            except NoSuchJobError:
-                pass
+        trips.delete_runs(store, job_id, int(record.get("run") or 1))
     return outcome

@@ -1,11 +1,11 @@
 -- An attempt ends the job: `completed`, `failed` or `canceled`. The record
 -- takes `fields`, the terminal event carries the whole job object, the owner's
--- slot is given back, the figures of `metrics.py` count the end (and the run
+-- slot is given back, the figures of `web/metrics.py` count the end (and the run
 -- time of a running attempt), and the job's keys get the job TTL.
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] running jobs (zset)
 -- KEYS[5] delayed retries (zset)   KEYS[6] jobs handed to RQ and not started yet (zset)
--- KEYS[7] the counters of `metrics.py`   KEYS[8] the owner's slots (set)   KEYS[9] the owner's waiting list
+-- KEYS[7] the counters of `web/metrics.py`   KEYS[8] the owner's slots (set)   KEYS[9] the owner's waiting list
 -- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); id, event, channel;
 --   events_kept, ttl (seconds); limit (jobs one owner may run at once, 0 = no limit)
 -- ARGV[2] the job object's JSON without its opening brace ('last_event_id' is put in front here)

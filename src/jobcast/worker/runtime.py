@@ -1,4 +1,4 @@
-"""What a worker process holds (its settings, Redis connection, store and job types), and the one that is
+"""What a worker process holds (its settings, store and job types), and the one that is
 current while it works, for the code it runs (`current_runtime`)."""
 
 from __future__ import annotations
@@ -8,12 +8,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from redis import Redis
-
-from jobcast.connections import RedisFactory
 from jobcast.registry import Registry, load_job_types
 from jobcast.settings import Settings
 from jobcast.store import Store
+from jobcast.store.connections import RedisFactory
 
 __all__ = ["Runtime", "current_runtime", "hard_stop", "running", "stopped_by"]
 
@@ -21,16 +19,15 @@ __all__ = ["Runtime", "current_runtime", "hard_stop", "running", "stopped_by"]
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
-    redis: Redis
     store: Store
+    """Every Redis call of the worker's own goes through it; RQ's worker gets its connection."""
     registry: Registry
 
     @classmethod
     def build(cls, settings: Settings, factory: RedisFactory) -> Runtime:
-        redis = factory.sync()
         # A worker rides out Redis trouble for as long as the janitor would take to call its job lost.
-        store = Store(redis, settings, ride_out_s=settings.heartbeat_deadline_s)
-        return cls(settings, redis, store, load_job_types(settings.job_modules))
+        store = Store(factory.sync(), settings, ride_out_s=settings.heartbeat_deadline_s)
+        return cls(settings, store, load_job_types(settings.job_modules))
 
 
 _current: ContextVar[Runtime | None] = ContextVar("jobcast_runtime", default=None)

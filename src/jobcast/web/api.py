@@ -12,12 +12,11 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
-from redis.client import Pipeline
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from jobcast import lifecycle, submission, webhooks
+from jobcast import submission, transitions, webhooks
 from jobcast.errors import (
     Conflict,
     InvalidJson,
@@ -28,12 +27,12 @@ from jobcast.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from jobcast.metrics import render as render_metrics
 from jobcast.schemas import SubmitRequest, validation_details
-from jobcast.services import Services
-from jobcast.sse import EventStream, backlog
 from jobcast.states import STATUSES, TERMINAL, Status
-from jobcast.store import Snapshot, count_submission
+from jobcast.store import Snapshot
+from jobcast.web.metrics import render as render_metrics
+from jobcast.web.services import Services
+from jobcast.web.sse import EventStream, backlog
 
 __all__ = [
     "JSON", "base_url", "cancel_job", "delete_job", "get_job", "healthz", "job_events", "job_types", "list_jobs",
@@ -249,13 +248,9 @@ async def _claim(request: Request, claim_key: str, claim: str, body_hash: str) -
 async def _create(request: Request, owner: str, job_id: str, accepted: submission.Accepted, idem_key: str,
                   rate_key: str | None) -> Response:
     svc = _services(request)
-
-    def count(pipe: Pipeline) -> None:  # counted with the creation: a refused request counts for nothing
-        if rate_key is not None:
-            count_submission(pipe, rate_key)
-
+    # (counted with the creation: a refused request counts for nothing)
     obj = await run_in_threadpool(submission.create, svc.sync_store, owner, accepted, job_id=job_id,
-                                  idem_key=idem_key, also=count)
+                                  idem_key=idem_key, count_in=rate_key)
     obj = _with_links(request, obj)
     return JSON(obj, status_code=202, headers={"Location": obj["links"]["self"]})
 
@@ -265,7 +260,7 @@ async def cancel_job(request: Request) -> Response:
     snap = await _owned_snapshot(request, request.path_params["job_id"])
     if snap.status in TERMINAL:
         raise Conflict(f"the job is already {snap.status}; only a queued or running job can be canceled.")
-    outcome = await run_in_threadpool(lifecycle.cancel, svc.sync_store, snap.record["id"])
+    outcome = await run_in_threadpool(transitions.cancel, svc.sync_store, snap.record["id"])
     if outcome in TERMINAL and outcome != Status.CANCELED:
         raise Conflict(f"the job became {outcome} before the cancel reached it.")
     return await get_job(request, status_code=202)
@@ -276,7 +271,7 @@ async def retry_job(request: Request) -> Response:
     svc = _services(request)
     snap = await _owned_snapshot(request, request.path_params["job_id"])
     rate_key = await _check_submit_rate(svc, snap.owner)
-    outcome = await run_in_threadpool(lifecycle.retry, svc.sync_store, snap.record["id"])
+    outcome = await run_in_threadpool(transitions.retry, svc.sync_store, snap.record["id"])
     if outcome == "missing":
         raise _not_found(snap.record["id"])
     if outcome != "ok":
@@ -289,7 +284,7 @@ async def retry_job(request: Request) -> Response:
 async def delete_job(request: Request) -> Response:
     svc = _services(request)
     snap = await _owned_snapshot(request, request.path_params["job_id"])
-    outcome = await run_in_threadpool(lifecycle.delete, svc.sync_store, snap.record["id"], snap.owner)
+    outcome = await run_in_threadpool(transitions.delete, svc.sync_store, snap.record["id"], snap.owner)
     if outcome == "missing":
         raise _not_found(snap.record["id"])
     if outcome != "ok":
@@ -465,7 +460,7 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     svc = _services(request)
-    queues = [svc.settings.queue, webhooks.webhook_queue(svc.settings)]
+    queues = [svc.settings.queue, svc.settings.webhook_queue]
     body = await render_metrics(svc.store, svc.settings.queue, queues)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -4,7 +4,7 @@
 -- down within an attempt: a lower value is ignored. Nothing visible changed:
 -- outcome 'same', and no event.
 --
--- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] the counters of `metrics.py`
+-- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] the counters of `web/metrics.py`
 -- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); event, channel, ts; events_kept
 -- ARGV[2], ARGV[3] unused   ARGV[4..] field, value pairs to set (never `status` or `attempt`)
 -- Returns {seq, cancel, 'ok' | 'same' | 'refused' | 'missing'}.

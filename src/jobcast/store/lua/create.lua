@@ -3,7 +3,7 @@
 -- MULTI as RQ's enqueue, which follows it, so the count is exact.
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] owner index   KEYS[4] RQ queue list
--- KEYS[5] the counters of `metrics.py`
+-- KEYS[5] the counters of `web/metrics.py`
 -- ARGV[1] job id   ARGV[2] the owner index entry ('{created_ms:015d}:{id}')   ARGV[3] ts (ISO 8601)
 -- ARGV[4] message template with '{n}' for the number ahead
 -- ARGV[5..] field, value pairs of the record

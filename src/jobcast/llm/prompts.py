@@ -1,7 +1,7 @@
 """Every prompt the LLM job types send, in one place.
 
 Each system prompt carries a marker such as `[jobcast:personas start=1 count=10]`:
-it names the request for logs and for the stand-in model (`fake_llm.py`),
+it names the request for logs and for the stand-in model (`llm/fake.py`),
 and costs a real model a dozen tokens.
 """
 

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
-
-from jobcast.auth import Auth
-from jobcast.connections import RedisFactory
-from jobcast.hub import Hub
-from jobcast.janitor import Janitor
-from jobcast.keys import Keys
 from jobcast.registry import Registry
 from jobcast.settings import Settings
-from jobcast.sse import EventEncoder
 from jobcast.store import AsyncStore, Store
+from jobcast.store.connections import RedisFactory
+from jobcast.store.keys import Keys
+from jobcast.store.subscription import Subscriptions
+from jobcast.web.auth import Auth
+from jobcast.web.hub import Hub
+from jobcast.web.sse import EventEncoder
+from jobcast.worker.janitor import Janitor
 
 __all__ = ["Services"]
 
@@ -24,10 +22,10 @@ __all__ = ["Services"]
 class Services:
     settings: Settings
     registry: Registry
-    redis: AsyncRedis
-    sync_redis: Redis
     store: AsyncStore
+    """The API's reads (and its Idempotency-Key claims and submit counts)."""
     sync_store: Store
+    """Its changes: submits (in one MULTI with RQ's enqueue), cancel, retry, delete, and the janitor's."""
     hub: Hub
     encode: EventEncoder
     janitor: Janitor
@@ -35,14 +33,12 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, factory: RedisFactory, registry: Registry) -> Services:
-        redis = factory.asyncio()
-        sync_redis = factory.sync()
         auth = Auth.from_settings(settings)
         encode = EventEncoder(auth.links)
-        store = AsyncStore(redis, settings)
-        hub = Hub(factory.asyncio(retries=False), Keys(settings.prefix), encode, store)
-        sync_store = Store(sync_redis, settings)
-        return cls(settings, registry, redis, sync_redis, store, sync_store, hub, encode, Janitor(sync_store), auth)
+        store = AsyncStore(factory.asyncio(), settings)
+        hub = Hub(Subscriptions(factory.asyncio(retries=False)), Keys(settings.prefix), encode, store)
+        sync_store = Store(factory.sync(), settings)
+        return cls(settings, registry, store, sync_store, hub, encode, Janitor(sync_store), auth)
 
     async def start(self) -> None:
         await self.hub.start()
@@ -51,5 +47,5 @@ class Services:
     async def stop(self) -> None:
         self.janitor.stop()
         await self.hub.stop()
-        await self.redis.aclose()
-        self.sync_redis.close()
+        await self.store.aclose()
+        self.sync_store.close()

@@ -37,11 +37,11 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from jobcast.hub import RING, Entry, Hub, Listener
-from jobcast.metrics import EVENTS_DELIVERED
 from jobcast.settings import Settings
 from jobcast.states import TERMINAL
 from jobcast.store import AsyncStore, Snapshot
+from jobcast.web.hub import RING, Entry, Hub, Listener
+from jobcast.web.metrics import EVENTS_DELIVERED
 
 __all__ = ["EventEncoder", "EventStream", "StreamTransport", "backlog"]
 

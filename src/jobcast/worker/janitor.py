@@ -18,9 +18,9 @@ import time
 
 from redis.exceptions import LockError
 
-from jobcast.lifecycle import lose, promote, reconcile, requeue
-from jobcast.record import now_ms
 from jobcast.store import Store
+from jobcast.store.record import now_ms
+from jobcast.transitions import lose, promote, reconcile, requeue
 
 __all__ = ["Janitor"]
 
@@ -39,7 +39,7 @@ class Janitor:
     def sweep(self) -> bool:
         """One round, if no other janitor holds the lock; True if this one swept."""
         keys = self.store.keys
-        lock = self.store.redis.lock(keys.janitor, timeout=self.interval_s * 4, blocking=False)
+        lock = self.store.janitor_lock(self.interval_s * 4)
         acquired = lock.acquire()
         gap, self._last_ok = time.monotonic() - self._last_ok, time.monotonic()  # Redis answered
         if not acquired:

@@ -23,16 +23,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobcast import api
-from jobcast.connections import RedisFactory
-from jobcast.dashboard import dashboard_app, mount_path
 from jobcast.errors import JobcastError, Unavailable
-from jobcast.metrics import process_exits
-from jobcast.openapi import openapi_document
 from jobcast.registry import Registry, load_job_types
-from jobcast.services import Services
 from jobcast.settings import Settings
-from jobcast.sse import StreamTransport
+from jobcast.store.connections import RedisFactory
+from jobcast.web import api
+from jobcast.web.dashboard import dashboard_app, mount_path
+from jobcast.web.metrics import process_exits
+from jobcast.web.openapi import openapi_document
+from jobcast.web.services import Services
+from jobcast.web.sse import StreamTransport
 
 __all__ = ["JobcastApp", "create_app"]
 

@@ -20,7 +20,7 @@ prints it), and three guards stand around it:
   and nothing loads from elsewhere. (`'unsafe-eval'` stays: its underscore.js
   templates compile with `new Function`; that runs template text, not data.)
   The worker also keeps markup out of the exception text it hands RQ
-  (`worker.py`).
+  (`worker/workers.py`).
 """
 
 from __future__ import annotations

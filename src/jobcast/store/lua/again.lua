@@ -1,5 +1,5 @@
 -- A job goes back to `queued` for its next attempt, due at `retry_at_ms` in
--- the delayed set (from where `lifecycle.requeue` sends it to RQ): a failed
+-- the delayed set (from where `transitions.requeue` sends it to RQ): a failed
 -- attempt with attempts left (from `running`), or `POST /retry` (from `failed`
 -- or `canceled`). The new attempt starts with no output; a running attempt's
 -- run time goes into the `run` histogram and counts as a retry; the TTL the
@@ -7,7 +7,7 @@
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] running jobs (zset)
 -- KEYS[5] delayed retries (zset)   KEYS[6] jobs handed to RQ and not started yet (zset)
--- KEYS[7] the counters of `metrics.py`
+-- KEYS[7] the counters of `web/metrics.py`
 -- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); id, event, channel, ts;
 --   events_kept; retry_at_ms (when the next attempt is due)
 -- ARGV[2], ARGV[3] unused   ARGV[4..] field, value pairs of the queued job (its new `attempt` among them)

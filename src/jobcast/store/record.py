@@ -24,6 +24,7 @@ __all__ = [
     "job_object",
     "now_iso",
     "now_ms",
+    "pending_webhook",
     "queued_message",
 ]
 
@@ -52,6 +53,11 @@ def format_progress(pct: float) -> str:
     """Clamp to 0..100 and keep at most one decimal: `42`, `42.5`."""
     value = round(min(100.0, max(0.0, float(pct))), 1)
     return str(int(value)) if value.is_integer() else str(value)
+
+
+def pending_webhook(url: str) -> str:
+    """The `webhook` field of a job whose delivery is yet to be made."""
+    return orjson.dumps({"url": url, "state": "pending", "attempts": 0, "last_status": None}).decode()
 
 
 def decode(raw: Mapping[Any, Any]) -> dict[str, str]:

@@ -6,7 +6,7 @@
 -- no longer waiting is dropped from the list.
 --
 -- KEYS[1] the owner's slots (set)   KEYS[2] the owner's waiting list   KEYS[3] owners with waiting jobs
--- KEYS[4] the delayed set   KEYS[5] the counters of `metrics.py`, then per job: its hash, its event stream
+-- KEYS[4] the delayed set   KEYS[5] the counters of `web/metrics.py`, then per job: its hash, its event stream
 -- ARGV[1] the limit   ARGV[2] the owner   ARGV[3] ts   ARGV[4] events kept   ARGV[5] now (ms)
 -- ARGV[6..] per job: its id, its channel
 -- Returns {the ids promoted, 1 if that is all there is to do now, 0 if the list was not as the caller read

@@ -6,7 +6,7 @@
 -- comes free (`promote.lua`).
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] running jobs (zset)
--- KEYS[5] jobs handed to RQ and not started yet (zset)   KEYS[6] the counters of `metrics.py`
+-- KEYS[5] jobs handed to RQ and not started yet (zset)   KEYS[6] the counters of `web/metrics.py`
 -- KEYS[7] the owner's slots (set)   KEYS[8] the owner's waiting list   KEYS[9] owners with waiting jobs (set)
 -- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); id, event, channel, ts;
 --   events_kept; heartbeat_ms (the first deadline, '' = none); limit (jobs one owner may run at once, 0 = no limit);
