@@ -12,7 +12,7 @@ redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
 -- The job's Idempotency-Key, unless another request has taken the key over since.
 if KEYS[7] and rec[3] == KEYS[7] then
-  local claim = redis.call('GET', rec[3])
-  if claim and string.sub(claim, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then redis.call('DEL', rec[3]) end
+  local claim = redis.call('GET', KEYS[7])
+  if claim and string.sub(claim, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then redis.call('DEL', KEYS[7]) end
 end
 return 'ok'
