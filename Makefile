@@ -12,10 +12,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-# Independent implementations (npm) the end-to-end tests check jobcast against.
+# Independent implementations (npm) the end-to-end tests check jobcast against, and the browser packages
+# (clients/js, clients/react) installed as an app installs them: again whenever they change.
 NODE_DEPS := tests/e2e/node/node_modules/.installed
 
-$(NODE_DEPS): tests/e2e/node/package-lock.json | system-packages-test
+$(NODE_DEPS): tests/e2e/node/package-lock.json $(wildcard clients/js/* clients/react/*) | system-packages-test
 	npm ci --prefix tests/e2e/node --no-audit --no-fund --loglevel=error
 	touch $@
 

@@ -1,7 +1,7 @@
-// useJob: a React hook over the jobcast browser client. Copy this file and
-// jobcast.js (served by jobcast at /static/jobcast.js) into your app.
+// useJob: a React hook over the jobcast browser client (the `jobcast` package, clients/js).
+// Install both from a checkout of jobcast: `npm install <jobcast>/clients/js <jobcast>/clients/react`.
 //
-//   import { useJob } from "./useJob.js";
+//   import { useJob } from "jobcast-react";
 //
 //   function JobProgress({ job }) {              // a job object from POST /jobs, or a job id
 //     const { status, progress, message, output, mode } = useJob(job);
@@ -16,7 +16,7 @@
 //     );
 //   }
 import { useEffect, useState } from "react";
-import { describe, watchJob } from "./jobcast.js";
+import { describe, watchJob } from "jobcast";
 
 const NO_OUTPUT = { items: [], text: "" };
 

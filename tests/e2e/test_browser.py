@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from urllib.parse import urlparse
 
 import pytest
-from playwright.sync_api import Browser, Page, Route
+from playwright.sync_api import Browser, Page
 
 from tests.e2e.harness import ROOT, Stack
 
@@ -123,44 +121,6 @@ def test_cancel_from_the_page(page: Page) -> None:
     page.click(f'.job[data-job-id="{job_id}"] button.cancel')
     _wait_status(page, job_id, "canceled", timeout=10_000)
     assert page.locator(f'.job[data-job-id="{job_id}"] button.retry').is_visible()
-
-
-HOOK_PAGE = """<!doctype html>
-<script type="importmap">{"imports": {"react": "/hooktest/react.js"}}</script>
-<script type="module">
-  import { mount } from "react";
-  import { useJob } from "/hooktest/useJob.js";
-  window.renders = [];
-  mount(() => {
-    const r = useJob(JOB);
-    window.renders.push({status: r.status, progress: r.progress, message: r.message,
-                         items: r.output.items.length, mode: r.mode});
-  });
-</script>"""
-
-
-def test_the_react_hook_follows_a_job_to_its_end(page: Page, stack: Stack) -> None:
-    job = stack.submit({"steps": 5, "interval_ms": 150, "emit_output": True})
-    files = {"/hooktest/useJob.js": ROOT / "clients/react/useJob.js",
-             "/hooktest/jobcast.js": ROOT / "clients/react/jobcast.js",
-             "/hooktest/react.js": ROOT / "tests/e2e/react_standin.js"}
-    html = HOOK_PAGE.replace("JOB", json.dumps(job))
-
-    def serve(route: Route) -> None:
-        path = urlparse(route.request.url).path
-        if path == "/hooktest/page.html":
-            route.fulfill(body=html, content_type="text/html")
-        else:
-            route.fulfill(path=str(files[path]), content_type="text/javascript")
-
-    page.route("**/hooktest/*", serve)
-    page.goto("/hooktest/page.html")
-    page.wait_for_function("() => window.renders?.at(-1)?.status === 'completed'", timeout=15_000)
-    renders = page.evaluate("window.renders")
-    assert renders[0]["status"] == "queued" and renders[0]["message"].startswith("Queued")
-    progress = [r["progress"] for r in renders]
-    assert progress == sorted(progress) and any(0 < p < 100 for p in progress) and progress[-1] == 100
-    assert renders[-1]["items"] == 5 and "sse" in {r["mode"] for r in renders}
 
 
 @pytest.fixture

@@ -1,0 +1,330 @@
+// jobcast browser client: watch a job live, with automatic fallback to polling.
+//
+//   import { watchJob } from "https://jobs.example.com/static/jobcast.js";
+//   const handle = watchJob(job, {
+//     onState: (job) => ...,          // every change: the whole job object as it now stands
+//     onOutput: (output, job) => ..., // {kind: "item", item} or {kind: "delta", text}, as produced
+//     onDone: (job) => ...,           // the terminal job object (completed, failed or canceled)
+//     onError: (error) => ...,        // the job is gone (404), or the key is refused (401)
+//     onMode: (mode) => ...,          // "sse" or "polling"
+//   });
+//   handle.close();
+//
+// `job.output` in onState is always the truth (a new attempt starts it afresh);
+// onOutput only reports what is new, for UIs that append.
+//
+// It uses EventSource on the job's `links.events`. Every stream it opens starts
+// with a snapshot of the job, which the server sends at once, and EventSource
+// resumes by itself with Last-Event-ID after a network blip. It falls back to
+// polling GET /jobs/{id} (with If-None-Match) when EventSource is missing, when
+// the stream fails to open repeatedly, when no event arrives within a few
+// seconds of opening (a proxy that buffers the stream), or when four streams
+// are open already. Jobs being watched are remembered in localStorage, so
+// `resumeWatches()` re-attaches to them after a page reload.
+
+const TERMINAL = new Set(["completed", "failed", "canceled"]);
+const STORE_KEY = "jobcast.watching";
+const FIRST_EVENT_TIMEOUT_MS = 4000;
+const MAX_STREAM_FAILURES = 3;
+const MAX_ITEMS = 1000; // as many as the server keeps
+// A browser opens at most 6 connections to one host over HTTP/1.1; an open event
+// stream holds one for good. Past this many live streams, more jobs are polled,
+// so the page's other requests never wait behind them.
+const MAX_STREAMS = 4;
+let openStreams = 0;
+
+let apiKey = null;
+// The API this client talks to: where this file is served from (`<api>/static/jobcast.js`), so it works
+// from a page under a mount prefix (`/jobcast/`) and from a page on another origin (which the API must
+// allow: JOBCAST_CORS_ORIGINS) alike.
+let apiBase = new URL("..", import.meta.url);
+
+/** Talk to the API at `url` instead of the one this file came from. */
+export function setApiUrl(url) {
+  apiBase = new URL(url.endsWith("/") ? url : `${url}/`, location.href);
+}
+
+/** The absolute URL of an API path (`/jobs/...`), under the API's base. */
+function apiUrl(path) {
+  return new URL(path.replace(/^\//, ""), apiBase).href;
+}
+
+/** Send `Authorization: Bearer <key>` with every request this client makes (null: none). */
+export function setApiKey(key) {
+  apiKey = key || null;
+}
+
+function headers(extra = {}) {
+  return apiKey ? { ...extra, Authorization: `Bearer ${apiKey}` } : extra;
+}
+
+export async function api(path, options = {}) {
+  const response = await fetch(apiUrl(path), { ...options, headers: headers(options.headers || {}) });
+  if (response.status === 204) return null;
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = new Error(body?.error?.message || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    error.code = body?.error?.code;
+    error.details = body?.error?.details;
+    throw error;
+  }
+  return body;
+}
+
+export const submitJob = (type, payload = {}, extra = {}) =>
+  api("/jobs", { method: "POST", headers: { "Content-Type": "application/json" },
+                 body: JSON.stringify({ type, payload, ...extra }) });
+export const getJob = (id) => api(`/jobs/${id}`);
+export const cancelJob = (id) => api(`/jobs/${id}/cancel`, { method: "POST" });
+export const retryJob = (id) => api(`/jobs/${id}/retry`, { method: "POST" });
+export const listJobs = (query = "") => api(`/jobs${query ? `?${query}` : ""}`);
+export const jobTypes = () => api("/job-types");
+
+function watching() {
+  try {
+    return JSON.parse(localStorage.getItem(STORE_KEY) || "[]");
+  } catch {
+    return [];
+  }
+}
+
+function remember(id, yes) {
+  const ids = watching().filter((other) => other !== id);
+  if (yes) ids.push(id);
+  localStorage.setItem(STORE_KEY, JSON.stringify(ids));
+}
+
+/** The ids of jobs being watched when the page was left. */
+export function rememberedJobs() {
+  return watching();
+}
+
+/**
+ * Re-attach to every job that was being watched when the page was left. Each
+ * starts from a snapshot of the job as it now is (everything it produced so
+ * far included), then goes on live: nothing seen before the reload is missed.
+ */
+export function resumeWatches(handlersFor) {
+  return watching().map((id) => watchJob(id, handlersFor(id)));
+}
+
+/** The items of `after` that come after the last one in `before` (both capped lists). */
+function newItems(before, after) {
+  if (!before.length) return after;
+  const last = JSON.stringify(before[before.length - 1]);
+  for (let i = after.length - 1; i >= 0; i--) {
+    if (JSON.stringify(after[i]) === last) return after.slice(i + 1);
+  }
+  return after;
+}
+
+/**
+ * Watch a job: `jobOrId` is a job object (as POST /jobs returns it) or a job id.
+ * Returns a handle with `close()`, `mode` and `job` (the latest job object).
+ */
+export function watchJob(jobOrId, handlers = {}) {
+  const { onState = () => {}, onOutput = () => {}, onDone = () => {}, onError = () => {},
+          onMode = () => {} } = handlers;
+  const id = typeof jobOrId === "string" ? jobOrId : jobOrId.id;
+  let job = typeof jobOrId === "string" ? null : jobOrId;
+  let closed = false;
+  let source = null;
+  let pollTimer = null;
+  let firstEventTimer = null;
+  let failures = 0;
+  const handle = { mode: null, close, get job() { return job; } };
+
+  function setMode(mode) {
+    if (handle.mode !== mode) {
+      handle.mode = mode;
+      onMode(mode);
+    }
+  }
+
+  function closeSource() {
+    if (source) {
+      source.close();
+      source = null;
+      openStreams -= 1;
+    }
+    clearTimeout(firstEventTimer);
+  }
+
+  function close() {
+    closed = true;
+    closeSource();
+    clearTimeout(pollTimer);
+  }
+
+  function finish(final) {
+    job = final;
+    remember(id, false);
+    close();
+    onState(final);
+    onDone(final);
+  }
+
+  function fail(error) {
+    remember(id, false);
+    close();
+    onError(error);
+  }
+
+  function replace(current) {
+    job = current;
+    onState(job);
+  }
+
+  function applyState(state) {
+    const next = { ...(job || {}), ...state };
+    delete next.ts;
+    if (job && state.attempt !== job.attempt) {
+      // A new attempt: the server started its output afresh, and it has no result or error yet.
+      Object.assign(next, { output: { items: [], text: "" }, result: null, error: null, ended_at: null });
+    }
+    replace(next);
+  }
+
+  function applyOutput(out) {
+    if (job) {
+      const output = job.output || { items: [], text: "" };
+      job = { ...job, output: out.kind === "item"
+        ? { ...output, items: [...output.items, out.item].slice(-MAX_ITEMS) }
+        : { ...output, text: output.text + out.text } };
+    }
+    onOutput(out, job);
+  }
+
+  function seen(event) {
+    failures = 0;
+    clearTimeout(firstEventTimer);
+    if (job && event.lastEventId) job = { ...job, last_event_id: Number(event.lastEventId) };
+  }
+
+  function openStream() {
+    if (closed) return;
+    if (typeof EventSource === "undefined" || globalThis.JOBCAST_DISABLE_EVENTSOURCE || openStreams >= MAX_STREAMS) {
+      startPolling();
+      return;
+    }
+    setMode("sse");
+    // No Last-Event-ID on a fresh open: the stream then starts with a snapshot,
+    // at once, which both brings the job up to date and shows the stream flows.
+    source = new EventSource(job?.links?.events || apiUrl(`/jobs/${id}/events`));
+    openStreams += 1;
+    firstEventTimer = setTimeout(() => {
+      // Nothing yet, though the server always answers at once: a proxy buffers the stream.
+      closeSource();
+      startPolling();
+    }, FIRST_EVENT_TIMEOUT_MS);
+    source.addEventListener("snapshot", (e) => {
+      seen(e);
+      replace(JSON.parse(e.data));
+    });
+    source.addEventListener("state", (e) => {
+      seen(e);
+      applyState(JSON.parse(e.data));
+    });
+    source.addEventListener("output", (e) => {
+      seen(e);
+      applyOutput(JSON.parse(e.data));
+    });
+    for (const name of TERMINAL) {
+      source.addEventListener(name, (e) => {
+        seen(e);
+        finish(JSON.parse(e.data));
+      });
+    }
+    source.onerror = () => {
+      if (closed || !source) return;
+      failures += 1;
+      if (source.readyState === EventSource.CLOSED || failures >= MAX_STREAM_FAILURES) {
+        // The server refused the stream (204 after the end, 401, 404, 503), or it keeps
+        // dropping: ask the server plainly what is going on.
+        closeSource();
+        recover();
+      }
+      // Otherwise EventSource reconnects by itself, with Last-Event-ID.
+    };
+  }
+
+  async function recover() {
+    let current;
+    try {
+      current = await getJob(id);
+    } catch (error) {
+      if (error.status === 404 || error.status === 401) return fail(error);
+      current = null; // unreachable for now
+    }
+    if (closed) return;
+    if (current && TERMINAL.has(current.status)) return finish(current);
+    if (current) replace(current); // with a fresh links.events (and stream token)
+    if (failures >= MAX_STREAM_FAILURES) startPolling();
+    else setTimeout(openStream, 1000 * failures);
+  }
+
+  function startPolling() {
+    if (closed) return;
+    closeSource();
+    setMode("polling");
+    let etag = null;
+    const started = Date.now();
+    // The stream token in links.events also opens GET /jobs/{id}, for pages that hold no API key.
+    const token = job?.links?.events ? new URL(job.links.events, apiBase).searchParams.get("token") : null;
+    const url = apiUrl(token ? `/jobs/${id}?token=${encodeURIComponent(token)}` : `/jobs/${id}`);
+    const tick = async () => {
+      if (closed) return;
+      try {
+        const response = await fetch(url, { headers: headers(etag ? { "If-None-Match": etag } : {}) });
+        if (response.status === 404 || response.status === 401) {
+          const body = await response.json().catch(() => null);
+          const error = new Error(body?.error?.message || `${response.status}`);
+          error.status = response.status;
+          return fail(error);
+        }
+        if (response.status === 200) {
+          etag = response.headers.get("ETag");
+          const current = await response.json();
+          reportNewOutput(current);
+          if (TERMINAL.has(current.status)) return finish(current);
+          replace(current);
+        }
+      } catch {
+        // the network is down for now: keep trying
+      }
+      // About every second, backing off to every 5 s for a job that runs for long.
+      const delay = Math.min(5000, 1000 + (Date.now() - started) / 30);
+      pollTimer = setTimeout(tick, delay);
+    };
+    tick();
+  }
+
+  function reportNewOutput(current) {
+    const after = current.output || { items: [], text: "" };
+    const sameAttempt = job && job.attempt === current.attempt;
+    const before = sameAttempt ? job.output || { items: [], text: "" } : { items: [], text: "" };
+    for (const item of newItems(before.items, after.items)) onOutput({ kind: "item", item }, current);
+    if (after.text.length > before.text.length && after.text.startsWith(before.text)) {
+      onOutput({ kind: "delta", text: after.text.slice(before.text.length) }, current);
+    }
+  }
+
+  remember(id, true);
+  if (job) onState(job);
+  if (job && TERMINAL.has(job.status)) {
+    finish(job);
+    return handle;
+  }
+  openStream();
+  return handle;
+}
+
+/** How a job's state reads to a person: "Queued — 2 ahead", "Starting", "Generating 20/50", ... */
+export function describe(job) {
+  if (!job) return "";
+  if (job.status === "queued" && job.queue_position !== null && job.queue_position !== undefined) {
+    return job.stage === "waiting" ? job.message : `Queued — ${job.queue_position} ahead`;
+  }
+  return job.message || job.status;
+}

@@ -1,1 +1,0 @@
-../../src/jobcast/web/static/jobcast.js
