@@ -108,9 +108,16 @@ class Job(_Response):
     links: Links
 
 
+class JobListLinks(_Response):
+    events: str = Field(description="The stream of the same set of jobs (`GET /events` with the same `type` and "
+                                    "`tag` filters; with API keys on, carrying a stream token).")
+
+
 class JobList(_Response):
     jobs: list[Job]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
+    links: JobListLinks | None = Field(None, description="With API keys on: the link to the stream of the same "
+                                                         "set, with a stream token for it.")
 
 
 class JobTypeInfo(_Response):

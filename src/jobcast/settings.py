@@ -169,6 +169,9 @@ class Settings:
                             "At least this many of a job's latest events are kept for resuming.")
     items_kept: int = knob(1000, "JOBCAST_ITEMS_KEPT", integer(1000, 1_000_000),
                            "At least this many of a job's latest output items are kept.")
+    feed_kept: int = knob(50_000, "JOBCAST_FEED_KEPT", integer(1000, 10_000_000),
+                          "At least this many of an owner's latest events (of all its jobs) are kept for resuming "
+                          "streams of many jobs (`GET /events`); a cursor older than that starts afresh.")
     sse_retry_ms: int = knob(2000, "JOBCAST_SSE_RETRY_MS", integer(100, 600_000),
                              "The reconnect delay the event stream tells browsers.")
     ping_interval_s: float = knob(15.0, "JOBCAST_PING_MS", integer(100, 15000, per=1000),

@@ -13,7 +13,8 @@ from tests.e2e.harness import Stack
 
 CONTRACT_ROUTES = {
     ("post", "/jobs"), ("get", "/jobs"), ("get", "/jobs/{job_id}"), ("delete", "/jobs/{job_id}"),
-    ("get", "/jobs/{job_id}/events"), ("post", "/jobs/{job_id}/cancel"), ("post", "/jobs/{job_id}/retry"),
+    ("get", "/jobs/{job_id}/events"), ("get", "/events"), ("post", "/jobs/{job_id}/cancel"),
+    ("post", "/jobs/{job_id}/retry"),
     ("get", "/job-types"), ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/openapi.json"),
     ("get", "/"),
 }

@@ -7,10 +7,10 @@ keys); `writer.Store` makes every change (workers, and the API's commands);
 `subscription` is the API's live pub/sub connection; `connections` makes the clients.
 """
 
-from jobcast.store.reader import IDEMPOTENCY_TTL_S, AsyncStore, Event, Snapshot, logged_data
+from jobcast.store.reader import IDEMPOTENCY_TTL_S, AsyncStore, Event, FeedEvent, Snapshot, logged_data
 from jobcast.store.writer import EmitKind, EmitResult, Store, count_submission
 
 __all__ = [
-    "AsyncStore", "EmitKind", "EmitResult", "Event", "IDEMPOTENCY_TTL_S", "Snapshot", "Store", "count_submission",
-    "logged_data",
+    "AsyncStore", "EmitKind", "EmitResult", "Event", "FeedEvent", "IDEMPOTENCY_TTL_S", "Snapshot", "Store",
+    "count_submission", "logged_data",
 ]

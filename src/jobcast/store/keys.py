@@ -16,6 +16,9 @@
 | `{p}:idem:{owner}:{key}`   | string | `{job id} {body hash}` for an Idempotency-Key, 24 h        |
 | `{p}:janitor`              | string | the lock one janitor holds while it sweeps                 |
 | `{p}:rate:{owner}:{min}`   | string | the owner's submissions in that minute (expires after 2)   |
+| `{p}:feed:{owner}`         | stream | every event of the owner's jobs in order, entry `0-{n}`:   |
+|                            |        | `j` job id, `s` its event id (`JOBCAST_FEED_KEPT` kept)     |
+| `{p}:fch:{owner}`          | pubsub | the same, live: `"{n} {job id} {seq} {event} {data}"`      |
 | `{p}:stats`                | hash   | the counters and histograms of `/metrics` (`web/metrics.py`)   |
 | `{p}:told:{queue}`         | string | set for 200 ms when a start told the queue's front its places |
 | `{p}:alive:{worker}`       | string | set by a worker's janitor every few seconds, gone          |
@@ -64,6 +67,12 @@ class Keys:
 
     def owner(self, owner: str) -> str:
         return f"{self.prefix}:owner:{{{owner}}}"
+
+    def feed(self, owner: str) -> str:
+        return f"{self.prefix}:feed:{{{owner}}}"
+
+    def feed_channel(self, owner: str) -> str:
+        return f"{self.prefix}:fch:{{{owner}}}"
 
     def active(self, owner: str) -> str:
         return f"{self.prefix}:active:{{{owner}}}"

@@ -14,7 +14,7 @@ from jobcast.store.record import job_object
 from jobcast.store.scripts import DELETE_IF_SAME_LUA, SNAPSHOT_LUA
 from jobcast.store.writer import count_submission
 
-__all__ = ["AsyncStore", "Event", "IDEMPOTENCY_TTL_S", "Snapshot", "logged_data"]
+__all__ = ["AsyncStore", "Event", "FeedEvent", "IDEMPOTENCY_TTL_S", "Snapshot", "logged_data"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,18 @@ class Snapshot:
 class Event:
     seq: int
     name: bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    """One event of an owner's feed: its place there, the job and the job's own event id, and the event as the
+    job's log has it (`name` None when the log no longer holds it, or the job is gone)."""
+
+    n: int
+    job_id: str
+    seq: int
+    name: bytes | None
     data: bytes
 
 
@@ -208,6 +220,45 @@ class AsyncStore:
             return None
         eid, f = rows[0]
         return Event(_seq(eid), f[b"e"], logged_data(f[b"e"], f[b"d"]))
+
+    # -- an owner's feed: every event of its jobs, in order (the streams of many jobs) ----------------
+
+    async def feed_position(self, owner: str) -> int:
+        """The place of the newest event in the owner's feed (0: none yet)."""
+        rows = cast(list[tuple[bytes, Any]], await self.redis.xrevrange(self.keys.feed(owner), "+", "-", count=1))
+        return _seq(rows[0][0]) if rows else 0
+
+    async def feed_after(self, owner: str, after: int, count: int) -> tuple[int, list[FeedEvent]]:
+        """The oldest place the owner's feed still holds (0: none), and up to `count` of its events after
+        `after`, each with its data read from its job's log (one request for the page)."""
+        key = self.keys.feed(owner)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(key, "-", "+", count=1)
+            pipe.xrange(key, f"(0-{after}", "+", count=count)
+            oldest, rows = await pipe.execute()
+        entries = [(_seq(eid), f[b"j"].decode(), int(f[b"s"])) for eid, f in rows]
+        spans: dict[str, list[int]] = {}
+        for _, job_id, seq in entries:
+            span = spans.setdefault(job_id, [seq, seq])
+            span[0], span[1] = min(span[0], seq), max(span[1], seq)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, (low, high) in spans.items():
+                pipe.xrange(self.keys.events(job_id), f"0-{low}", f"0-{high}")
+            logs = await pipe.execute() if spans else []
+        found: dict[tuple[str, int], tuple[bytes, bytes]] = {}
+        for job_id, rows_of_job in zip(spans, logs, strict=True):
+            for eid, f in rows_of_job:
+                found[(job_id, _seq(eid))] = (f[b"e"], logged_data(f[b"e"], f[b"d"]))
+        events = []
+        for n, job_id, seq in entries:
+            name, data = found.get((job_id, seq), (None, b""))
+            events.append(FeedEvent(n, job_id, seq, name, data))
+        return (_seq(oldest[0][0]) if oldest else 0), events
+
+    async def owner_jobs(self, owner: str) -> list[str]:
+        """Every job id in the owner's index, oldest first (some may have expired: their snapshot is None)."""
+        rows = cast(list[bytes], await self.redis.zrange(self.keys.owner(owner), 0, -1))
+        return [r.decode().split(":", 1)[1] for r in rows]
 
     async def owner_page(self, owner: str, after: str | None, count: int) -> list[str]:
         """Up to `count` entries of the owner's index, newest first, strictly after the entry `after`.

@@ -83,7 +83,7 @@ class Store:
         self._emit_settings = {
             "events_kept": str(settings.events_kept), "items_kept": str(settings.items_kept),
             "ttl": str(settings.job_ttl_s), "limit": str(settings.max_running_per_owner),
-            "waiting_message": self.waiting_message,
+            "waiting_message": self.waiting_message, "feed_kept": str(settings.feed_kept),
         }
         """The options of every emit that come from the settings (made once, not per emit)."""
         scripts = {lua: redis.register_script(lua) for lua in set(CHANGE_LUA.values())}
@@ -98,8 +98,10 @@ class Store:
                fields: Mapping[str, str]) -> None:
         """Queue the creation of a record in `pipe` (a MULTI that RQ's enqueue joins next)."""
         k = self.keys
-        keys = [k.job(job_id), k.events(job_id), k.owner(owner), k.rq_queue(fields["queue"]), k.stats]
-        args: list[str | int] = [job_id, owner_entry(created_ms, job_id), ts, QUEUED_MESSAGE]
+        keys = [k.job(job_id), k.events(job_id), k.owner(owner), k.rq_queue(fields["queue"]), k.stats,
+                k.feed(owner)]
+        args: list[str | int] = [job_id, owner_entry(created_ms, job_id), ts, QUEUED_MESSAGE, k.feed_channel(owner),
+                                 self.settings.feed_kept]
         for name, value in fields.items():
             args += [name, value]
         self._create(keys=keys, args=args, client=pipe)
@@ -124,12 +126,16 @@ class Store:
         ids = [i.decode() for i in cast(list[bytes], self.redis.lrange(line, 0, LIVE_POSITIONS - 1))]
         if not ids:
             return 0
+        job_ids = [line_id.split("-", 1)[0] for line_id in ids]  # an RQ job id is the jobcast id, or `{id}-{run}`
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(k.job(job_id), "owner")
+            owners = [(o or b"").decode() for o in pipe.execute()]
         keys = [line, k.stats]
-        args: list[str | int] = [now_iso(), message, self.settings.events_kept, stage]
-        for line_id in ids:
-            job_id = line_id.split("-", 1)[0]  # an RQ job id is the jobcast id, or `{id}-{run}`
-            keys += [k.job(job_id), k.events(job_id)]
-            args += [line_id, k.channel(job_id)]
+        args: list[str | int] = [now_iso(), message, self.settings.events_kept, stage, self.settings.feed_kept]
+        for line_id, job_id, owner in zip(ids, job_ids, owners, strict=True):
+            keys += [k.job(job_id), k.events(job_id), k.feed(owner)]
+            args += [line_id, job_id, k.channel(job_id), k.feed_channel(owner)]
         told: int = self._positions(keys=keys, args=args)
         return told
 
@@ -140,8 +146,9 @@ class Store:
         promoted: list[str] = []
         for _ in range(PROMOTE_ROUNDS if limit > 0 else 0):
             front = [i.decode() for i in cast(list[bytes], self.redis.lrange(k.waiting(owner), 0, limit - 1))]
-            keys = [k.active(owner), k.waiting(owner), k.waiting_owners, k.delayed, k.stats]
-            args: list[str | int] = [limit, owner, now_iso(), self.settings.events_kept, now_ms()]
+            keys = [k.active(owner), k.waiting(owner), k.waiting_owners, k.delayed, k.stats, k.feed(owner)]
+            args: list[str | int] = [limit, owner, now_iso(), self.settings.events_kept, now_ms(),
+                                     k.feed_channel(owner), self.settings.feed_kept]
             for job_id in front:
                 keys += [k.job(job_id), k.events(job_id)]
                 args += [job_id, k.channel(job_id)]
@@ -277,8 +284,9 @@ class Store:
         trip through RQ the writer belongs to). `fields` are set on the record; `data` is the event's JSON
         (for `end`, the job object's without its opening brace) and `raw` the output item or delta;
         `heartbeat_ms` is a `start`'s first heartbeat deadline, `retry_at_ms` when an `again`'s next attempt
-        is due. `owner` (whose slots a start or an end touches) is read from the record when not given: one
-        round trip more. `op` names the write (default: a fresh random id), so that sending it again is harmless.
+        is due. `owner` (whose feed every change goes to, and whose slots a start or an end touches) is read
+        from the record when not given: one round trip more. `op` names the write (default: a fresh random id),
+        so that sending it again is harmless.
         """
         k = self.keys
         fields = fields or {}
@@ -287,12 +295,13 @@ class Store:
                              "`again` or an `end`")
         if kind == "again" and retry_at_ms is None:
             raise ValueError("an `again` needs `retry_at_ms`: when the next attempt is due")
-        if kind in ("start", "end") and owner is None:
+        if owner is None:
             owner = (cast(bytes | None, self.redis.hget(k.job(job_id), "owner")) or b"").decode()
         statuses = "".join(f",{st}" for st in guard_status)
         options = {
             **self._emit_settings,
             "kind": kind, "event": event, "channel": k.channel(job_id), "id": job_id, "ts": ts,
+            "feed_channel": k.feed_channel(owner),
             "statuses": statuses + "," if statuses else "",
             "attempt": _text(guard_attempt), "run": _text(guard_run),
             "heartbeat_ms": _text(heartbeat_ms), "retry_at_ms": _text(retry_at_ms),
@@ -301,7 +310,7 @@ class Store:
         args: list[str | bytes] = [orjson.dumps(options), data, raw]
         for name, value in fields.items():
             args += [name, value]
-        keys = self._change_keys(kind, job_id, owner or "")
+        keys = self._change_keys(kind, job_id, owner)
         script = self._change[kind]
         seq, cancel, outcome = self._ride_out(lambda: script(keys=keys, args=args), job_id)
         return EmitResult(int(seq), bool(cancel), Outcome(outcome.decode()))
@@ -310,16 +319,18 @@ class Store:
         """The keys the script of `kind` touches, in the order its `KEYS` lists them."""
         k = self.keys
         job, events, items = k.job(job_id), k.events(job_id), k.items(job_id)
+        feed = k.feed(owner)
         if kind == "state":
-            return [job, events, k.stats]
+            return [job, events, k.stats, feed]
         if kind in ("item", "delta"):
-            return [job, events, items, k.stats]
+            return [job, events, items, k.stats, feed]
         if kind == "start":
             return [job, events, items, k.running, k.queued, k.stats, k.active(owner), k.waiting(owner),
-                    k.waiting_owners]
+                    k.waiting_owners, feed]
         if kind == "again":
-            return [job, events, items, k.running, k.delayed, k.queued, k.stats]
-        return [job, events, items, k.running, k.delayed, k.queued, k.stats, k.active(owner), k.waiting(owner)]
+            return [job, events, items, k.running, k.delayed, k.queued, k.stats, feed]
+        return [job, events, items, k.running, k.delayed, k.queued, k.stats, k.active(owner), k.waiting(owner),
+                feed]
 
 
 def _text(value: int | None) -> str:

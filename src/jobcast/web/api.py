@@ -30,13 +30,14 @@ from jobcast.errors import (
 from jobcast.schemas import SubmitRequest, validation_details
 from jobcast.states import STATUSES, TERMINAL, Status
 from jobcast.store import Snapshot
+from jobcast.web.jobsets import JobSet, parse_tags, set_link
 from jobcast.web.metrics import render as render_metrics
 from jobcast.web.services import Services
 from jobcast.web.sse import EventStream, backlog
 
 __all__ = [
     "JSON", "base_url", "cancel_job", "delete_job", "get_job", "healthz", "job_events", "job_types", "list_jobs",
-    "metrics", "readyz", "retry_job", "submit_job",
+    "metrics", "owner_of", "readyz", "retry_job", "submit_job",
 ]
 
 CLAIM_WAIT_MS = 5000
@@ -370,12 +371,7 @@ def _list_params(request: Request) -> tuple[str | None, str | None, list[tuple[s
     status = params.get("status")
     if status is not None and status not in STATUSES:
         raise submission.invalid("status", f"{status!r} is not a status; use one of {', '.join(STATUSES)}")
-    tags = []
-    for tag in params.getlist("tag"):
-        key, sep, value = tag.partition(":")
-        if not sep or not key:
-            raise submission.invalid("tag", f"{tag!r} is not key:value")
-        tags.append((key, value))
+    tags = parse_tags(params)
     raw_limit = params.get("limit", "50")
     if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= 500:
         raise submission.invalid("limit", f"{raw_limit!r} is not a whole number from 1 to 500")
@@ -431,7 +427,10 @@ async def list_jobs(request: Request) -> Response:
             break
     if cursor is not None and not await svc.store.owner_page(owner, cursor, 1):
         cursor = None
-    return JSON({"jobs": jobs, "next_cursor": cursor})
+    answer: dict[str, Any] = {"jobs": jobs, "next_cursor": cursor}
+    if svc.auth.enabled:  # the stream of the same set, with a token a page can hand to EventSource
+        answer["links"] = {"events": set_link(svc.auth, JobSet(owner, None, tuple(tags), jtype), base_url(request))}
+    return JSON(answer)
 
 
 async def job_types(request: Request) -> Response:

@@ -27,7 +27,7 @@ from jobcast.errors import JobcastError, Unavailable
 from jobcast.registry import Registry, load_job_types
 from jobcast.settings import Settings
 from jobcast.store.connections import RedisFactory
-from jobcast.web import api
+from jobcast.web import api, sets
 from jobcast.web.dashboard import dashboard_app, mount_path
 from jobcast.web.metrics import process_exits
 from jobcast.web.openapi import openapi_document
@@ -177,6 +177,7 @@ def create_app(settings: Settings | None = None, factory: RedisFactory | None = 
         Route("/jobs/{job_id}/cancel", api.cancel_job, methods=["POST"]),
         Route("/jobs/{job_id}/retry", api.retry_job, methods=["POST"]),
         Route("/jobs/{job_id}/events", api.job_events, methods=["GET"]),
+        Route("/events", sets.set_events, methods=["GET"]),
         Route("/job-types", api.job_types, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),

@@ -85,3 +85,36 @@ class Auth:
         if int(expires_s) < time.time():
             raise Unauthorized("the stream token has expired; GET /jobs/{id} with your API key gives a fresh "
                                "links.events.")
+
+    # -- tokens for a set of jobs (`GET /events`): made for the owner and the set's filters ----------------
+
+    def set_token(self, scope: str, owner: str) -> str:
+        """A stream token for the set `scope` (`JobSet.scope`) of `owner`'s jobs, good for `token_ttl_s`."""
+        expires = int(time.time()) + self.token_ttl_s
+        who = base64.urlsafe_b64encode(owner.encode()).decode().rstrip("=")
+        return f"{expires}.{who}.{self._mac(scope, expires)}"
+
+    @staticmethod
+    def set_token_owner(token: str) -> str:
+        """Whose jobs a set's stream token says it is for (checked by `check_set_token`); Unauthorized if it
+        is no set token."""
+        parts = token.split(".")
+        try:
+            if len(parts) != 3 or len(parts[1]) > 200:
+                raise ValueError
+            return base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)).decode()
+        except ValueError:
+            raise Unauthorized("the stream token is not valid for this set of jobs; GET /jobs with your API key "
+                               "gives a fresh links.events.") from None
+
+    def check_set_token(self, token: str, scope: str) -> None:
+        """Unauthorized unless `token` was made for the set `scope` and has not expired."""
+        expires_s, _, rest = token.partition(".")
+        mac = rest.rpartition(".")[2]
+        if (not expires_s.isascii() or not expires_s.isdigit() or len(expires_s) > 12 or not mac.isascii()
+                or not hmac.compare_digest(mac.encode(), self._mac(scope, int(expires_s)).encode())):
+            raise Unauthorized("the stream token is not valid for this set of jobs; GET /jobs with your API key "
+                               "gives a fresh links.events.")
+        if int(expires_s) < time.time():
+            raise Unauthorized("the stream token has expired; GET /jobs with your API key gives a fresh "
+                               "links.events.")

@@ -1,6 +1,7 @@
 """The API process's one pub/sub connection, fanning job events out to its streams.
 
-Each open event stream registers a `Listener` for its job. The hub subscribes
+Each open event stream registers a `Listener` for its job (a stream of many
+jobs, for its owner's feed: the same machinery, with the feed's places for ids). The hub subscribes
 to the job's channel when its first listener arrives (and only returns once
 Redis has confirmed the subscription, so a stream that reads its backlog
 afterwards cannot miss an event in between), unsubscribes when the last one
@@ -29,8 +30,8 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -76,9 +77,18 @@ class Entry:
     links_at: int = -1
     """Where the job object's `links` start in `chunk` (a snapshot or terminal event), whose paths each stream
     puts its own base URL in front of (`EventStream`); -1: no links."""
+    job_id: str = ""
+    """In an owner's feed (where `seq` is the place in the feed): the job the event is of."""
+    job_seq: int = 0
+    """In an owner's feed: the event's id in its job's own log."""
 
 
-Encoder = Callable[[str, int, bytes, bytes], Entry]
+class Encoder(Protocol):
+    """Turns an event as Redis publishes it into an `Entry` (`sse.EventEncoder`)."""
+
+    def __call__(self, job_id: str, seq: int, name: bytes, data: bytes) -> Entry: ...
+
+    def feed_entry(self, n: int, job_id: str, seq: int, name: bytes, data: bytes) -> Entry: ...
 
 
 class Listener:
@@ -106,10 +116,13 @@ class Listener:
 class _Channel:
     """A watched job: its listeners, its recent events, and the shared reads that serve them."""
 
-    __slots__ = ("job_id", "listeners", "ring", "newest", "since_trim", "repairing", "missed", "snapshot")
+    __slots__ = ("job_id", "feed_owner", "listeners", "ring", "newest", "since_trim", "repairing", "missed",
+                 "snapshot")
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, feed_owner: str | None = None) -> None:
         self.job_id = job_id
+        self.feed_owner = feed_owner
+        """Set for an owner's feed (its ids are places in the feed), None for a job's channel."""
         self.listeners: set[Listener] = set()
         self.ring: deque[Entry] = deque()
         """Consecutive events, oldest first."""
@@ -207,17 +220,23 @@ class Hub:
 
     async def listen(self, job_id: str, owner: str = "", token: str = "") -> Listener:
         """A listener for `job_id`, returned once its channel's subscription is confirmed."""
+        return await self._listen(Listener(job_id, self._keys.channel(job_id).encode(), owner, token))
+
+    async def listen_feed(self, owner: str, token: str = "") -> Listener:
+        """A listener for every event of `owner`'s jobs (its feed), returned once subscribed."""
+        return await self._listen(Listener("", self._keys.feed_channel(owner).encode(), owner, token), feed=True)
+
+    async def _listen(self, listener: Listener, feed: bool = False) -> Listener:
         pubsub = self._pubsub
         if pubsub is None or not self.connected:
             raise Unavailable()
-        key = self._keys.channel(job_id).encode()
-        listener = Listener(job_id, key, owner, token)
+        key, owner, token = listener.channel, listener.owner, listener.token
         _count(self.streams_by_owner, owner, 1)
         if token:
             _count(self.streams_by_token, token, 1)
         ch = self._channels.get(key)
         if ch is None:
-            ch = self._channels[key] = _Channel(job_id)
+            ch = self._channels[key] = _Channel(listener.job_id, owner if feed else None)
         ch.listeners.add(listener)
         STREAMS_OPEN.inc()
         confirms = self._confirms.setdefault(key, deque())
@@ -350,8 +369,12 @@ class Hub:
             ch = self._channels.get(reply[1])
             if ch is None:
                 return
-            seq_, name, data = reply[2].split(b" ", 2)
-            seq = int(seq_)
+            if ch.feed_owner is None:
+                seq_, name, data = reply[2].split(b" ", 2)
+                seq = int(seq_)
+            else:
+                n, job, job_seq, name, data = reply[2].split(b" ", 4)
+                seq = int(n)
             if ch.repairing:
                 ch.missed = max(ch.missed, seq)
                 return
@@ -360,7 +383,10 @@ class Hub:
             if ch.newest and seq != ch.newest + 1:
                 self._start_repair(ch, seq)  # a message went missing on the way: read it from the log
                 return
-            ch.add(self._encode(ch.job_id, seq, name, data))
+            if ch.feed_owner is None:
+                ch.add(self._encode(ch.job_id, seq, name, data))
+            else:
+                ch.add(self._encode.feed_entry(seq, job.decode(), int(job_seq), name, data))
             ch.wake_all()
         elif kind == b"subscribe":
             confirms = self._confirms.get(reply[1])
@@ -390,6 +416,10 @@ class Hub:
         try:
             while True:
                 after = ch.newest or min((lst.last for lst in ch.listeners), default=0)
+                if ch.feed_owner is not None:
+                    if not await self._repair_feed(ch, ch.feed_owner, after):
+                        break
+                    continue
                 oldest, newest, events = await self._store.events_after(ch.job_id, after, count=REPAIR_PAGE)
                 if events and events[0].seq != after + 1:  # the log no longer reaches back: start afresh
                     ch.ring.clear()
@@ -409,6 +439,20 @@ class Hub:
             ch.repairing = False
             ch.missed = 0
             ch.wake_all()
+
+    async def _repair_feed(self, ch: _Channel, owner: str, after: int) -> bool:
+        """One page of an owner's feed into its ring; False once there is no more. An event whose job's log
+        no longer holds it leaves a gap: listeners behind it read the feed themselves (`after` gives None)."""
+        _, events = await self._store.feed_after(owner, after, REPAIR_PAGE)
+        if events and events[0].n != after + 1:
+            ch.ring.clear()
+        for event in events:
+            if event.name is not None:
+                ch.add(self._encode.feed_entry(event.n, event.job_id, event.seq, event.name, event.data))
+        if events:
+            ch.newest = max(ch.newest, events[-1].n)
+            ch.wake_all()
+        return len(events) == REPAIR_PAGE or ch.newest < ch.missed
 
     def _lost(self, exc: BaseException) -> None:
         self._connected.clear()

@@ -74,6 +74,20 @@ _EVENT = {
 }
 
 
+_SET_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^c[0-9]+$",
+               "description": "The cursor; the first events of a stream opened without one have none but the "
+                              "last of them (only from there on is a cursor true for every job of the set)."},
+        "event": _EVENT["properties"]["event"],  # type: ignore[index]
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "As on a job's own stream, with `job_id` and `seq` added."},
+    },
+}
+
+
 def _operation(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
                public: bool = False, **extra: Any) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "operationId": summary.lower().replace(" ", "_").replace("'", ""),
@@ -174,6 +188,38 @@ def openapi_document(registry: Registry, settings: Settings) -> dict[str, Any]:
                          "schema": {"type": "string", "pattern": "^([0-9]{1,18})?$"}},
                         {"name": "last_event_id", "in": "query", "description": "As the header, for clients that "
                          "cannot send one.", "schema": _EVENT_ID}],
+            ),
+        },
+        "/events": {
+            "get": _operation(
+                "Stream many jobs' events",
+                _responses({
+                    200: {"description": "Server-sent events of a set of the owner's jobs: `retry:` first, then a "
+                                         "`snapshot` of each job already in the set (or, after Last-Event-ID, "
+                                         "what came since), then every job's events as they happen; each "
+                                         "event's data carries `job_id` and `seq` (that job's own event id), "
+                                         "and its id is an opaque cursor. Jobs created later join (`tag=` and "
+                                         "all jobs) with a snapshot; a `job=` list ends after its last "
+                                         "terminal event. The schema is that of one event.",
+                          "content": {"text/event-stream": {"schema": _SET_EVENT}}},
+                    204: {"description": "A `job=` list with nothing more to send: all of it has ended."},
+                }, 401, 422, 429, 503),
+                params=[
+                    {"name": "job", "in": "query", "description": "A job to follow; repeat for up to 100. "
+                     "Unknown and foreign ids are left out.",
+                     "schema": {"type": "array", "maxItems": 100, "items": {"type": "string",
+                                                                            "pattern": "^[0-9a-f]{32}$"}},
+                     "style": "form", "explode": True},
+                    {"name": "tag", "in": "query", "description": "`key:value`: jobs carrying all of them.",
+                     "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^:]+:.*$"}},
+                     "style": "form", "explode": True},
+                    {"name": "type", "in": "query", "schema": {"type": "string", "minLength": 1}},
+                    _TOKEN,
+                    {"name": "Last-Event-ID", "in": "header", "description": "Resume after this cursor.",
+                     "schema": {"type": "string", "pattern": "^(c[0-9]{1,18})?$"}},
+                    {"name": "last_event_id", "in": "query", "description": "As the header, for clients that "
+                     "cannot send one.", "schema": {"type": "string", "pattern": "^c[0-9]{1,18}$"}},
+                ],
             ),
         },
         "/jobs/{job_id}/cancel": {"post": _operation(

@@ -30,6 +30,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
@@ -43,7 +44,10 @@ from jobcast.store import AsyncStore, Snapshot
 from jobcast.web.hub import RING, Entry, Hub, Listener
 from jobcast.web.metrics import EVENTS_DELIVERED
 
-__all__ = ["EventEncoder", "EventStream", "StreamTransport", "backlog"]
+__all__ = [
+    "EventEncoder", "EventStream", "PING", "StreamTransport", "TRANSPORT", "abort", "backlog", "rebase",
+    "size_send_buffer",
+]
 
 log = logging.getLogger("jobcast.sse")
 
@@ -55,7 +59,7 @@ class EventEncoder:
     """Turns events into SSE bytes; a job object (snapshot, terminal) gets its `links` added.
 
     One entry is sent to every stream of its job, so its links are paths; each stream puts the base URL
-    its client came to in front of them as it sends the entry (`_rebase`).
+    its client came to in front of them as it sends the entry (`rebase`).
     """
 
     def __init__(self, links: Callable[[str, str], dict[str, str]]) -> None:
@@ -78,8 +82,30 @@ class EventEncoder:
         chunk = head + orjson.dumps(self.links(job_id, "")) + b"}\n\n"
         return Entry(seq, chunk, terminal, time.monotonic(), links_at=len(head))
 
+    # -- streams of many jobs: each event says whose it is, and its id is a place in the owner's feed --------
 
-def _rebase(entry: Entry, base: bytes) -> bytes:
+    def feed_entry(self, n: int, job_id: str, seq: int, name: bytes, data: bytes) -> Entry:
+        """Event `seq` of job `job_id` at place `n` of its owner's feed: the single stream's data with `job_id`
+        and `seq` in front, and the cursor `c{n}` for its id."""
+        return self._feed(n, job_id, seq, name, data, name in _TERMINAL)
+
+    def feed_job(self, n: int | None, job: dict[str, Any], seq: int, terminal: bool) -> Entry:
+        """A job object as a set's `snapshot` (or terminal) event; `n` None: no id line (a snapshot whose
+        place in the feed comes with a later event)."""
+        name = job["status"].encode() if terminal else b"snapshot"
+        return self._feed(n, job["id"], seq, name, orjson.dumps(job), terminal)
+
+    def _feed(self, n: int | None, job_id: str, seq: int, name: bytes, data: bytes, terminal: bool) -> Entry:
+        cursor = b"" if n is None else b"id: c%d\n" % n
+        head = b'%sevent: %s\ndata: {"job_id":"%s","seq":%d,' % (cursor, name, job_id.encode(), seq)
+        if name not in _TERMINAL and name != b"snapshot":
+            return Entry(n or 0, head + data[1:] + b"\n\n", False, time.monotonic(), job_id=job_id, job_seq=seq)
+        head += data[1:-1] + b',"links":'
+        chunk = head + orjson.dumps(self.links(job_id, "")) + b"}\n\n"
+        return Entry(n or 0, chunk, terminal, time.monotonic(), links_at=len(head), job_id=job_id, job_seq=seq)
+
+
+def rebase(entry: Entry, base: bytes) -> bytes:
     """The entry's bytes with `base` (JSON-escaped, no trailing slash) in front of its links' paths."""
     if entry.links_at < 0 or not base:
         return entry.chunk
@@ -151,7 +177,7 @@ class StreamTransport(Starlette):
         await super().__call__(scope, receive, send)
 
 
-async def _abort(transport: asyncio.Transport) -> None:
+async def abort(transport: asyncio.Transport) -> None:
     """Drop the connection, unsent bytes and all: a reset (SO_LINGER 0), so that the kernel does not keep
     the socket's buffer either, trying to deliver it to a peer that does not read. The server learns of it
     (`connection_lost`) on the next turn of the loop, before the app returns, so it does not take the
@@ -161,6 +187,13 @@ async def _abort(transport: asyncio.Transport) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
     await asyncio.sleep(0)
+
+
+def size_send_buffer(transport: asyncio.Transport | None) -> None:
+    """Keep a stream socket's kernel send buffer small (`SEND_BUFFER`), where the server lets us at it."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 
 class EventStream(Response):
@@ -197,10 +230,7 @@ class EventStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         listener = self.listener
         transport: asyncio.Transport | None = scope.get(TRANSPORT)
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        size_send_buffer(transport)
         watcher = asyncio.ensure_future(self._watch_disconnect(receive))
         gave_up = False
         try:
@@ -256,15 +286,19 @@ class EventStream(Response):
         finally:
             watcher.cancel()
             await self.hub.unlisten(listener)
+        await self._end(send, transport, gave_up)
+
+    async def _end(self, send: Send, transport: asyncio.Transport | None, gave_up: bool) -> None:
+        """End the response; a stream that gave up on its client drops the connection instead."""
         if gave_up and transport is not None:
-            await _abort(transport)  # now: the last write would wait for a peer that does not read
+            await abort(transport)  # now: the last write would wait for a peer that does not read
             return
         try:
             async with asyncio.timeout(1):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:
             if transport is not None:
-                await _abort(transport)
+                await abort(transport)
 
     async def _catch_up(self, last: int, resuming: bool) -> tuple[list[Entry], bool] | None:
         """The entries after `last` when the ring cannot give them: the next page of the log while the
@@ -288,7 +322,7 @@ class EventStream(Response):
                 continue
             if size >= WRITE_BYTES:
                 break
-            chunk = entry.chunk if entry.links_at < 0 else _rebase(entry, self.base)
+            chunk = entry.chunk if entry.links_at < 0 else rebase(entry, self.base)
             out.append(chunk)
             size += len(chunk)
             last = entry.seq

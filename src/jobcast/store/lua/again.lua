@@ -7,8 +7,8 @@
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] running jobs (zset)
 -- KEYS[5] delayed retries (zset)   KEYS[6] jobs handed to RQ and not started yet (zset)
--- KEYS[7] the counters of `web/metrics.py`
--- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); id, event, channel, ts;
+-- KEYS[7] the counters of `web/metrics.py`   KEYS[8] the owner's feed
+-- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); feed_channel, feed_kept; id, event, channel, ts;
 --   events_kept; retry_at_ms (when the next attempt is due)
 -- ARGV[2], ARGV[3] unused   ARGV[4..] field, value pairs of the queued job (its new `attempt` among them)
 -- Returns {seq, cancel, 'ok' | 'refused' | 'missing'}.
@@ -28,7 +28,7 @@ local data, stored = state_event(job, cur, set, o.ts)
 redis.call('DEL', items)
 set.text = ''
 local seq = commit(job, cur, set, o.op, 'ok')
-append_event(events, stats, o.channel, seq, o.event, data, o.events_kept, stored)
+append_event(events, stats, o.channel, seq, o.event, data, o.events_kept, stored, feed_of(8, o))
 
 redis.call('ZREM', running, id)
 redis.call('ZADD', delayed, o.retry_at_ms, id)

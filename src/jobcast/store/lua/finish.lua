@@ -6,7 +6,8 @@
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] running jobs (zset)
 -- KEYS[5] delayed retries (zset)   KEYS[6] jobs handed to RQ and not started yet (zset)
 -- KEYS[7] the counters of `web/metrics.py`   KEYS[8] the owner's slots (set)   KEYS[9] the owner's waiting list
--- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); id, event, channel;
+-- KEYS[10] the owner's feed
+-- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); feed_channel, feed_kept; id, event, channel;
 --   events_kept, ttl (seconds); limit (jobs one owner may run at once, 0 = no limit)
 -- ARGV[2] the job object's JSON without its opening brace ('last_event_id' is put in front here)
 -- ARGV[3] unused   ARGV[4..] field, value pairs of the ended job (its `status` among them)
@@ -25,7 +26,8 @@ if cur.status == 'running' then observe_run(job, stats, now_ms()) end
 redis.call('HINCRBY', stats, 'finished|' .. redis.call('HGET', job, 'type') .. '|' .. set.status, 1)
 
 local seq = commit(job, cur, set, o.op, 'ok')
-append_event(events, stats, o.channel, seq, o.event, '{"last_event_id":' .. seq .. ',' .. ARGV[2], o.events_kept)
+append_event(events, stats, o.channel, seq, o.event, '{"last_event_id":' .. seq .. ',' .. ARGV[2], o.events_kept, nil,
+             feed_of(10, o))
 
 redis.call('ZREM', running, id)
 redis.call('ZREM', delayed, id)

@@ -35,11 +35,21 @@ end
 
 -- Append event `seq` to a job's log (about `kept` kept; as `stored` if given,
 -- the compact form of a state event), count it in `stats` (the counters of
--- `web/metrics.py`, `{p}:stats`) and publish it live (as `data`).
-local function append_event(events, stats, channel, seq, name, data, kept, stored)
+-- `web/metrics.py`, `{p}:stats`) and publish it live (as `data`). `feed` is
+-- the job owner's feed, {key, channel, kept, job}: the event is added to it
+-- too (entry `0-N`, the next N: `j` the job id, `s` the event's id) and
+-- published there live as "N job seq name data", for the streams of many jobs.
+local function append_event(events, stats, channel, seq, name, data, kept, stored, feed)
   redis.call('XADD', events, 'MAXLEN', '~', kept, '0-' .. seq, 'e', name, 'd', stored or data)
   redis.call('HINCRBY', stats, 'events', 1)
   redis.call('PUBLISH', channel, seq .. ' ' .. name .. ' ' .. data)
+  local n = redis.call('XADD', feed.key, 'MAXLEN', '~', feed.kept, '0-*', 'j', feed.job, 's', seq)
+  redis.call('PUBLISH', feed.channel, string.sub(n, 3) .. ' ' .. feed.job .. ' ' .. seq .. ' ' .. name .. ' ' .. data)
+end
+
+-- The owner's feed of a change script: KEYS[`at`], and the options' feed_channel and feed_kept.
+local function feed_of(at, o)
+  return {key = KEYS[at], channel = o.feed_channel, kept = o.feed_kept, job = o.id}
 end
 
 -- The record's fields a change reads before it decides anything.

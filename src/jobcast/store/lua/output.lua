@@ -2,7 +2,8 @@
 -- (the newest `items_kept` kept), or a delta to the record's `text`.
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] the counters of `web/metrics.py`
--- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); kind ('item' | 'delta'),
+-- KEYS[5] the owner's feed
+-- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); feed_channel, feed_kept; kind ('item' | 'delta'),
 --   event, channel; events_kept, items_kept
 -- ARGV[2] the event's JSON   ARGV[3] the item's JSON, or the delta's text
 -- Returns {seq, cancel, 'ok' | 'refused' | 'missing'}.
@@ -18,5 +19,5 @@ else
   set.text = (redis.call('HGET', job, 'text') or '') .. ARGV[3]
 end
 local seq = commit(job, cur, set, o.op, 'ok')
-append_event(events, stats, o.channel, seq, o.event, ARGV[2], o.events_kept)
+append_event(events, stats, o.channel, seq, o.event, ARGV[2], o.events_kept, nil, feed_of(5, o))
 return {seq, cur.cancel, 'ok'}

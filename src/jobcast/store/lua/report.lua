@@ -4,8 +4,8 @@
 -- down within an attempt: a lower value is ignored. Nothing visible changed:
 -- outcome 'same', and no event.
 --
--- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] the counters of `web/metrics.py`
--- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); event, channel, ts; events_kept
+-- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] the counters of `web/metrics.py`   KEYS[4] the owner's feed
+-- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); feed_channel, feed_kept; event, channel, ts; events_kept
 -- ARGV[2], ARGV[3] unused   ARGV[4..] field, value pairs to set (never `status` or `attempt`)
 -- Returns {seq, cancel, 'ok' | 'same' | 'refused' | 'missing'}.
 local job, events, stats = KEYS[1], KEYS[2], KEYS[3]
@@ -17,5 +17,5 @@ if set.progress and tonumber(set.progress) < tonumber(cur.progress) then set.pro
 local data, stored = state_event(job, cur, set, o.ts)
 if not data then return {cur.seq, cur.cancel, 'same'} end
 local seq = commit(job, cur, set, o.op, 'ok')
-append_event(events, stats, o.channel, seq, o.event, data, o.events_kept, stored)
+append_event(events, stats, o.channel, seq, o.event, data, o.events_kept, stored, feed_of(4, o))
 return {seq, cur.cancel, 'ok'}
