@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +39,8 @@ class Read:
 
 
 def read_set(base: str, path: str, *, cursor: str | None = None, stop: int | None = None,
-             headers: dict[str, str] | None = None, timeout: float = 60) -> Read:
+             headers: dict[str, str] | None = None, timeout: float = 60,
+             on_event: Callable[[Read], None] = lambda r: None) -> Read:
     """Read a set stream as the wire has it (ids kept as the opaque strings they are), until the server ends it
     or `stop` events have come."""
     sent = dict(headers or {})
@@ -56,6 +57,7 @@ def read_set(base: str, path: str, *, cursor: str | None = None, stop: int | Non
                 if "data" in fields:
                     read.events.append(SetEvent(fields.get("id"), fields.get("event", "message"),
                                                 orjson.loads(fields["data"])))
+                    on_event(read)
                     if stop is not None and len(read.events) >= stop:
                         return read
                 fields = {}
@@ -147,6 +149,23 @@ def _read_until_quiet(base: str, path: str, cursor: str | None) -> Read:
                 name, _, value = line.partition(":")
                 fields[name] = value[1:] if value.startswith(" ") else value
     return read
+
+
+def test_pubsub_link_dropped_mid_set_stream_loses_no_event(make_stack) -> None:
+    st: Stack = make_stack(workers=2)
+    jobs = [st.submit({"steps": 30, "interval_ms": 40, "emit_output": True}) for _ in range(3)]
+    killed: list[int] = []
+
+    def kill_pubsub_once(read: Read) -> None:
+        if len(read.events) == 20 and not killed:
+            killed.append(st.redis.r.client_kill_filter(_type="pubsub"))
+
+    read = read_set(st.url, "/events?" + "&".join(f"job={j['id']}" for j in jobs), on_event=kill_pubsub_once)
+    assert killed and killed[0] >= 1 and read.ended_by_server
+    for job_id, seen in _by_job(read.events).items():
+        seqs = [e.data["seq"] for e in seen]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"job {job_id}: {seqs}"
+        assert seen[-1].event == "completed"
 
 
 def test_a_list_of_jobs_ends_after_the_last_ends_and_then_answers_204(make_stack) -> None:

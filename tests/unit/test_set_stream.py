@@ -1,0 +1,103 @@
+"""The set stream (`GET /events`) over the hub, on fakeredis: a client that stops reading while more events
+come than the hub's ring holds catches up from the owner's feed, and gets every job's events once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import fakeredis
+import orjson
+
+from jobcast.settings import Settings
+from jobcast.store import AsyncStore, Store
+from jobcast.store.keys import Keys
+from jobcast.store.subscription import Subscriptions
+from jobcast.web import hub as hub_module
+from jobcast.web.hub import Hub
+from jobcast.web.jobsets import JobSet
+from jobcast.web.sets import Follower, SetStream, open_set
+from jobcast.web.sse import EventEncoder
+
+
+def links(job_id: str, base: str = "") -> dict[str, str]:
+    return {"self": f"{base}/jobs/{job_id}", "events": f"{base}/jobs/{job_id}/events",
+            "cancel": f"{base}/jobs/{job_id}/cancel"}
+
+
+def _events(body: bytes) -> list[tuple[str | None, str, dict]]:
+    out = []
+    for block in body.split(b"\n\n"):
+        fields = dict(line.split(b": ", 1) for line in block.split(b"\n") if b": " in line)
+        if b"data" in fields:
+            out.append((fields[b"id"].decode() if b"id" in fields else None, fields[b"event"].decode(),
+                        orjson.loads(fields[b"data"])))
+    return out
+
+
+def test_a_set_client_further_behind_than_the_ring_catches_up_from_the_feed_and_misses_nothing(
+    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job, monkeypatch
+) -> None:
+    jobs = [new_job() for _ in range(3)]
+    pages: list[int] = []
+    read_page = Follower.page
+
+    async def counted(self: Follower, after: int, until: int | None = None):  # type: ignore[no-untyped-def]
+        pages.append(after)
+        return await read_page(self, after, until)
+
+    monkeypatch.setattr(Follower, "page", counted)
+    per_job = hub_module.RING  # three jobs' worth: more than the ring holds
+
+    async def scenario() -> bytes:
+        encode = EventEncoder(links)
+        astore = AsyncStore(fakeredis.FakeAsyncRedis(server=server), settings)
+        hub = Hub(Subscriptions(fakeredis.FakeAsyncRedis(server=server)), Keys(settings.prefix), encode, astore)
+        await hub.start()
+        listener = await hub.listen_feed("anonymous")
+        opened = await open_set(astore, encode, JobSet("anonymous", tuple(j["id"] for j in jobs)), None)
+        stream = SetStream(hub, astore, encode, settings, listener, opened)
+        body = bytearray()
+        gate = asyncio.Event()
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.body" and body:
+                await gate.wait()  # the client stops reading after the first write
+            body.extend(message.get("body", b""))
+
+        async def receive() -> dict:
+            await asyncio.Event().wait()
+            return {}
+
+        task = asyncio.create_task(stream({"type": "http"}, receive, send))
+
+        def produce() -> None:
+            for i in range(per_job):
+                for job in jobs:
+                    store.emit(job["id"], "item", event="output", data=b'{"kind":"item","item":%d}' % i,
+                               raw=b"%d" % i)
+            for job in jobs:
+                store.emit(job["id"], "end", event="completed",
+                           data=b'"id":"%s","status":"completed"}' % job["id"].encode(), fields={"status": "completed"})
+
+        await asyncio.to_thread(produce)
+        await asyncio.sleep(0.2)
+        gate.set()
+        await asyncio.wait_for(task, 20)  # a fixed list: it ends after the last terminal event
+        await hub.stop()
+        await astore.redis.aclose()
+        return bytes(body)
+
+    body = asyncio.run(scenario())
+    events = _events(body)
+    cursors = [int(i[1:]) for i, _, _ in events if i is not None]
+    assert cursors == sorted(set(cursors)), "cursors only ever go up"
+    for job in jobs:
+        seen = [(name, data) for _, name, data in events if data["job_id"] == job["id"]]
+        assert seen[0][0] == "snapshot" and seen[-1][0] == "completed"
+        seqs = [data["seq"] for _, data in seen]
+        assert seqs == list(range(int(job["seq"]), int(job["seq"]) + per_job + 2)), "a gap or a repeat"
+        items = [data["item"] for name, data in seen if name == "output"]
+        assert items == list(range(per_job))
+    assert re.search(rb"^retry: ", body, re.M)
+    assert pages, "the stream never fell behind the ring: this tested nothing"
