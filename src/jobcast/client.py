@@ -24,7 +24,7 @@ import asyncio
 import builtins
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -209,6 +209,50 @@ class _Resume:
         return _pause(exc, self.failures)
 
 
+class _SetResume:
+    """What `watch_many()` carries from one try to the next: the stream's cursor, each job's last event id,
+    and failures in a row (a set stream is tried again for as long as its errors are transient)."""
+
+    def __init__(self, ids: Sequence[str] | None, tags: Mapping[str, str] | None, type_: str | None,
+                 cursor: str | None) -> None:
+        self.params = [("job", i) for i in ids or ()] + [("tag", f"{k}:{v}") for k, v in (tags or {}).items()]
+        self.params += [("type", type_)] if type_ else []
+        self.fixed = ids is not None
+        self.cursor, self.failures = cursor, 0
+        self.seen: dict[str, int] = {}
+        self.ended: dict[str, bool] = {}
+
+    @property
+    def all_ended(self) -> bool:
+        """Whether every job of a list seen so far has ended (the stream then ends, and a 204 tells it is over)."""
+        return self.fixed and bool(self.ended) and all(self.ended.values())
+
+    def headers(self) -> dict[str, str]:
+        return {"Last-Event-ID": self.cursor} if self.cursor else {}
+
+    def take(self, sse: ServerSentEvent) -> tuple[str, Event] | None:
+        """The stream's event as (job id, event), unless that job's event was seen already."""
+        if sse.id:
+            self.cursor = sse.id
+        self.failures = 0
+        if not sse.data:
+            return None  # (the `retry:` a stream starts with)
+        data = orjson.loads(sse.data)
+        job_id, seq = data["job_id"], int(data["seq"])
+        if seq <= self.seen.get(job_id, 0):
+            return None
+        self.seen[job_id] = seq
+        event = Event(seq, sse.event, data)
+        self.ended[job_id] = event.terminal or (event.event == "snapshot" and data.get("status") in TERMINAL)
+        return job_id, event
+
+    def failed(self, exc: ApiError) -> float:
+        if not _transient(exc):
+            raise exc
+        self.failures += 1
+        return _pause(exc, self.failures)
+
+
 STREAM_TIMEOUT = httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)
 ENDED_EARLY = ApiError(None, "stream_ended", "the stream ended before the job did")
 
@@ -303,6 +347,36 @@ class Client:
                 failure = _unreachable(self.base_url, exc)
             time.sleep(state.failed(failure))  # dropped, refused for now, or ended early: resume after the last
         yield from self._poll(job, state)
+
+    def watch_many(self, *, ids: Sequence[str] | None = None, tags: Mapping[str, str] | None = None,
+                   type: str | None = None, cursor: str | None = None) -> Iterator[tuple[str, Event]]:
+        """Events of a set of jobs over one stream (`GET /events`), as (job id, event), each once and in order,
+        resuming by its cursor after a drop: the listed `ids` (it ends once all of them have ended), or every
+        job carrying `tags` (or all of them), later ones too, for as long as it is read."""
+        state = _SetResume(ids, tags, type, cursor)
+        while True:
+            try:
+                with self._http.stream("GET", "/events", params=tuple(state.params), headers=state.headers(),
+                                       timeout=STREAM_TIMEOUT) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                    usable = _stream_usable(response)
+                    if usable is None:
+                        return
+                    if not usable:
+                        raise ApiError(response.status_code, "stream_refused", "the set's stream was refused for "
+                                       "now (too many open), or is no event stream")
+                    for sse in EventSource(response).iter_sse():
+                        if (item := state.take(sse)) is not None:
+                            yield item
+                if state.all_ended:
+                    continue  # a list's stream ends after its last job has: asked again, it answers 204
+                failure = ENDED_EARLY
+            except ApiError as exc:
+                failure = exc
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                failure = _unreachable(self.base_url, exc)
+            time.sleep(state.failed(failure))
 
     def _poll(self, job: Job | str, state: _Resume) -> Iterator[Event]:
         while True:
@@ -406,6 +480,34 @@ class AsyncClient:
             await asyncio.sleep(state.failed(failure))
         async for event in self._poll(job, state):
             yield event
+
+    async def watch_many(self, *, ids: Sequence[str] | None = None, tags: Mapping[str, str] | None = None,
+                         type: str | None = None, cursor: str | None = None
+                         ) -> AsyncGenerator[tuple[str, Event], None]:
+        state = _SetResume(ids, tags, type, cursor)
+        while True:
+            try:
+                async with self._http.stream("GET", "/events", params=tuple(state.params), headers=state.headers(),
+                                             timeout=STREAM_TIMEOUT) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                    usable = _stream_usable(response)
+                    if usable is None:
+                        return
+                    if not usable:
+                        raise ApiError(response.status_code, "stream_refused", "the set's stream was refused for "
+                                       "now (too many open), or is no event stream")
+                    async for sse in EventSource(response).aiter_sse():
+                        if (item := state.take(sse)) is not None:
+                            yield item
+                if state.all_ended:
+                    continue
+                failure = ENDED_EARLY
+            except ApiError as exc:
+                failure = exc
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                failure = _unreachable(self.base_url, exc)
+            await asyncio.sleep(state.failed(failure))
 
     async def _poll(self, job: Job | str, state: _Resume) -> AsyncGenerator[Event, None]:
         while True:

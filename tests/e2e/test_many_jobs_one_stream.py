@@ -225,3 +225,36 @@ def test_bad_parameters_get_a_clear_error(stack: Stack, query: str, problem: str
         r = c.get(f"/events?{query}")
     assert r.status_code == 422, r.text
     assert r.json()["error"]["details"][0]["path"] == problem
+
+
+def test_the_python_client_watches_many_jobs_through_an_api_restart(make_stack) -> None:
+    from jobcast import AsyncClient, Client
+
+    st: Stack = make_stack(workers=2)
+    jobs = [st.submit({"steps": 25, "interval_ms": 40}, tags={"run": "sdk"}) for _ in range(4)]
+    seen: dict[str, list[int]] = {}
+    last: dict[str, str] = {}
+    with Client(st.url) as client:
+        for n, (job_id, event) in enumerate(client.watch_many(ids=[j["id"] for j in jobs])):
+            seen.setdefault(job_id, []).append(event.id)
+            last[job_id] = event.event
+            if n == 15:
+                st.stop_api()  # the client rides it out and resumes with its cursor
+                st.start_api()
+    assert set(seen) == {j["id"] for j in jobs} and set(last.values()) == {"completed"}
+    for job_id, seqs in seen.items():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"job {job_id}: {seqs}"
+
+    async def by_tag() -> set[str]:
+        done: set[str] = set()
+        async with AsyncClient(st.url) as client:
+            async for job_id, event in client.watch_many(tags={"run": "sdk"}):
+                if event.terminal:
+                    done.add(job_id)
+                if done == set(seen):
+                    return done
+        return done
+
+    import asyncio
+
+    assert asyncio.run(by_tag()) == set(seen)
