@@ -196,3 +196,14 @@ def test_watch_rides_out_an_api_outage(make_stack: Any) -> None:
 def test_cli_without_a_server_says_where_it_looked(stack: Stack) -> None:
     run = jobcast_cli(stack, "status", "0" * 32, JOBCAST_URL="http://127.0.0.1:9")
     assert run.returncode == 3 and "could not reach jobcast at http://127.0.0.1:9" in run.stderr
+
+
+def test_cli_watches_a_list_of_jobs_with_a_bar_each_and_exits_with_the_worst_end(stack: Stack) -> None:
+    ok = stack.submit({"steps": 3, "interval_ms": 50})
+    bad = stack.submit({"steps": 3, "interval_ms": 50, "fail_at": 2})
+    run = jobcast_cli(stack, "watch", ok["id"], bad["id"])
+    assert run.returncode == 1, run.stderr  # one of them failed
+    assert ok["id"][:8] in run.stderr and bad["id"][:8] in run.stderr
+    assert "2 jobs ended: 1 completed, 1 failed" in run.stderr
+    both = jobcast_cli(stack, "watch", ok["id"], "--tag", "a=b")
+    assert both.returncode == 3 and "not both" in both.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from typing import Any, NoReturn
 
 import httpx
@@ -68,6 +69,8 @@ def _tags(pairs: list[str]) -> dict[str, str]:
     tags = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        if not sep:
+            key, sep, value = pair.partition(":")
         if not sep or not key:
             raise ApiError(None, "validation_error", f"--tag {pair!r} is not key=value")
         tags[key] = value
@@ -97,6 +100,34 @@ def watch(client: Client, job: Job) -> int:
     say(f"{final.status}: {final.message}")
     _print_json(final.model_dump(mode="json"))
     return EXIT_FOR_STATUS[final.status]
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """One live bar per job of a set: the listed ids (until all have ended; the exit code of the worst end),
+    or the jobs with the given tags (or all), new ones joining, until Ctrl-C."""
+    if args.id and args.tag:
+        raise ApiError(None, "validation_error", "give job ids or --tag, not both")
+    columns = (TextColumn("{task.fields[job]}", markup=False), TextColumn("{task.fields[status]:<9}", markup=False),
+               BarColumn(), TaskProgressColumn(), TextColumn("{task.description}", markup=False))
+    tasks: dict[str, Any] = {}
+    ends: dict[str, str] = {}
+    with _client(args) as client, Progress(*columns, console=err, transient=False) as bar:
+        for job_id, event in client.watch_many(ids=args.id or None, tags=_tags(args.tag), type=args.type):
+            data = event.data
+            if event.event == "output":
+                continue
+            if job_id not in tasks:
+                tasks[job_id] = bar.add_task("", total=100, job=job_id[:8], status="")
+            bar.update(tasks[job_id], completed=float(data["progress"]), description=data["message"],
+                       status=data["status"])
+            if data["status"] in EXIT_FOR_STATUS:
+                ends[job_id] = data["status"]
+            else:
+                ends.pop(job_id, None)  # (running again, after a retry)
+    if not args.id:
+        return 0
+    say(f"{len(ends)} jobs ended: " + ", ".join(f"{n} {s}" for s, n in sorted(Counter(ends.values()).items())))
+    return max((EXIT_FOR_STATUS[s] for s in ends.values()), default=0)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -211,6 +242,14 @@ def add_client_commands(sub: Any, env: ClientSettings) -> None:
             parser.add_argument("--watch", action="store_true", help="watch the new attempt to its end")
         common(parser)
         parser.set_defaults(client_command=func)
+
+    watch_set = sub.add_parser("watch", help="watch many jobs over one stream, one live bar each")
+    watch_set.add_argument("id", nargs="*", help="the jobs' ids (it ends once all have ended); or use --tag")
+    watch_set.add_argument("--tag", action="append", default=[],
+                           help="key=value (or key:value; repeatable): every job carrying them, new ones too")
+    watch_set.add_argument("--type", help="only jobs of this type")
+    common(watch_set)
+    watch_set.set_defaults(client_command=cmd_watch)
 
     jobs = sub.add_parser("jobs", help="list your jobs, newest first")
     jobs.add_argument("--status", choices=list(STATUSES))
