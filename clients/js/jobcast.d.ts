@@ -99,5 +99,21 @@ export function rememberedJobs(): string[];
 export function resumeWatches(handlersFor: (id: string) => WatchHandlers): WatchHandle[];
 /** Watch a job: a job object (as `POST /jobs` returns it) or a job id. */
 export function watchJob(jobOrId: Job | string, handlers?: WatchHandlers): WatchHandle;
+/** Which of your jobs `watchJobs` follows: a list, or the jobs carrying tags (or all), narrowed by type. */
+export interface JobSet {
+  ids?: string[];
+  tag?: Record<string, string>;
+  type?: string;
+}
+
+export interface SetWatchHandle {
+  close(): void;
+  readonly mode: WatchMode | null;
+  /** Every job of the set seen so far, by id, as it now stands. */
+  readonly jobs: Map<string, Job>;
+}
+
+/** Watch a set of your jobs over one stream (`GET /events`), polling `GET /jobs` when it cannot work. */
+export function watchJobs(set?: JobSet, handlers?: WatchHandlers): SetWatchHandle;
 /** How a job's state reads to a person: "Queued — 2 ahead", "Starting", "Generating 20/50", ... */
 export function describe(job: Job | null | undefined): string;

@@ -21,6 +21,9 @@
 // seconds of opening (a proxy that buffers the stream), or when four streams
 // are open already. Jobs being watched are remembered in localStorage, so
 // `resumeWatches()` re-attaches to them after a page reload.
+//
+// Many jobs on one page: `watchJobs({tag: {project: "apollo"}}, handlers)` follows a set of them (a list,
+// the jobs carrying tags, or all of yours) over one stream, `GET /events`, new jobs joining as they come.
 
 const TERMINAL = new Set(["completed", "failed", "canceled"]);
 const STORE_KEY = "jobcast.watching";
@@ -301,13 +304,8 @@ export function watchJob(jobOrId, handlers = {}) {
   }
 
   function reportNewOutput(current) {
-    const after = current.output || { items: [], text: "" };
-    const sameAttempt = job && job.attempt === current.attempt;
-    const before = sameAttempt ? job.output || { items: [], text: "" } : { items: [], text: "" };
-    for (const item of newItems(before.items, after.items)) onOutput({ kind: "item", item }, current);
-    if (after.text.length > before.text.length && after.text.startsWith(before.text)) {
-      onOutput({ kind: "delta", text: after.text.slice(before.text.length) }, current);
-    }
+    const before = job && job.attempt === current.attempt ? job.output : undefined;
+    for (const out of newOutput(before, current.output)) onOutput(out, current);
   }
 
   remember(id, true);
@@ -318,6 +316,144 @@ export function watchJob(jobOrId, handlers = {}) {
   }
   openStream();
   return handle;
+}
+
+/**
+ * Watch a set of your jobs over one stream (`GET /events`): `{ids: [...]}` (a fixed list, at most 100),
+ * `{tag: {key: value}}` (every job carrying all of them, the ones created later too) or `{}` (all of yours);
+ * `type` narrows any of them. The handlers are watchJob's, each given the job it is about: onState(job),
+ * onOutput(output, job), onDone(job), onError(error), onMode(mode). Returns a handle with `close()`, `mode`
+ * and `jobs` (a Map of job id to its latest job object). It polls `GET /jobs` with the same filters (a list:
+ * `GET /jobs/{id}` of each) when the stream cannot work: no EventSource, or it keeps failing. A list's watch
+ * ends by itself once every job of it has ended.
+ */
+export function watchJobs(set = {}, handlers = {}) {
+  const { onState = () => {}, onOutput = () => {}, onDone = () => {}, onError = () => {},
+          onMode = () => {} } = handlers;
+  const jobs = new Map();
+  const query = new URLSearchParams();
+  for (const id of set.ids || []) query.append("job", id);
+  for (const [key, value] of Object.entries(set.tag || {})) query.append("tag", `${key}:${value}`);
+  if (set.type) query.append("type", set.type);
+  let closed = false;
+  let source = null;
+  let pollTimer = null;
+  let failures = 0;
+  const handle = { mode: null, jobs, close };
+
+  function setMode(mode) {
+    if (handle.mode !== mode) {
+      handle.mode = mode;
+      onMode(mode);
+    }
+  }
+
+  function close() {
+    closed = true;
+    if (source) source.close();
+    source = null;
+    clearTimeout(pollTimer);
+  }
+
+  const listDone = () => !!set.ids && jobs.size > 0 && [...jobs.values()].every((j) => TERMINAL.has(j.status));
+
+  function update(job) {
+    const before = jobs.get(job.id);
+    jobs.set(job.id, job);
+    onState(job);
+    if (TERMINAL.has(job.status) && !(before && TERMINAL.has(before.status))) onDone(job);
+    if (listDone()) close();
+  }
+
+  function apply(name, data) {
+    const { job_id: id, seq, ...rest } = data;
+    const job = jobs.get(id);
+    if (name === "snapshot" || TERMINAL.has(name)) return update({ ...rest, last_event_id: seq });
+    if (!job) return;
+    if (name === "state") {
+      const next = { ...job, ...rest, last_event_id: seq };
+      delete next.ts;
+      if (rest.attempt !== job.attempt) {
+        Object.assign(next, { output: { items: [], text: "" }, result: null, error: null, ended_at: null });
+      }
+      return update(next);
+    }
+    const output = job.output || { items: [], text: "" };
+    const next = { ...job, last_event_id: seq, output: rest.kind === "item"
+      ? { ...output, items: [...output.items, rest.item].slice(-MAX_ITEMS) }
+      : { ...output, text: output.text + rest.text } };
+    jobs.set(id, next);
+    onOutput(rest, next);
+  }
+
+  async function streamUrl() {
+    if (typeof EventSource === "undefined" || globalThis.JOBCAST_DISABLE_EVENTSOURCE) return null;
+    if (!apiKey) return apiUrl(`/events?${query}`);
+    if (set.ids) return null; // (EventSource sends no key, and GET /jobs hands out no token for a list)
+    return (await listJobs(`${query}&limit=1`)).links?.events || null; // the set's URL with a stream token
+  }
+
+  async function openStream() {
+    const url = await streamUrl().catch(() => null);
+    if (closed) return;
+    if (!url) return startPolling();
+    setMode("sse");
+    source = new EventSource(url);
+    for (const name of ["snapshot", "state", "output", ...TERMINAL]) {
+      source.addEventListener(name, (e) => {
+        failures = 0;
+        apply(name, JSON.parse(e.data));
+      });
+    }
+    source.onerror = () => {
+      if (closed || !source) return;
+      failures += 1;
+      if (source.readyState === EventSource.CLOSED || failures >= MAX_STREAM_FAILURES) {
+        source.close();
+        source = null;
+        if (listDone()) return close();
+        startPolling();
+      }
+      // Otherwise EventSource reconnects by itself, with the cursor as Last-Event-ID.
+    };
+  }
+
+  function startPolling() {
+    if (closed) return;
+    setMode("polling");
+    const tick = async () => {
+      if (closed) return;
+      try {
+        const current = set.ids
+          ? (await Promise.all(set.ids.map((id) => getJob(id).catch(() => null)))).filter(Boolean)
+          : (await listJobs(`${query}&limit=500`)).jobs;
+        for (const job of current.reverse()) {
+          const before = jobs.get(job.id);
+          if (before && before.last_event_id >= job.last_event_id) continue;
+          if (before && before.attempt === job.attempt) {
+            for (const out of newOutput(before.output, job.output)) onOutput(out, job);
+          }
+          update(job);
+        }
+      } catch (error) {
+        if (error.status === 401) return onError(error);
+      }
+      pollTimer = setTimeout(tick, 1000);
+    };
+    tick();
+  }
+
+  openStream();
+  return handle;
+}
+
+/** What `after` (a job's output) holds beyond `before`: its new items, and the text it grew by. */
+function newOutput(before = { items: [], text: "" }, after = { items: [], text: "" }) {
+  const out = newItems(before.items, after.items).map((item) => ({ kind: "item", item }));
+  if (after.text.length > before.text.length && after.text.startsWith(before.text)) {
+    out.push({ kind: "delta", text: after.text.slice(before.text.length) });
+  }
+  return out;
 }
 
 /** How a job's state reads to a person: "Queued — 2 ahead", "Starting", "Generating 20/50", ... */
