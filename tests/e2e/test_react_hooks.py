@@ -27,6 +27,7 @@ FILES = {  # what the test page loads, from the packages as npm installed them
     "/hooktest/react.js": ROOT / "tests/e2e/react_esm.js",
     "/hooktest/jobcast.js": NODE / "jobcast/jobcast.js",
     "/hooktest/useJob.js": NODE / "jobcast-react/useJob.js",
+    "/hooktest/useJobs.js": NODE / "jobcast-react/useJobs.js",
 }
 
 PAGE = """<!doctype html>
@@ -151,19 +152,71 @@ def test_unmounting_while_the_first_answer_is_on_its_way_stops_everything(
     assert problems == []
 
 
+SET_PAGE = """<!doctype html>
+<script src="/hooktest/react.development.js"></script>
+<script src="/hooktest/react-dom.development.js"></script>
+<script type="importmap">{"imports": {"react": "/hooktest/react.js", "jobcast": "/hooktest/jobcast.js"}}</script>
+<div id="root"></div>
+<script type="module">
+  import React from "react";
+  import { useJobs } from "/hooktest/useJobs.js";
+  window.renders = [];
+  function Batch({ tag }) {
+    const { jobs, mode } = useJobs({ tag });
+    window.renders.push({ids: jobs.map((j) => j.id), done: jobs.filter((j) => j.status === "completed").length,
+                         items: jobs.reduce((n, j) => n + j.output.items.length, 0), mode});
+    return React.createElement("ul", null, jobs.map((j) => React.createElement("li", {key: j.id}, j.status)));
+  }
+  const root = ReactDOM.createRoot(document.getElementById("root"));
+  root.render(React.createElement(React.StrictMode, null, React.createElement(Batch, {tag: TAG})));
+  window.unmount = () => root.unmount();
+</script>"""
+
+
+def test_use_jobs_follows_a_tag_set_newest_first_with_a_job_that_joins(
+    hook_page: tuple[Page, list[str]], stack: Stack
+) -> None:
+    page, problems = hook_page
+    tag = {"batch": f"hooks-{id(page)}"}
+    jobs = [stack.submit({"steps": 5, "interval_ms": 60, "emit_output": True}, tags=tag) for _ in range(3)]
+    html = SET_PAGE.replace("TAG", json.dumps(tag))
+
+    def serve(route: Route) -> None:
+        path = urlparse(route.request.url).path
+        if path == "/hooktest/set.html":
+            route.fulfill(body=html, content_type="text/html")
+        else:
+            route.fulfill(path=str(FILES[path]), content_type="text/javascript")
+
+    page.route("**/hooktest/*", serve)
+    page.goto("/hooktest/set.html")
+    page.wait_for_function("() => window.renders?.at(-1)?.done === 3", timeout=15_000)
+    later = stack.submit({"steps": 2, "interval_ms": 30}, tags=tag)
+    page.wait_for_function("() => window.renders.at(-1).done === 4", timeout=15_000)
+    last = page.evaluate("window.renders.at(-1)")
+    assert last["ids"] == [later["id"], *[j["id"] for j in reversed(jobs)]], "newest first"
+    assert last["items"] == 3 * 5 and last["mode"] == "sse"
+    assert page.evaluate("window.streams.open") == 1, "StrictMode's first effect left its stream open"
+    page.evaluate("window.unmount()")
+    page.wait_for_function("() => window.streams.open === 0", timeout=5_000)
+    assert problems == []
+
+
 def _exports(source: str) -> set[str]:
     return set(re.findall(r"^export (?:async )?(?:function|const) (\w+)", source, flags=re.M))
 
 
 APP_TS = """
-import { watchJob, submitJob, describe, type Job } from "jobcast";
-import { useJob } from "jobcast-react";
+import { watchJob, watchJobs, submitJob, describe, type Job } from "jobcast";
+import { useJob, useJobs } from "jobcast-react";
 export async function run(): Promise<string> {
   const job: Job = await submitJob("demo", { steps: 3 });
   const handle = watchJob(job, { onState: (j) => console.log(j.progress, j.output.items.length) });
   handle.close();
   const state = useJob(job.id);
-  return describe(state.job) + String(state.status);
+  const set = useJobs({ tag: { project: "apollo" } });
+  watchJobs({ ids: [job.id] }, { onDone: (j) => console.log(j.status) }).close();
+  return describe(state.job) + String(state.status) + set.jobs.map((j) => j.id).join();
 }
 """
 WRONG_TS = 'import { watchJob } from "jobcast";\nwatchJob(42, { onState: (j: number) => j });\n'
