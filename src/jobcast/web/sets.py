@@ -181,6 +181,10 @@ async def open_set(store: AsyncStore, encode: EventEncoder, jobs: JobSet, cursor
     afresh."""
     follower = Follower(jobs, store, encode)
     if cursor is not None and await _readable(store, jobs.owner, cursor):
+        if jobs.ids is not None:  # where the list's jobs stand: a stream ends once all have ended, caught up
+            for job_id, summary in zip(jobs.ids, await store.summaries(list(jobs.ids)), strict=True):
+                if summary is not None and jobs.admits(job_id, summary[1], summary[2]):
+                    follower.ended[job_id] = summary[0] in TERMINAL
         return follower, [], cursor, True
     p0 = await store.feed_position(jobs.owner)
     ids = list(jobs.ids) if jobs.ids is not None else await store.owner_jobs(jobs.owner)
@@ -208,16 +212,21 @@ async def open_set(store: AsyncStore, encode: EventEncoder, jobs: JobSet, cursor
 
 async def ended_before(opened: Opened) -> bool:
     """Whether a fixed list resumed from a cursor has nothing more to send: every job of it that exists has
-    ended, and the feed holds none of their events after the cursor (looked for in a few pages at most)."""
+    ended, and the feed holds none of their events after the cursor (looked for in 16 pages at most: past
+    that, the stream is served, and ends once it has caught up)."""
     follower, _, at, resuming = opened
     jobs = follower.jobs
     if jobs.ids is None or not resuming:
         return False
-    found = [s for s in await follower.store.summaries(list(jobs.ids)) if s is not None]
-    if not found or any(s[0] not in TERMINAL for s in found):
+    summaries = await follower.store.summaries(list(jobs.ids))
+    members = [s for job_id, s in zip(jobs.ids, summaries, strict=True) if s and jobs.admits(job_id, s[1], s[2])]
+    if any(s[0] not in TERMINAL for s in members):
         return False
+    if not members:
+        return True  # (none of them exists any more)
+    scout = Follower(jobs, follower.store, follower.encode)  # (reading ahead must not mark anything sent)
     for _ in range(16):
-        got = await follower.page(at)
+        got = await scout.page(at)
         if got is None:
             return False
         entries, at, more = got
@@ -249,7 +258,7 @@ class SetStream(EventStream):
             at, entries, resuming = self.first
             await self._send(send, [b"retry: %d\n\n" % self.settings.sse_retry_ms, *map(self._chunk, entries)])
             EVENTS_DELIVERED.inc(len(entries))
-            while not follower.done and not listener.closed:
+            while not listener.closed and not (follower.done and not resuming):
                 listener.last = at
                 if not resuming:
                     wait = self.settings.ping_interval_s
