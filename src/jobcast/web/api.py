@@ -36,8 +36,8 @@ from jobcast.web.services import Services
 from jobcast.web.sse import EventStream, backlog
 
 __all__ = [
-    "JSON", "base_url", "cancel_job", "delete_job", "get_job", "healthz", "job_events", "job_types", "list_jobs",
-    "metrics", "owner_of", "readyz", "retry_job", "submit_job",
+    "JSON", "base_url", "cancel_job", "check_stream_limits", "delete_job", "get_job", "healthz", "job_events",
+    "job_types", "list_jobs", "metrics", "owner_of", "readyz", "retry_job", "submit_job",
 ]
 
 CLAIM_WAIT_MS = 5000
@@ -325,6 +325,20 @@ def _last_event_id(request: Request) -> int | None:
     return found[0] if found else None
 
 
+def check_stream_limits(svc: Services, owner: str, token: str | None, poll: str) -> None:
+    """A `429` when the owner (or the stream token) holds as many open streams on this server as allowed;
+    `poll` names what to poll instead."""
+    limit = svc.settings.max_streams_per_owner
+    if limit and svc.hub.streams_by_owner.get(owner, 0) >= limit:
+        raise RateLimited(f"this owner already holds {limit} open event streams on this server "
+                          f"(JOBCAST_MAX_STREAMS_PER_OWNER); close some, or poll {poll}.",
+                          headers={"Retry-After": "5"})
+    per_token = svc.settings.max_streams_per_token
+    if token is not None and per_token and svc.hub.streams_by_token.get(token, 0) >= per_token:
+        raise RateLimited(f"this stream token already holds {per_token} open event streams on this server "
+                          "(JOBCAST_MAX_STREAMS_PER_TOKEN); close some.", headers={"Retry-After": "5"})
+
+
 async def job_events(request: Request) -> Response:
     svc = _services(request)
     job_id = request.path_params["job_id"]
@@ -337,15 +351,7 @@ async def job_events(request: Request) -> Response:
     _, status, seq = head
     if after is not None and status in TERMINAL and after >= seq:
         return Response(status_code=204)
-    limit = svc.settings.max_streams_per_owner
-    if limit and svc.hub.streams_by_owner.get(head[0], 0) >= limit:
-        raise RateLimited(f"this owner already holds {limit} open event streams on this server "
-                          "(JOBCAST_MAX_STREAMS_PER_OWNER); close some, or poll GET /jobs/{id}.",
-                          headers={"Retry-After": "5"})
-    per_token = svc.settings.max_streams_per_token
-    if token is not None and per_token and svc.hub.streams_by_token.get(token, 0) >= per_token:
-        raise RateLimited(f"this stream token already holds {per_token} open event streams on this server "
-                          "(JOBCAST_MAX_STREAMS_PER_TOKEN); close some.", headers={"Retry-After": "5"})
+    check_stream_limits(svc, head[0], token, "GET /jobs/{id}")
     listener = await svc.hub.listen(job_id, head[0], token or "")
     try:
         first = await backlog(svc.store, svc.encode, job_id, after)

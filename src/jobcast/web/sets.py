@@ -34,18 +34,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from jobcast.errors import RateLimited
 from jobcast.settings import Settings
 from jobcast.states import TERMINAL
 from jobcast.store import AsyncStore, FeedEvent, Snapshot
 from jobcast.store.record import job_object, pending_webhook
 from jobcast.submission import invalid
-from jobcast.web.api import base_url, owner_of
+from jobcast.web.api import base_url, check_stream_limits, owner_of
 from jobcast.web.hub import RING, Entry, Hub, Listener
 from jobcast.web.jobsets import JobSet
 from jobcast.web.metrics import EVENTS_DELIVERED
 from jobcast.web.services import Services
-from jobcast.web.sse import PING, TRANSPORT, EventEncoder, EventStream, rebase, size_send_buffer
+from jobcast.web.sse import TRANSPORT, EventEncoder, EventStream, rebase, size_send_buffer
 
 __all__ = ["CURSOR", "Follower", "SetStream", "ended_before", "open_set", "set_events"]
 
@@ -260,22 +259,8 @@ class SetStream(EventStream):
             EVENTS_DELIVERED.inc(len(entries))
             while not listener.closed and not (follower.done and not resuming):
                 listener.last = at
-                if not resuming:
-                    wait = self.settings.ping_interval_s
-                    if self.ends_at is not None:
-                        wait = min(wait, self.ends_at - time.time())
-                        if wait <= 0:
-                            break  # its token has expired
-                    try:
-                        async with asyncio.timeout(wait):
-                            await listener.wake.wait()
-                    except TimeoutError:
-                        if self.ends_at is None or time.time() < self.ends_at:
-                            await self._send(send, [PING])
-                        continue
-                    if listener.closed:
-                        break
-                    listener.wake.clear()
+                if not resuming and not await self._wait(send):
+                    break
                 ring = None if resuming else self.hub.after(listener, at)
                 if ring:  # the usual case: what came since, from the hub's ring
                     entries, at, resuming = await follower.follow(ring), ring[-1].seq, len(ring) >= RING
@@ -341,15 +326,7 @@ async def set_events(request: Request) -> Response:
     if token is not None:
         svc.auth.check_set_token(token, jobs.scope())  # 401 unless made for this very set, unexpired
     cursor = _cursor(request)
-    limit = svc.settings.max_streams_per_owner
-    if limit and svc.hub.streams_by_owner.get(owner, 0) >= limit:
-        raise RateLimited(f"this owner already holds {limit} open event streams on this server "
-                          "(JOBCAST_MAX_STREAMS_PER_OWNER); close some, or poll GET /jobs.",
-                          headers={"Retry-After": "5"})
-    per_token = svc.settings.max_streams_per_token
-    if token is not None and per_token and svc.hub.streams_by_token.get(token, 0) >= per_token:
-        raise RateLimited(f"this stream token already holds {per_token} open event streams on this server "
-                          "(JOBCAST_MAX_STREAMS_PER_TOKEN); close some.", headers={"Retry-After": "5"})
+    check_stream_limits(svc, owner, token, "GET /jobs")
     listener = await svc.hub.listen_feed(owner, token or "")
     try:
         opened = await open_set(svc.store, svc.encode, jobs, cursor)

@@ -44,10 +44,7 @@ from jobcast.store import AsyncStore, Snapshot
 from jobcast.web.hub import RING, Entry, Hub, Listener
 from jobcast.web.metrics import EVENTS_DELIVERED
 
-__all__ = [
-    "EventEncoder", "EventStream", "PING", "StreamTransport", "TRANSPORT", "abort", "backlog", "rebase",
-    "size_send_buffer",
-]
+__all__ = ["EventEncoder", "EventStream", "StreamTransport", "TRANSPORT", "backlog", "rebase", "size_send_buffer"]
 
 log = logging.getLogger("jobcast.sse")
 
@@ -242,22 +239,8 @@ class EventStream(Response):
             EVENTS_DELIVERED.inc(len(out) - 1)
             while not done and not listener.closed:
                 listener.last = last
-                if not resuming:
-                    wait = self.settings.ping_interval_s
-                    if self.ends_at is not None:
-                        wait = min(wait, self.ends_at - time.time())
-                        if wait <= 0:
-                            break  # its token has expired
-                    try:
-                        async with asyncio.timeout(wait):
-                            await listener.wake.wait()
-                    except TimeoutError:
-                        if self.ends_at is None or time.time() < self.ends_at:
-                            await self._send(send, [PING])
-                        continue
-                    if listener.closed:
-                        break
-                    listener.wake.clear()
+                if not resuming and not await self._wait(send):
+                    break
                 ring = None if resuming else self.hub.after(listener, last)
                 if ring:  # the usual case: what came since the last write, from the hub's ring
                     entries = ring
@@ -287,6 +270,28 @@ class EventStream(Response):
             watcher.cancel()
             await self.hub.unlisten(listener)
         await self._end(send, transport, gave_up)
+
+    async def _wait(self, send: Send) -> bool:
+        """Wait until the hub wakes the listener, sending `: ping` while nothing comes; False when the stream
+        must end instead (closed, or its token has expired)."""
+        listener = self.listener
+        while True:
+            wait = self.settings.ping_interval_s
+            if self.ends_at is not None:
+                wait = min(wait, self.ends_at - time.time())
+                if wait <= 0:
+                    return False
+            try:
+                async with asyncio.timeout(wait):
+                    await listener.wake.wait()
+            except TimeoutError:
+                if self.ends_at is None or time.time() < self.ends_at:
+                    await self._send(send, [PING])
+                continue
+            if listener.closed:
+                return False
+            listener.wake.clear()
+            return True
 
     async def _end(self, send: Send, transport: asyncio.Transport | None, gave_up: bool) -> None:
         """End the response; a stream that gave up on its client drops the connection instead."""
