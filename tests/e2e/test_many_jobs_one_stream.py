@@ -258,3 +258,30 @@ def test_the_python_client_watches_many_jobs_through_an_api_restart(make_stack) 
     import asyncio
 
     assert asyncio.run(by_tag()) == set(seen)
+
+
+def test_redis_killed_and_restarted_mid_set_stream_a_resuming_client_misses_nothing(make_stack, tmp_path) -> None:
+    from tests.e2e.harness import RedisServer
+
+    durable = RedisServer(tmp_path / "durable", persistent=True)
+    (tmp_path / "durable").mkdir()
+    durable.start()
+    try:
+        st: Stack = make_stack(workers=1, redis=durable)
+        jobs = [st.submit({"steps": 20, "interval_ms": 80, "emit_output": True}) for _ in range(3)]
+        path = "/events?" + "&".join(f"job={j['id']}" for j in jobs)
+        before = read_set(st.url, path, stop=25)
+        durable.stop()  # SIGKILL
+        durable.start()  # the append-only file brings the feed and the logs back together
+        with st.client() as c:
+            wait_for(lambda: c.get("/readyz").status_code == 200, 15, "readiness after Redis returned")
+        after = read_set(st.url, path, cursor=before.cursor)
+        assert after.status == 200 and after.ended_by_server
+        seen = before.events + after.events
+        for job_id, events in _by_job(seen).items():
+            seqs = [e.data["seq"] for e in events]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"job {job_id}: {seqs}"
+            assert events[-1].data["status"] in ("completed", "failed")
+        print("after the restart:", {e.data["job_id"][:8]: e.event for e in after.events if e.event != "output"})
+    finally:
+        durable.close()
