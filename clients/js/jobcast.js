@@ -399,8 +399,20 @@ export function watchJobs(set = {}, handlers = {}) {
     if (!url) return startPolling();
     setMode("sse");
     source = new EventSource(url);
+    // The server answers at once; nothing at all within a few seconds: a proxy holds the stream back.
+    let firstTimer = setTimeout(() => {
+      if (source) source.close();
+      source = null;
+      startPolling();
+    }, FIRST_EVENT_TIMEOUT_MS);
+    const flowing = () => {
+      clearTimeout(firstTimer);
+      firstTimer = null;
+    };
+    source.addEventListener("open", flowing);
     for (const name of ["snapshot", "state", "output", ...TERMINAL]) {
       source.addEventListener(name, (e) => {
+        flowing();
         failures = 0;
         apply(name, JSON.parse(e.data));
       });
@@ -409,6 +421,7 @@ export function watchJobs(set = {}, handlers = {}) {
       if (closed || !source) return;
       failures += 1;
       if (source.readyState === EventSource.CLOSED || failures >= MAX_STREAM_FAILURES) {
+        clearTimeout(firstTimer);
         source.close();
         source = null;
         if (listDone()) return close();

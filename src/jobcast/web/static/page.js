@@ -1,10 +1,12 @@
-// The page at `/`: a form built from each job type's JSON Schema, and a live card per job.
-import {
-  cancelJob, describe, jobTypes, listJobs, rememberedJobs, retryJob, setApiKey, submitJob, watchJob,
-} from "./jobcast.js";
+// The page at `/`: a form built from each job type's JSON Schema, and a live card per job, all of them
+// followed over one stream of your jobs (`watchJobs`, `GET /events`): jobs submitted from another tab, the
+// CLI or a backend appear as they are created.
+import { cancelJob, describe, jobTypes, retryJob, setApiKey, submitJob, watchJobs } from "./jobcast.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
-const cards = new Map(); // job id -> {element, handle}
+const cards = new Map(); // job id -> {element}
+let watching = null; // the watchJobs handle of the job list
+let mode = null; // how the list hears about its jobs: "sse" or "polling"
 const TERMINAL = new Set(["completed", "failed", "canceled"]);
 let types = [];
 
@@ -17,10 +19,7 @@ setApiKey(keyInput.value);
 keyInput.addEventListener("change", () => {
   sessionStorage.setItem("jobcast.apiKey", keyInput.value);
   setApiKey(keyInput.value);
-  for (const card of cards.values()) card.handle?.close(); // another key may be another owner
-  cards.clear();
-  $("#jobs").replaceChildren();
-  start();
+  restart(); // another key may be another owner
 });
 
 // -- the submit form ---------------------------------------------------------------
@@ -116,8 +115,7 @@ $("#submit-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("#submit-error").textContent = "";
   try {
-    const job = await submitJob($("#job-type").value, readPayload());
-    track(job, true);
+    show(await submitJob($("#job-type").value, readPayload()));
   } catch (error) {
     const details = (error.details || []).map((d) => `${d.path}: ${d.message}`).join("; ");
     $("#submit-error").textContent = details ? `${error.message} (${details})` : error.message;
@@ -216,19 +214,47 @@ async function copyResult(card) {
   setTimeout(() => { button.textContent = "Copy"; }, 2000);
 }
 
-function follow(card, jobOrId) {
-  if (card.handle) card.handle.close();
-  card.handle = watchJob(jobOrId, {
-    onState: (job) => render(card, job),
-    onOutput: (out, job) => job && render(card, job),
-    onDone: (job) => render(card, job),
-    onError: (error) => { $(".error", card.element).textContent = error.message; },
-    onMode: (mode) => { $(".mode", card.element).textContent = mode === "sse" ? "live" : "polling"; },
+const modeLabel = () => (mode === "sse" ? "live" : mode === "polling" ? "polling" : "");
+
+/** The tag filter as watchJobs takes it: "key:value" (or key=value), several separated by commas. */
+function tagFilter() {
+  const tag = {};
+  for (const pair of $("#tag-filter").value.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const [key, ...value] = pair.split(/[:=]/);
+    if (key && value.length) tag[key.trim()] = value.join(":").trim();
+  }
+  return tag;
+}
+
+/** Follow the owner's jobs (those carrying the filter's tags) over one stream, their cards newest first. */
+$("#tag-filter").addEventListener("change", () => restart());
+
+function restart() {
+  watching?.close();
+  cards.clear();
+  $("#jobs").replaceChildren();
+  watching = watchJobs({ tag: tagFilter() }, {
+    onState: show,
+    onOutput: (_, job) => show(job),
+    onError: (error) => { $("#submit-error").textContent = error.message; },
+    onMode: (m) => {
+      mode = m;
+      for (const card of cards.values()) $(".mode", card.element).textContent = modeLabel();
+    },
   });
 }
 
-function track(jobOrId, first = false) {
-  const id = typeof jobOrId === "string" ? jobOrId : jobOrId.id;
+/** Show `job` on its card (made if need be), unless the card shows a newer state of it already. */
+function show(job) {
+  const card = track(job);
+  if ((job.last_event_id ?? 0) >= (card.seq ?? 0)) {
+    card.seq = job.last_event_id;
+    render(card, job);
+  }
+}
+
+function track(job) {
+  const id = job.id;
   let card = cards.get(id);
   if (!card) {
     const element = $("#job-card").content.firstElementChild.cloneNode(true);
@@ -238,18 +264,18 @@ function track(jobOrId, first = false) {
     $(".bar", element).setAttribute("aria-labelledby", `job-${id}`);
     $(".cancel", element).setAttribute("aria-label", `Cancel job ${id.slice(0, 8)}`);
     $(".retry", element).setAttribute("aria-label", `Retry job ${id.slice(0, 8)}`);
-    card = { element, handle: null };
+    card = { element, createdAt: job.created_at };
     cards.set(id, card);
-    $(".cancel", element).addEventListener("click", () => cancelJob(id).then((job) => render(card, job)).catch(
+    $(".mode", element).textContent = modeLabel();
+    $(".cancel", element).addEventListener("click", () => cancelJob(id).then(show).catch(
       (error) => { $(".error", element).textContent = error.message; }));
-    $(".retry", element).addEventListener("click", () => retryJob(id).then((job) => follow(card, job)).catch(
+    $(".retry", element).addEventListener("click", () => retryJob(id).then(show).catch(
       (error) => { $(".error", element).textContent = error.message; }));
     $(".copy", element).addEventListener("click", () => copyResult(card));
-    if (first) $("#jobs").prepend(element);
-    else $("#jobs").append(element);
+    // Newest first: before the first card created earlier than this job.
+    const older = [...$("#jobs").children].find((el) => cards.get(el.dataset.jobId).createdAt < card.createdAt);
+    $("#jobs").insertBefore(element, older || null);
   }
-  if (typeof jobOrId !== "string") render(card, jobOrId);
-  if (typeof jobOrId === "string" || !TERMINAL.has(jobOrId.status)) follow(card, jobOrId);
   return card;
 }
 
@@ -264,8 +290,7 @@ async function start() {
       select.value = first.name;
       renderForm(first);
     }
-    for (const id of rememberedJobs()) track(id);
-    for (const job of (await listJobs("limit=20")).jobs) if (!cards.has(job.id)) track(job);
+    restart();
   } catch (error) {
     $("#submit-error").textContent = error.message;
   }
