@@ -1,12 +1,12 @@
 """The API process's one pub/sub connection, fanning job events out to its streams.
 
 Each open event stream registers a `Listener` for its job (a stream of many
-jobs, for its owner's feed: the same machinery, with the feed's places for ids). The hub subscribes
-to the job's channel when its first listener arrives (and only returns once
-Redis has confirmed the subscription, so a stream that reads its backlog
-afterwards cannot miss an event in between), unsubscribes when the last one
-leaves, and keeps each watched job's recent events, encoded once, in a ring
-that all of the job's listeners read from.
+jobs, for its owner's feed: the same machinery, with the feed's places for
+ids). The hub subscribes to the job's channel when its first listener arrives
+(and only returns once Redis has confirmed the subscription, so a stream that
+reads its backlog afterwards cannot miss an event in between), unsubscribes
+when the last one leaves, and keeps each watched job's recent events, encoded
+once, in a ring that all of the job's listeners read from.
 
 A listener holds no events of its own: it is woken, and its stream takes what
 came after the last id it sent from the ring. So a listener that falls behind
@@ -452,7 +452,7 @@ class Hub:
         if events:
             ch.newest = max(ch.newest, events[-1].n)
             ch.wake_all()
-        return len(events) == REPAIR_PAGE or ch.newest < ch.missed
+        return bool(events) and (len(events) == REPAIR_PAGE or ch.newest < ch.missed)
 
     def _lost(self, exc: BaseException) -> None:
         self._connected.clear()
