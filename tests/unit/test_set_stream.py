@@ -101,3 +101,28 @@ def test_a_set_client_further_behind_than_the_ring_catches_up_from_the_feed_and_
         assert items == list(range(per_job))
     assert re.search(rb"^retry: ", body, re.M)
     assert pages, "the stream never fell behind the ring: this tested nothing"
+
+
+def test_events_a_jobs_log_no_longer_holds_come_as_one_snapshot_of_it_now(
+    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job
+) -> None:
+    job = new_job()
+    astore = AsyncStore(fakeredis.FakeAsyncRedis(server=server), settings)
+    cursor = asyncio.run(astore.feed_position("anonymous"))
+    for i in range(settings.events_kept + 200):  # the job's log keeps about events_kept; the feed keeps them all
+        store.emit(job["id"], "item", event="output", data=b'{"kind":"item","item":%d}' % i, raw=b"%d" % i)
+
+    async def resume() -> list[tuple[str, int]]:
+        follower = Follower(JobSet("anonymous", (job["id"],)), astore, EventEncoder(links))
+        sent, at, more = [], cursor, True
+        while more:
+            got = await follower.page(at)
+            assert got is not None
+            entries, at, more = got
+            sent += [(e.chunk.split(b"event: ", 1)[1].split(b"\n", 1)[0].decode(), e.job_seq) for e in entries]
+        return sent
+
+    sent = asyncio.run(resume())
+    last = int(store.load(job["id"])["seq"])
+    assert sent[0] == ("snapshot", last), sent[:3]  # the state now, covering what the log lost
+    assert len(sent) == 1, "events the snapshot covers were sent again"

@@ -156,7 +156,10 @@ class Follower:
         if not self.members.get(event.job_id) or self.sent.get(event.job_id, 0) >= event.seq:
             return None
         snap = await self.store.snapshot(event.job_id)  # its job's log no longer holds the event
-        return None if snap is None else self.snapshot(snap, event.n)
+        if snap is None:
+            return None
+        # (`follow` takes it as the job's next event: it covers everything up to the job's seq now)
+        return self.encode.feed_job(event.n, snap.job_object(webhook_url=False), snap.seq, snap.status in TERMINAL)
 
 
 Opened = tuple[Follower, list[Entry], int, bool]
