@@ -220,11 +220,9 @@ async def ended_before(opened: Opened) -> bool:
     jobs = follower.jobs
     if jobs.ids is None or not resuming:
         return False
-    summaries = await follower.store.summaries(list(jobs.ids))
-    members = [s for job_id, s in zip(jobs.ids, summaries, strict=True) if s and jobs.admits(job_id, s[1], s[2])]
-    if any(s[0] not in TERMINAL for s in members):
+    if not all(follower.ended.values()):  # (where the list's jobs stand: `open_set` read it)
         return False
-    if not members:
+    if not follower.ended:
         return True  # (none of them exists any more)
     scout = Follower(jobs, follower.store, follower.encode)  # (reading ahead must not mark anything sent)
     for _ in range(16):
