@@ -180,22 +180,11 @@ export function watchJob(jobOrId, handlers = {}) {
   }
 
   function applyState(state) {
-    const next = { ...(job || {}), ...state };
-    delete next.ts;
-    if (job && state.attempt !== job.attempt) {
-      // A new attempt: the server started its output afresh, and it has no result or error yet.
-      Object.assign(next, { output: { items: [], text: "" }, result: null, error: null, ended_at: null });
-    }
-    replace(next);
+    replace(withState(job, state));
   }
 
   function applyOutput(out) {
-    if (job) {
-      const output = job.output || { items: [], text: "" };
-      job = { ...job, output: out.kind === "item"
-        ? { ...output, items: [...output.items, out.item].slice(-MAX_ITEMS) }
-        : { ...output, text: output.text + out.text } };
-    }
+    if (job) job = withOutput(job, out);
     onOutput(out, job);
   }
 
@@ -370,18 +359,8 @@ export function watchJobs(set = {}, handlers = {}) {
     const job = jobs.get(id);
     if (name === "snapshot" || TERMINAL.has(name)) return update({ ...rest, last_event_id: seq });
     if (!job) return;
-    if (name === "state") {
-      const next = { ...job, ...rest, last_event_id: seq };
-      delete next.ts;
-      if (rest.attempt !== job.attempt) {
-        Object.assign(next, { output: { items: [], text: "" }, result: null, error: null, ended_at: null });
-      }
-      return update(next);
-    }
-    const output = job.output || { items: [], text: "" };
-    const next = { ...job, last_event_id: seq, output: rest.kind === "item"
-      ? { ...output, items: [...output.items, rest.item].slice(-MAX_ITEMS) }
-      : { ...output, text: output.text + rest.text } };
+    if (name === "state") return update({ ...withState(job, rest), last_event_id: seq });
+    const next = { ...withOutput(job, rest), last_event_id: seq };
     jobs.set(id, next);
     onOutput(rest, next);
   }
@@ -458,6 +437,24 @@ export function watchJobs(set = {}, handlers = {}) {
 
   openStream();
   return handle;
+}
+
+/** `job` after a `state` event: a new attempt starts with no output, and no result or error yet. */
+function withState(job, state) {
+  const next = { ...(job || {}), ...state };
+  delete next.ts;
+  if (job && state.attempt !== job.attempt) {
+    Object.assign(next, { output: { items: [], text: "" }, result: null, error: null, ended_at: null });
+  }
+  return next;
+}
+
+/** `job` after an `output` event: an item appended (the newest MAX_ITEMS kept), or text. */
+function withOutput(job, out) {
+  const output = job.output || { items: [], text: "" };
+  return { ...job, output: out.kind === "item"
+    ? { ...output, items: [...output.items, out.item].slice(-MAX_ITEMS) }
+    : { ...output, text: output.text + out.text } };
 }
 
 /** What `after` (a job's output) holds beyond `before`: its new items, and the text it grew by. */
