@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.e2e.harness import RedisServer, Stack, running_stack
 
@@ -54,3 +54,15 @@ def make_stack(redis_server: RedisServer, tmp_path: Path) -> Iterator[object]:
     yield make
     for cm in reversed(with_stacks):
         cm.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+    """A page on the shared stack; the test fails if the page throws."""
+    context = browser.new_context(base_url=stack.url, viewport={"width": 1000, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    context.close()
+    assert errors == [], f"the page threw: {errors}"

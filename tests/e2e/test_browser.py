@@ -25,17 +25,6 @@ new MutationObserver(() => {
 """
 
 
-@pytest.fixture
-def page(browser: Browser, stack: Stack) -> Iterator[Page]:
-    context = browser.new_context(base_url=stack.url, viewport={"width": 1000, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    context.close()
-    assert errors == [], f"the page threw: {errors}"
-
-
 def _submit(page: Page, steps: int, interval_ms: int, emit_output: bool = False) -> str:
     page.goto("/")
     page.wait_for_selector("#job-type option[value=demo]", state="attached")

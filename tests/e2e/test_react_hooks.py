@@ -81,7 +81,12 @@ def hook_page(browser: Browser, stack: Stack) -> Iterator[tuple[Page, list[str]]
 
 
 def open_with(page: Page, job: dict[str, Any] | str) -> None:
-    html = PAGE.replace("JOB", json.dumps(job))
+    """Render `useJob(job)` on the test page."""
+    open_page(page, PAGE.replace("JOB", json.dumps(job)))
+
+
+def open_page(page: Page, html: str) -> None:
+    """Open `html` as the test page, with the React and jobcast files of `FILES` beside it."""
 
     def serve(route: Route) -> None:
         path = urlparse(route.request.url).path
@@ -179,17 +184,7 @@ def test_use_jobs_follows_a_tag_set_newest_first_with_a_job_that_joins(
     page, problems = hook_page
     tag = {"batch": f"hooks-{id(page)}"}
     jobs = [stack.submit({"steps": 5, "interval_ms": 60, "emit_output": True}, tags=tag) for _ in range(3)]
-    html = SET_PAGE.replace("TAG", json.dumps(tag))
-
-    def serve(route: Route) -> None:
-        path = urlparse(route.request.url).path
-        if path == "/hooktest/set.html":
-            route.fulfill(body=html, content_type="text/html")
-        else:
-            route.fulfill(path=str(FILES[path]), content_type="text/javascript")
-
-    page.route("**/hooktest/*", serve)
-    page.goto("/hooktest/set.html")
+    open_page(page, SET_PAGE.replace("TAG", json.dumps(tag)))
     page.wait_for_function("() => window.renders?.at(-1)?.done === 3", timeout=15_000)
     later = stack.submit({"steps": 2, "interval_ms": 30}, tags=tag)
     page.wait_for_function("() => window.renders.at(-1).done === 4", timeout=15_000)

@@ -8,10 +8,8 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 
-import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Page
 
 from tests.e2e.harness import ROOT, Stack
 
@@ -26,17 +24,6 @@ WATCH = """async ([tag, count]) => {
   });
   return jobs.map((j) => j.id);
 }"""
-
-
-@pytest.fixture
-def page(browser: Browser, stack: Stack) -> Iterator[Page]:
-    context = browser.new_context(base_url=stack.url)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    context.close()
-    assert errors == [], f"the page threw: {errors}"
 
 
 def test_a_page_follows_twelve_jobs_over_one_connection_and_a_job_the_cli_submits_joins(
