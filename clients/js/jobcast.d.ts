@@ -115,5 +115,9 @@ export interface SetWatchHandle {
 
 /** Watch a set of your jobs over one stream (`GET /events`), polling `GET /jobs` when it cannot work. */
 export function watchJobs(set?: JobSet, handlers?: WatchHandlers): SetWatchHandle;
+/** The sets being watched (with `watchJobs`) when the page was left. */
+export function rememberedSets(): JobSet[];
+/** Re-attach to every set that was being watched when the page was left. */
+export function resumeSetWatches(handlersFor: (set: JobSet) => WatchHandlers): SetWatchHandle[];
 /** How a job's state reads to a person: "Queued — 2 ahead", "Starting", "Generating 20/50", ... */
 export function describe(job: Job | null | undefined): string;

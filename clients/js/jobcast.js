@@ -17,24 +17,30 @@
 // with a snapshot of the job, which the server sends at once, and EventSource
 // resumes by itself with Last-Event-ID after a network blip. It falls back to
 // polling GET /jobs/{id} (with If-None-Match) when EventSource is missing, when
-// the stream fails to open repeatedly, when no event arrives within a few
-// seconds of opening (a proxy that buffers the stream), or when four streams
-// are open already. Jobs being watched are remembered in localStorage, so
-// `resumeWatches()` re-attaches to them after a page reload.
+// the stream fails to open repeatedly, or when no event arrives within a few
+// seconds of opening (a proxy that buffers the stream). Past four streams of
+// single jobs, the next jobs share one set stream (`GET /events?job=...`), so a
+// page of many jobs never runs out of connections. Jobs being watched are
+// remembered in localStorage, so `resumeWatches()` re-attaches to them after a
+// page reload.
 //
 // Many jobs on one page: `watchJobs({tag: {project: "apollo"}}, handlers)` follows a set of them (a list,
 // the jobs carrying tags, or all of yours) over one stream, `GET /events`, new jobs joining as they come.
+// Sets being watched are remembered too: `resumeSetWatches()` re-attaches to them.
 
 const TERMINAL = new Set(["completed", "failed", "canceled"]);
 const STORE_KEY = "jobcast.watching";
+const SETS_KEY = "jobcast.watching-sets";
 const FIRST_EVENT_TIMEOUT_MS = 4000;
 const MAX_STREAM_FAILURES = 3;
 const MAX_ITEMS = 1000; // as many as the server keeps
 // A browser opens at most 6 connections to one host over HTTP/1.1; an open event
-// stream holds one for good. Past this many live streams, more jobs are polled,
-// so the page's other requests never wait behind them.
+// stream holds one for good. Past this many streams of single jobs, the next jobs
+// share one set stream (5 connections in all), so the page's other requests never
+// wait behind them.
 const MAX_STREAMS = 4;
 let openStreams = 0;
+const MAX_IDS = 100; // the most jobs one GET /events?job=... lists
 
 let apiKey = null;
 // The API this client talks to: where this file is served from (`<api>/static/jobcast.js`), so it works
@@ -84,23 +90,26 @@ export const retryJob = (id) => api(`/jobs/${id}/retry`, { method: "POST" });
 export const listJobs = (query = "") => api(`/jobs${query ? `?${query}` : ""}`);
 export const jobTypes = () => api("/job-types");
 
-function watching() {
+/** What localStorage holds under `key`: a list (of job ids, or of sets as JSON). */
+function stored(key) {
   try {
-    return JSON.parse(localStorage.getItem(STORE_KEY) || "[]");
+    const list = JSON.parse(localStorage.getItem(key) || "[]");
+    return Array.isArray(list) ? list : [];
   } catch {
     return [];
   }
 }
 
-function remember(id, yes) {
-  const ids = watching().filter((other) => other !== id);
-  if (yes) ids.push(id);
-  localStorage.setItem(STORE_KEY, JSON.stringify(ids));
+/** Add `entry` to the list under `key` (yes) or take it out. */
+function remember(key, entry, yes) {
+  const list = stored(key).filter((other) => other !== entry);
+  if (yes) list.push(entry);
+  localStorage.setItem(key, JSON.stringify(list));
 }
 
 /** The ids of jobs being watched when the page was left. */
 export function rememberedJobs() {
-  return watching();
+  return stored(STORE_KEY);
 }
 
 /**
@@ -109,7 +118,17 @@ export function rememberedJobs() {
  * far included), then goes on live: nothing seen before the reload is missed.
  */
 export function resumeWatches(handlersFor) {
-  return watching().map((id) => watchJob(id, handlersFor(id)));
+  return rememberedJobs().map((id) => watchJob(id, handlersFor(id)));
+}
+
+/** The sets (as watchJobs takes them) being watched when the page was left. */
+export function rememberedSets() {
+  return stored(SETS_KEY).map((key) => JSON.parse(key));
+}
+
+/** Re-attach to every set that was being watched when the page was left, each from a snapshot of its jobs. */
+export function resumeSetWatches(handlersFor) {
+  return rememberedSets().map((set) => watchJobs(set, handlersFor(set)));
 }
 
 /** The items of `after` that come after the last one in `before` (both capped lists). */
@@ -136,6 +155,7 @@ export function watchJob(jobOrId, handlers = {}) {
   let pollTimer = null;
   let firstEventTimer = null;
   let failures = 0;
+  let unshare = null; // leaves the shared set stream, when this job is followed there
   const handle = { mode: null, close, get job() { return job; } };
 
   function setMode(mode) {
@@ -151,6 +171,8 @@ export function watchJob(jobOrId, handlers = {}) {
       source = null;
       openStreams -= 1;
     }
+    if (unshare) unshare();
+    unshare = null;
     clearTimeout(firstEventTimer);
   }
 
@@ -162,14 +184,14 @@ export function watchJob(jobOrId, handlers = {}) {
 
   function finish(final) {
     job = final;
-    remember(id, false);
+    remember(STORE_KEY, id, false);
     close();
     onState(final);
     onDone(final);
   }
 
   function fail(error) {
-    remember(id, false);
+    remember(STORE_KEY, id, false);
     close();
     onError(error);
   }
@@ -196,8 +218,26 @@ export function watchJob(jobOrId, handlers = {}) {
 
   function openStream() {
     if (closed) return;
-    if (typeof EventSource === "undefined" || globalThis.JOBCAST_DISABLE_EVENTSOURCE || openStreams >= MAX_STREAMS) {
+    if (typeof EventSource === "undefined" || globalThis.JOBCAST_DISABLE_EVENTSOURCE) {
       startPolling();
+      return;
+    }
+    if (openStreams >= MAX_STREAMS) {
+      unshare = share(id, {
+        state(current) {
+          if (job && current.attempt === job.attempt && current.last_event_id < job.last_event_id) return;
+          reportNewOutput(current); // a snapshot (the shared stream opened again) brings what came meanwhile
+          if (TERMINAL.has(current.status)) finish(current);
+          else replace(current);
+        },
+        output(out, current) {
+          job = current;
+          onOutput(out, current);
+        },
+        mode: setMode,
+        error: fail,
+      });
+      if (!unshare) startPolling(); // the shared stream is full
       return;
     }
     setMode("sse");
@@ -212,7 +252,9 @@ export function watchJob(jobOrId, handlers = {}) {
     }, FIRST_EVENT_TIMEOUT_MS);
     source.addEventListener("snapshot", (e) => {
       seen(e);
-      replace(JSON.parse(e.data));
+      const current = JSON.parse(e.data);
+      reportNewOutput(current); // what it produced before the stream opened (or while this client lagged)
+      replace(current);
     });
     source.addEventListener("state", (e) => {
       seen(e);
@@ -297,7 +339,7 @@ export function watchJob(jobOrId, handlers = {}) {
     for (const out of newOutput(before, current.output)) onOutput(out, current);
   }
 
-  remember(id, true);
+  remember(STORE_KEY, id, true);
   if (job) onState(job);
   if (job && TERMINAL.has(job.status)) {
     finish(job);
@@ -307,6 +349,36 @@ export function watchJob(jobOrId, handlers = {}) {
   return handle;
 }
 
+// The set stream that watches of single jobs share past MAX_STREAMS: `GET /events?job=...` of their ids,
+// opened afresh whenever a job joins (its snapshots bring every job up to date, the new one included).
+const shared = { watchers: new Map(), handle: null, timer: null };
+
+/** Follow job `id` on the shared stream; returns the function that leaves it, or null when it is full. */
+function share(id, watcher) {
+  if (shared.watchers.size >= MAX_IDS) return null;
+  shared.watchers.set(id, watcher);
+  clearTimeout(shared.timer);
+  shared.timer = setTimeout(reopenShared, 0); // jobs watched one after another share one opening
+  return () => {
+    shared.watchers.delete(id);
+    if (shared.watchers.size) return;
+    clearTimeout(shared.timer);
+    if (shared.handle) shared.handle.close();
+    shared.handle = null;
+  };
+}
+
+function reopenShared() {
+  if (shared.handle) shared.handle.close();
+  const each = (call) => (...args) => shared.watchers.forEach((watcher) => watcher[call](...args));
+  shared.handle = followSet({ ids: [...shared.watchers.keys()] }, {
+    onState: (job) => shared.watchers.get(job.id)?.state(job),
+    onOutput: (out, job) => shared.watchers.get(job.id)?.output(out, job),
+    onMode: each("mode"),
+    onError: each("error"),
+  });
+}
+
 /**
  * Watch a set of your jobs over one stream (`GET /events`): `{ids: [...]}` (a fixed list, at most 100),
  * `{tag: {key: value}}` (every job carrying all of them, the ones created later too) or `{}` (all of yours);
@@ -314,16 +386,24 @@ export function watchJob(jobOrId, handlers = {}) {
  * onOutput(output, job), onDone(job), onError(error), onMode(mode). Returns a handle with `close()`, `mode`
  * and `jobs` (a Map of job id to its latest job object). It polls `GET /jobs` with the same filters (a list:
  * `GET /jobs/{id}` of each) when the stream cannot work: no EventSource, or it keeps failing. A list's watch
- * ends by itself once every job of it has ended.
+ * ends by itself once every job of it has ended. The set is remembered until then (or `close()`), for
+ * `resumeSetWatches()` after a reload.
  */
 export function watchJobs(set = {}, handlers = {}) {
+  return followSet(set, handlers, true);
+}
+
+function followSet(set, handlers, remembered = false) {
   const { onState = () => {}, onOutput = () => {}, onDone = () => {}, onError = () => {},
           onMode = () => {} } = handlers;
   const jobs = new Map();
-  const query = new URLSearchParams();
-  for (const id of set.ids || []) query.append("job", id);
-  for (const [key, value] of Object.entries(set.tag || {})) query.append("tag", `${key}:${value}`);
-  if (set.type) query.append("type", set.type);
+  const listed = set.ids ? new Set(set.ids) : null;
+  const filters = new URLSearchParams(); // the filters as GET /jobs takes them
+  for (const [key, value] of Object.entries(set.tag || {})) filters.append("tag", `${key}:${value}`);
+  if (set.type) filters.append("type", set.type);
+  const query = new URLSearchParams([...(set.ids || []).map((id) => ["job", id]), ...filters]);
+  const storedAs = JSON.stringify({ ...(set.ids && { ids: set.ids }), ...(filters.has("tag") && { tag: set.tag }),
+                                    ...(set.type && { type: set.type }) });
   let closed = false;
   let source = null;
   let pollTimer = null;
@@ -339,6 +419,7 @@ export function watchJobs(set = {}, handlers = {}) {
 
   function close() {
     closed = true;
+    if (remembered) remember(SETS_KEY, storedAs, false);
     if (source) source.close();
     source = null;
     clearTimeout(pollTimer);
@@ -356,6 +437,7 @@ export function watchJobs(set = {}, handlers = {}) {
 
   function apply(name, data) {
     const { job_id: id, seq, ...rest } = data;
+    if (listed && !listed.has(id)) return; // (a list followed on the stream of all your jobs)
     const job = jobs.get(id);
     if (name === "snapshot" || TERMINAL.has(name)) return update({ ...rest, last_event_id: seq });
     if (!job) return;
@@ -368,8 +450,9 @@ export function watchJobs(set = {}, handlers = {}) {
   async function streamUrl() {
     if (typeof EventSource === "undefined" || globalThis.JOBCAST_DISABLE_EVENTSOURCE) return null;
     if (!apiKey) return apiUrl(`/events?${query}`);
-    if (set.ids) return null; // (EventSource sends no key, and GET /jobs hands out no token for a list)
-    return (await listJobs(`${query}&limit=1`)).links?.events || null; // the set's URL with a stream token
+    // EventSource sends no key: the set's URL with a stream token, from GET /jobs with the same filters. GET
+    // /jobs takes no list of ids, so a list is followed on the stream of the filters (all your jobs, without).
+    return (await listJobs(`${filters}&limit=1`)).links?.events || null;
   }
 
   async function openStream() {
@@ -418,7 +501,7 @@ export function watchJobs(set = {}, handlers = {}) {
       try {
         const current = set.ids
           ? (await Promise.all(set.ids.map((id) => getJob(id).catch(() => null)))).filter(Boolean)
-          : (await listJobs(`${query}&limit=500`)).jobs;
+          : (await listJobs(`${filters}&limit=500`)).jobs;
         for (const job of current.reverse()) {
           const before = jobs.get(job.id);
           if (before && before.last_event_id >= job.last_event_id) continue;
@@ -435,6 +518,7 @@ export function watchJobs(set = {}, handlers = {}) {
     tick();
   }
 
+  if (remembered) remember(SETS_KEY, storedAs, true);
   openStream();
   return handle;
 }
