@@ -1,5 +1,6 @@
 """The set stream (`GET /events`) over the hub, on fakeredis: a client that stops reading while more events
-come than the hub's ring holds catches up from the owner's feed, and gets every job's events once, in order."""
+come than the hub's ring holds catches up from the owner's feed, and gets every job's events once, in order;
+and what every stream asks of a job that joins is read once for all of them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 
 import fakeredis
 import orjson
+from redis.exceptions import RedisError
 
 from jobcast.settings import Settings
 from jobcast.store import AsyncStore, Store
@@ -15,6 +17,7 @@ from jobcast.store.keys import Keys
 from jobcast.store.subscription import Subscriptions
 from jobcast.web import hub as hub_module
 from jobcast.web.hub import Hub
+from jobcast.web.jobfacts import JobFacts
 from jobcast.web.jobsets import JobSet
 from jobcast.web.sets import Follower, SetStream, open_set
 from jobcast.web.sse import EventEncoder
@@ -55,7 +58,7 @@ def test_a_set_client_further_behind_than_the_ring_catches_up_from_the_feed_and_
         hub = Hub(Subscriptions(fakeredis.FakeAsyncRedis(server=server)), Keys(settings.prefix), encode, astore)
         await hub.start()
         listener = await hub.listen_feed("anonymous")
-        opened = await open_set(astore, encode, JobSet("anonymous", tuple(j["id"] for j in jobs)), None)
+        opened = await open_set(JobFacts(astore, encode), JobSet("anonymous", tuple(j["id"] for j in jobs)), None)
         stream = SetStream(hub, astore, encode, settings, listener, opened)
         body = bytearray()
         gate = asyncio.Event()
@@ -113,7 +116,7 @@ def test_events_a_jobs_log_no_longer_holds_come_as_one_snapshot_of_it_now(
         store.emit(job["id"], "item", event="output", data=b'{"kind":"item","item":%d}' % i, raw=b"%d" % i)
 
     async def resume() -> list[tuple[str, int]]:
-        follower = Follower(JobSet("anonymous", (job["id"],)), astore, EventEncoder(links))
+        follower = Follower(JobSet("anonymous", (job["id"],)), JobFacts(astore, EventEncoder(links)))
         sent, at, more = [], cursor, True
         while more:
             got = await follower.page(at)
@@ -126,3 +129,58 @@ def test_events_a_jobs_log_no_longer_holds_come_as_one_snapshot_of_it_now(
     last = int(store.load(job["id"])["seq"])
     assert sent[0] == ("snapshot", last), sent[:3]  # the state now, covering what the log lost
     assert len(sent) == 1, "events the snapshot covers were sent again"
+
+
+def test_a_job_joining_the_sets_of_50_streams_is_read_once_for_all_of_them(
+    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job, monkeypatch
+) -> None:
+    astore = AsyncStore(fakeredis.FakeAsyncRedis(server=server), settings)
+    cursor = asyncio.run(astore.feed_position("anonymous"))
+    job = new_job()  # created after the streams' cursor: it joins their sets
+    reads: list[str] = []
+    for name in ("summaries", "snapshot", "events_after"):
+        method = getattr(astore, name)
+
+        async def counted(*args, _method=method, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            reads.append(_name)
+            return await _method(*args, **kwargs)
+
+        monkeypatch.setattr(astore, name, counted)
+
+    async def streams() -> list[list[bytes]]:
+        facts = JobFacts(astore, EventEncoder(links))
+        followers = [Follower(JobSet("anonymous"), facts) for _ in range(50)]
+        pages = await asyncio.gather(*(f.page(cursor) for f in followers))
+        return [[e.chunk for e in got[0]] for got in pages if got is not None]
+
+    sent = asyncio.run(streams())
+    assert len(sent) == 50 and all(chunks == sent[0] for chunks in sent)
+    assert b"event: snapshot" in sent[0][0] and f'"job_id":"{job["id"]}"'.encode() in sent[0][0]
+    assert sorted(reads) == ["events_after", "snapshot", "summaries"], reads  # once each, not 50 times
+
+
+def test_a_shared_read_that_failed_is_tried_again_by_the_next_stream(
+    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job, monkeypatch
+) -> None:
+    astore = AsyncStore(fakeredis.FakeAsyncRedis(server=server), settings)
+    job = new_job()
+    summaries = astore.summaries
+    calls = []
+
+    async def flaky(job_ids):  # type: ignore[no-untyped-def]
+        calls.append(job_ids)
+        if len(calls) == 1:
+            raise RedisError("connection lost")
+        return await summaries(job_ids)
+
+    monkeypatch.setattr(astore, "summaries", flaky)
+
+    async def twice() -> list[object]:
+        facts = JobFacts(astore, EventEncoder(links))
+        first = await asyncio.gather(facts.admissions([job["id"]]), facts.admissions([job["id"]]),
+                                     return_exceptions=True)
+        return [*first, await facts.admissions([job["id"]])]
+
+    got = asyncio.run(twice())
+    assert all(isinstance(g, RedisError) for g in got[:2]), "both waited on the one read, and both saw it fail"
+    assert got[2] == [("demo", "{}")] and len(calls) == 2

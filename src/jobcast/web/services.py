@@ -12,6 +12,7 @@ from jobcast.store.keys import Keys
 from jobcast.store.subscription import Subscriptions
 from jobcast.web.auth import Auth
 from jobcast.web.hub import Hub
+from jobcast.web.jobfacts import JobFacts
 from jobcast.web.sse import EventEncoder
 from jobcast.worker.janitor import Janitor
 
@@ -30,6 +31,8 @@ class Services:
     encode: EventEncoder
     janitor: Janitor
     auth: Auth
+    facts: JobFacts
+    """What the set streams read of a job once for all of them."""
 
     @classmethod
     def build(cls, settings: Settings, factory: RedisFactory, registry: Registry) -> Services:
@@ -38,7 +41,8 @@ class Services:
         store = AsyncStore(factory.asyncio(), settings)
         hub = Hub(Subscriptions(factory.asyncio(retries=False)), Keys(settings.prefix), encode, store)
         sync_store = Store(factory.sync(), settings)
-        return cls(settings, registry, store, sync_store, hub, encode, Janitor(sync_store), auth)
+        return cls(settings, registry, store, sync_store, hub, encode, Janitor(sync_store), auth,
+                   JobFacts(store, encode))
 
     async def start(self) -> None:
         await self.hub.start()

@@ -26,9 +26,7 @@ import asyncio
 import logging
 import re
 import time
-from typing import Any
 
-import orjson
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,10 +35,10 @@ from starlette.types import Receive, Scope, Send
 from jobcast.settings import Settings
 from jobcast.states import TERMINAL
 from jobcast.store import AsyncStore, FeedEvent, Snapshot
-from jobcast.store.record import job_object, pending_webhook
 from jobcast.submission import invalid
 from jobcast.web.api import base_url, check_stream_limits, owner_of
 from jobcast.web.hub import RING, Entry, Hub, Listener
+from jobcast.web.jobfacts import JobFacts
 from jobcast.web.jobsets import JobSet
 from jobcast.web.metrics import EVENTS_DELIVERED
 from jobcast.web.services import Services
@@ -60,20 +58,6 @@ SNAPSHOT_PAGE = 100
 """Jobs whose snapshots one request reads when a stream opens."""
 
 
-def joined(snap: Snapshot, first: bytes) -> dict[str, Any]:
-    """The job object of a job as it was at its first event (`first`, that `state` event's data): how a job
-    that joins a set later is first sent, so that the stream's cursor stays exact."""
-    state = orjson.loads(first)
-    record = dict(snap.record)
-    record.update(status=state["status"], progress=str(state["progress"]), message=state["message"],
-                  stage=state["stage"] or "", attempt=str(state["attempt"]), eta_s="", seq="1", result="",
-                  error="", started_at="", ended_at="", text="",
-                  queue_position="" if state["queue_position"] is None else str(state["queue_position"]))
-    if record.get("webhook"):
-        record["webhook"] = pending_webhook(orjson.loads(record["webhook"])["url"])
-    return job_object(record, [], state["queue_position"], webhook_url=False)
-
-
 def _at_cursor(entry: Entry, n: int) -> Entry:
     """`entry` with `id: c{n}` for its id."""
     chunk = entry.chunk.split(b"\n", 1)[1] if entry.chunk.startswith(b"id: ") else entry.chunk
@@ -86,8 +70,8 @@ class Follower:
     """What a set stream knows of its jobs: which are in the set, the last event of each it has sent, and
     which have ended; it turns the feed's entries into what to send."""
 
-    def __init__(self, jobs: JobSet, store: AsyncStore, encode: EventEncoder) -> None:
-        self.jobs, self.store, self.encode = jobs, store, encode
+    def __init__(self, jobs: JobSet, facts: JobFacts) -> None:
+        self.jobs, self.facts, self.store, self.encode = jobs, facts, facts.store, facts.encode
         self.members: dict[str, bool] = {}
         self.sent: dict[str, int] = {}
         self.ended: dict[str, bool] = {}
@@ -104,8 +88,8 @@ class Follower:
     async def _resolve(self, job_ids: set[str]) -> None:
         unknown = [j for j in job_ids if j not in self.members]
         if unknown:
-            for job_id, summary in zip(unknown, await self.store.summaries(unknown), strict=True):
-                self.members[job_id] = summary is not None and self.jobs.admits(job_id, summary[1], summary[2])
+            for job_id, facts in zip(unknown, await self.facts.admissions(unknown), strict=True):
+                self.members[job_id] = facts is not None and self.jobs.admits(job_id, *facts)
 
     def snapshot(self, snap: Snapshot, n: int | None) -> Entry:
         """The job as it is now, as a `snapshot` (or its terminal event), at place `n` (None: no id)."""
@@ -125,12 +109,11 @@ class Follower:
             if last is not None and e.job_seq <= last:
                 continue  # (a snapshot covered it)
             if last is None and e.job_seq == 1:
-                snap = await self.store.snapshot(e.job_id)
-                _, _, first = await self.store.events_after(e.job_id, 0, 1)
-                if snap is None or not first:
+                first = await self.facts.joined(e.job_id, e.seq)
+                if first is None:
                     continue  # gone already
                 self._took(e.job_id, 1, False)
-                out.append(self.encode.feed_job(e.seq, joined(snap, first[0].data), 1, False))
+                out.append(first)
                 continue
             self._took(e.job_id, e.job_seq, e.terminal)
             out.append(e)
@@ -178,10 +161,11 @@ async def _readable(store: AsyncStore, owner: str, cursor: int) -> bool:
     return bool(events) and events[0].n == cursor + 1
 
 
-async def open_set(store: AsyncStore, encode: EventEncoder, jobs: JobSet, cursor: int | None) -> Opened:
+async def open_set(facts: JobFacts, jobs: JobSet, cursor: int | None) -> Opened:
     """What a set stream sends first (see the module's notes); a cursor the feed cannot resume from starts
     afresh."""
-    follower = Follower(jobs, store, encode)
+    follower = Follower(jobs, facts)
+    store = facts.store
     if cursor is not None and await _readable(store, jobs.owner, cursor):
         if jobs.ids is not None:  # where the list's jobs stand: a stream ends once all have ended, caught up
             for job_id, summary in zip(jobs.ids, await store.summaries(list(jobs.ids)), strict=True):
@@ -224,7 +208,7 @@ async def ended_before(opened: Opened) -> bool:
         return False
     if not follower.ended:
         return True  # (none of them exists any more)
-    scout = Follower(jobs, follower.store, follower.encode)  # (reading ahead must not mark anything sent)
+    scout = Follower(jobs, follower.facts)  # (reading ahead must not mark anything sent)
     for _ in range(16):
         got = await scout.page(at)
         if got is None:
@@ -330,7 +314,7 @@ async def set_events(request: Request) -> Response:
     check_stream_limits(svc, owner, token, "GET /jobs")
     listener = await svc.hub.listen_feed(owner, token or "")
     try:
-        opened = await open_set(svc.store, svc.encode, jobs, cursor)
+        opened = await open_set(svc.facts, jobs, cursor)
         # A fixed list with nothing (more) to send: 204, which tells EventSource not to come back.
         if jobs.ids is not None and ((not opened[1] and not opened[3]) or await ended_before(opened)):
             await svc.hub.unlisten(listener)
