@@ -1,10 +1,15 @@
-"""Events per second one API process delivers to 1,000 clients watching one hot job.
+"""Events per second one API process delivers to 1,000 clients: all watching one hot job, and each following
+a set of 20 jobs (`GET /events?tag=...`) that together send as much.
 
-The job sends output items at a steady pace (300 a second: 300,000 events a
-second to deliver); every client counts the events it gets (the `id:` lines of
-the whole events it reads) and checks their ids run without a gap. The rate is all events delivered to all clients over
-the time from the first item to the last client's terminal event; the note says
-whether every client got every event.
+The single job sends output items at a steady pace (300 a second: 300,000
+events a second to deliver). The set is 20 jobs with as many items in all, run
+at once by 20 workers from one common start, 15 a second each (300 a second
+over the set). Each item carries the time it was sent; every client reads
+whole events, takes the delay of the first item of each read (the oldest in
+it: the worst), and counts the `output` events it got, which must be every
+item once. The rate is all events delivered to all clients (output, state,
+snapshots and ends) over the time from the first item to the last client's
+last end; p99 is over every client's delays.
 """
 
 from __future__ import annotations
@@ -12,28 +17,46 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
+from dataclasses import dataclass
 
 import httpx
 
-from bench.common import Figure, bench_stack, open_sse, private_redis
+from bench.common import Figure, bench_stack, open_sse, percentile, private_redis
+
+STAMP = re.compile(rb'"t":(\d+)')
 
 
-async def _watch(port: int, path: str, clients: int) -> tuple[int, float, int]:
-    """All events received, the seconds they took, and how many clients missed one (ids not consecutive)."""
+@dataclass
+class Delivery:
+    events: int
+    seconds: float
+    short: int
+    """Clients that did not get every item once."""
+    delays_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+async def _watch(port: int, path: str, clients: int, items: int, ends: int, start: asyncio.Event) -> Delivery:
+    """Open `clients` streams of `path`, set `start` once all are in, and read each until `ends` jobs ended."""
     connected = 0
     all_in = asyncio.Event()
     counts: list[int] = []
-    gaps = 0
+    short = 0
     began: list[float] = []
     ended: list[float] = []
+    delays: list[float] = []
 
     async def client() -> None:
-        nonlocal connected, gaps
+        nonlocal connected, short
         reader, writer = await open_sse(port, path)
         connected += 1
         if connected == clients:
             all_in.set()
-        events, started, first, last, carry = 0, 0.0, 0, 0, b""
+        events, outputs, finished, started, carry = 0, 0, 0, 0.0, b""
         try:
             while chunk := await reader.read(65536):
                 # Whole events only (a read may end mid-event): what follows the last blank line waits.
@@ -42,42 +65,76 @@ async def _watch(port: int, path: str, clients: int) -> tuple[int, float, int]:
                 done, carry = data[:cut], data[cut:]
                 if not done:
                     continue
-                if not started and b"event: output" in done:
-                    started = time.monotonic()
-                ids = re.findall(rb"(?:^|\n)id: (\d+)", done)
-                events += len(ids)
-                if ids and not first:
-                    first = int(ids[0])
-                if b"\nevent: completed" in done:
-                    last = int(ids[-1])
+                if stamp := STAMP.search(done):
+                    delays.append((time.time_ns() - int(stamp[1])) / 1e6)
+                    if not started:
+                        started = time.monotonic()
+                events += done.count(b"event: ")
+                outputs += done.count(b"event: output")
+                finished += done.count(b"event: completed")
+                if finished >= ends:
                     break
         finally:
             writer.close()
-        if events != last - first + 1:
-            gaps += 1
+        if outputs != items:
+            short += 1
         counts.append(events)
         began.append(started)
         ended.append(time.monotonic())
 
     tasks = [asyncio.create_task(client()) for _ in range(clients)]
     await asyncio.wait_for(all_in.wait(), 60)
+    start.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 300)
-    return sum(counts), max(ended) - min(b for b in began if b), gaps
+    return Delivery(sum(counts), max(ended) - min(b for b in began if b), short, delays)
 
 
 PER_S = 300
 
 
+async def _single(url: str, clients: int, items: int) -> Delivery:
+    async with httpx.AsyncClient(base_url=url) as http:
+        job = (await http.post("/jobs", json={"type": "bench_burst", "payload": {
+            "items": items, "per_s": PER_S, "wait_s": 3 if clients < 1000 else 8, "stamp": True}})).json()
+    return await _watch(int(url.rsplit(":", 1)[1]), job["links"]["events"], clients, items, 1, asyncio.Event())
+
+
+async def _set(url: str, clients: int, items: int, jobs: int) -> Delivery:
+    tag = uuid.uuid4().hex[:8]
+    start = asyncio.Event()
+    watching = asyncio.create_task(_watch(int(url.rsplit(":", 1)[1]), f"/events?tag=set:{tag}", clients, items,
+                                          jobs, start))
+    await start.wait()  # every client follows the (empty) set: the jobs join it as they are created
+    payload = {"items": items // jobs, "per_s": PER_S // jobs, "stamp": True, "start_at": time.time() + 3}
+    async with httpx.AsyncClient(base_url=url) as http:
+        for _ in range(jobs):
+            (await http.post("/jobs", json={"type": "bench_burst", "tags": {"set": tag}, "payload": payload}))\
+                .raise_for_status()
+    return await watching
+
+
 def run(quick: bool) -> list[Figure]:
     clients = 200 if quick else 1000
     items = 200 if quick else 1000
-    with private_redis() as server, bench_stack(server, workers=1) as stack:
-        job = httpx.post(f"{stack.url}/jobs", json={"type": "bench_burst", "payload": {
-            "items": items, "per_s": PER_S, "wait_s": 3 if quick else 8}}).json()
-        events, seconds, gaps = asyncio.run(_watch(int(stack.url.rsplit(":", 1)[1]), job["links"]["events"],
-                                                   clients))
-    rate = events / seconds
-    whole = "every client got every event" if not gaps else f"{gaps} clients missed events"
-    return [Figure(f"events/s to {clients:,} clients on one hot job", rate, "/s", "≥ 50,000",
-                   rate >= 50_000 and not gaps,
-                   note=f"{events:,} events in {seconds:.2f}s ({items} items at {PER_S}/s); {whole}")]
+    jobs = 4 if quick else 20
+    with private_redis() as server, bench_stack(server, workers=jobs) as stack:
+        one = asyncio.run(_single(stack.url, clients, items))
+        many = asyncio.run(_set(stack.url, clients, items, jobs))
+
+    def whole(d: Delivery) -> str:
+        return "every client got every item once" if not d.short else f"{d.short} clients missed items"
+
+    return [
+        Figure(f"events/s to {clients:,} clients on one hot job", one.rate, "/s", "≥ 50,000",
+               one.rate >= 50_000 and not one.short,
+               note=f"{one.events:,} events in {one.seconds:.2f}s ({items} items at {PER_S}/s); {whole(one)}"),
+        Figure("same, delay of an item, p99", percentile(one.delays_ms, 99), "ms", "-", True,
+               note=f"p50 {percentile(one.delays_ms, 50):.1f} ms"),
+        Figure(f"events/s to {clients:,} clients, each on a set of {jobs} jobs", many.rate, "/s",
+               "≥ 0.8× one hot job", many.rate >= 0.8 * one.rate and not many.short, one.rate,
+               note=f"{many.events:,} events in {many.seconds:.2f}s ({items} items over {jobs} jobs at "
+                    f"once); {whole(many)}"),
+        Figure("same, delay of an item, p99", percentile(many.delays_ms, 99), "ms", "≤ 1.25× one hot job",
+               percentile(many.delays_ms, 99) <= 1.25 * percentile(one.delays_ms, 99),
+               percentile(one.delays_ms, 99)),
+    ]

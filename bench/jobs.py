@@ -32,17 +32,23 @@ class Burst(BaseModel):
     per_s: int = Field(100, ge=1)
     wait_s: float = Field(0, ge=0)
     pad: int = Field(0, ge=0, le=65536)
+    stamp: bool = False
+    start_at: float = Field(0, ge=0, description="Unix time to start at (after wait_s), so that jobs start together.")
 
 
 @job_type("bench_burst", payload=Burst, max_attempts=1, timeout_s=3600,
-          description="After wait_s, `items` output items (with `pad` bytes of padding), `per_s` a second (in "
-                      "bursts of 10).")
+          description="After wait_s, `items` output items (with `pad` bytes of padding; with `stamp`, the time "
+                      "they were sent, ns, as `t`), `per_s` a second (in bursts of 10).")
 def bench_burst(ctx: JobContext, p: Burst) -> None:
     ctx.sleep(p.wait_s)
+    ctx.sleep(max(0.0, p.start_at - time.time()))
     t0 = time.monotonic()
     padding = "x" * p.pad
     for i in range(p.items):
-        ctx.item({"i": i, "pad": padding} if p.pad else {"i": i})
+        item: dict[str, Any] = {"i": i, "pad": padding} if p.pad else {"i": i}
+        if p.stamp:
+            item["t"] = time.time_ns()
+        ctx.item(item)
         if i % 10 == 9:
             ahead = t0 + (i + 1) / p.per_s - time.monotonic()
             if ahead > 0:
