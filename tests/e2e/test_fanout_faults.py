@@ -6,11 +6,12 @@ import asyncio
 import socket
 import subprocess
 import time
+from datetime import datetime
 
 import orjson
 import pytest
 
-from tests.e2e.harness import Stack, read_raw, read_stream, rss_kib, target, wait_for
+from tests.e2e.harness import SetEvent, Stack, read_raw, read_set, read_stream, rss_kib, target, wait_for
 
 WATCHERS = 220
 
@@ -106,6 +107,68 @@ def test_stalled_streams_are_closed_after_the_lag_bound_and_keep_no_connection(m
         # a healthy watcher is unaffected and the job goes on
         s = read_stream(st.url, job["links"]["events"], stop=lambda s: len(s.events) >= 5)
         assert s.status == 200 and s.events[0].event == "snapshot"
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def _exact(events: list[SetEvent], job_ids: list[str], last: dict[str, int]) -> None:
+    """A set client's events, in order: for each job a whole job object first (its snapshot, or the end
+    itself), then every later event of it once, up to its terminal one."""
+    for job_id in job_ids:
+        mine = [e for e in events if e.data["job_id"] == job_id]
+        assert mine[0].event in ("snapshot", "completed"), mine[0].event
+        seqs = [e.data["seq"] for e in mine]
+        assert seqs == list(range(seqs[0], last[job_id] + 1)), f"a gap or a repeat in {job_id}'s events"
+        assert mine[-1].event == "completed"
+
+
+def test_stalled_set_clients_are_cut_off_hold_up_no_one_and_resume_by_cursor_missing_nothing(make_stack) -> None:
+    # (the jobs' logs keep all their events, so a resume far back reads them all rather than a snapshot)
+    st: Stack = make_stack(workers=2, JOBCAST_STREAM_MAX_LAG_S="2", JOBCAST_MAX_STREAMS_PER_OWNER="0",
+                           JOBCAST_EVENTS_KEPT="20000")
+    jobs = [st.submit({"steps": 2500, "interval_ms": 2, "emit_output": True}) for _ in range(2)]
+    path = "/events?" + "&".join(f"job={j['id']}" for j in jobs)
+    before = _api_connections(st.port)
+    stalled = []
+    for _ in range(10):  # clients that read the first few KiB of the stream, then nothing, their sockets left open
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", st.port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        stalled.append(sock)
+    head = b""
+    while head.count(b"\nid: c") < 20:  # (the first stalled client's first events, ids included)
+        head += stalled[0].recv(4096)
+    healthy = read_set(st.url, path, timeout=120)  # meanwhile, a client that reads all: nothing holds it up
+    read_all_at = time.time()
+    try:
+        assert healthy.status == 200 and healthy.ended_by_server
+        with st.client() as c:
+            ended = [c.get(f"/jobs/{j['id']}").json() for j in jobs]
+        last = {j["id"]: j["last_event_id"] for j in ended}
+        _exact(healthy.events, [j["id"] for j in jobs], last)
+        late = read_all_at - max(datetime.fromisoformat(j["ended_at"]).timestamp() for j in ended)
+        assert late < 5, f"the healthy client got the end {late:.1f}s after it (10 stalled clients x 2 s held it?)"
+        wait_for(lambda: _api_connections(st.port) <= before, 30, "the API to let go of the stalled connections")
+        assert "set stream of anonymous: client too slow or gone" in st.log("api.log")
+        # The first stalled client comes back with the cursor of the last whole event it read: it gets the rest.
+        body = head.split(b"\r\n\r\n", 1)[1]
+        blocks = body[:body.rfind(b"\n\n")].split(b"\n\n")
+        got: list[SetEvent] = []
+        for block in blocks:
+            fields = dict(line.partition(b": ")[::2] for line in block.split(b"\n") if b": " in line)
+            if b"data" in fields:  # (chunk sizes aside: each chunk here holds whole lines)
+                got.append(SetEvent(fields[b"id"].decode() if b"id" in fields else None, fields[b"event"].decode(),
+                                    orjson.loads(fields[b"data"])))
+        cursor = next(e.id for e in reversed(got) if e.id is not None)
+        got = got[:max(i for i, e in enumerate(got) if e.id == cursor) + 1]
+        rest = read_set(st.url, path, cursor=cursor, timeout=60)
+        assert rest.status == 200 and rest.ended_by_server
+        _exact(got + rest.events, [j["id"] for j in jobs], last)
+        print(f"10 stalled set clients cut off; the healthy one got {len(healthy.events)} events, the last "
+              f"{late:.2f}s after the jobs ended; one stalled "
+              f"client resumed from {cursor} with {len(rest.events)} more")
     finally:
         for sock in stalled:
             sock.close()

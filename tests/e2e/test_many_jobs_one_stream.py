@@ -5,67 +5,18 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from tests.e2e.harness import Stack, _spawn, free_port, wait_for
+from tests.e2e.harness import Read, SetEvent, Stack, _spawn, free_port, read_set, wait_for
 
 ALICE, BOB = "alice-key-0123456789abcdef", "bob-key-0123456789abcdefgh"
 KEYED = {"JOBCAST_API_KEYS": f"{ALICE}:alice,{BOB}:bob", "JOBCAST_SECRET": "s" * 32}
-
-
-@dataclass
-class SetEvent:
-    id: str | None
-    event: str
-    data: dict[str, Any]
-
-
-@dataclass
-class Read:
-    status: int
-    events: list[SetEvent] = field(default_factory=list)
-    ended_by_server: bool = False
-
-    @property
-    def cursor(self) -> str | None:
-        return next((e.id for e in reversed(self.events) if e.id is not None), None)
-
-
-def read_set(base: str, path: str, *, cursor: str | None = None, stop: int | None = None,
-             headers: dict[str, str] | None = None, timeout: float = 60,
-             on_event: Callable[[Read], None] = lambda r: None) -> Read:
-    """Read a set stream as the wire has it (ids kept as the opaque strings they are), until the server ends it
-    or `stop` events have come."""
-    sent = dict(headers or {})
-    if cursor is not None:
-        sent["Last-Event-ID"] = cursor
-    with httpx.Client(base_url=base, timeout=httpx.Timeout(timeout)) as c, c.stream("GET", path, headers=sent) as r:
-        read = Read(r.status_code)
-        if r.status_code != 200:
-            r.read()
-            return read
-        fields: dict[str, str] = {}
-        for line in r.iter_lines():
-            if line == "":
-                if "data" in fields:
-                    read.events.append(SetEvent(fields.get("id"), fields.get("event", "message"),
-                                                orjson.loads(fields["data"])))
-                    on_event(read)
-                    if stop is not None and len(read.events) >= stop:
-                        return read
-                fields = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(":")
-                fields[name] = value[1:] if value.startswith(" ") else value
-        read.ended_by_server = True
-        return read
 
 
 @contextmanager
