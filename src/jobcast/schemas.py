@@ -83,6 +83,30 @@ class Links(_Response):
     cancel: str
 
 
+class PartCounts(_Response):
+    """How many of a batch's parts stand where."""
+
+    total: int = Field(ge=1)
+    queued: int = Field(ge=0)
+    running: int = Field(ge=0)
+    completed: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    canceled: int = Field(ge=0)
+
+
+class UsageFigures(_Response):
+    calls: int = Field(ge=0)
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    cost_usd: float | None = Field(description="null when no price is configured for the model.")
+
+
+class Usage(UsageFigures):
+    """What a job's model calls used, in all attempts (and in this `attempt`)."""
+
+    attempt: UsageFigures
+
+
 class Job(_Response):
     """The job object: every endpoint that returns a job returns this."""
 
@@ -105,6 +129,9 @@ class Job(_Response):
     result: Any
     error: JobError | None
     webhook: WebhookState | None
+    parent_id: str | None = Field(description="For a part of a batch, the id of the job it belongs to.")
+    parts: PartCounts | None = Field(description="For a job split into parts, where its parts stand.")
+    usage: Usage | None = Field(description="For a job that called a model, what it used; null otherwise.")
     links: Links
 
 

@@ -36,6 +36,7 @@ def test_position_is_null_unless_queued_and_eta_null_when_terminal() -> None:
         "stage": None, "attempt": 1, "max_attempts": 3, "queue_position": None, "eta_s": None, "tags": {"a": "b"},
         "created_at": "2026-01-01T00:00:00.000Z", "started_at": None, "ended_at": None, "last_event_id": 4,
         "output": {"items": [{"n": 1}], "text": ""}, "result": {"x": 1}, "error": None, "webhook": None,
+        "parent_id": None, "parts": None, "usage": None,  # (v3: batches, model usage)
     }
 
 

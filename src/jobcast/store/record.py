@@ -130,4 +130,8 @@ def job_object(
         obj["webhook"] = {k: v for k, v in orjson.loads(hook).items() if k != "url"}
     else:
         obj["webhook"] = _json(hook)
+    # (v3's batches and model usage: no job has them yet, so the fields are there, null, as the contract shapes them)
+    obj["parent_id"] = None
+    obj["parts"] = None
+    obj["usage"] = None
     return obj
