@@ -16,17 +16,17 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 import orjson
 from pydantic import BaseModel
 
 from jobcast.states import Outcome, Status
 from jobcast.store import EmitResult, Store
-from jobcast.store.record import format_progress, now_iso
+from jobcast.store.record import format_progress, now_iso, part_of
 
-__all__ = ["JobCanceled", "JobContext", "JobFailed", "Scope", "Tracker"]
+__all__ = ["JobCanceled", "JobContext", "JobFailed", "PartsStarted", "Scope", "Tracker"]
 
 log = logging.getLogger("jobcast.context")
 
@@ -38,12 +38,19 @@ class JobCanceled(Exception):
 class JobFailed(Exception):
     """Raise it to end the job `failed` with your own error code and message."""
 
-    def __init__(self, message: str, code: str = "job_error", *, retryable: bool = True) -> None:
+    def __init__(self, message: str, code: str = "job_error", *, retryable: bool = True, details: Any = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retryable = retryable
         """False when another attempt cannot help (bad configuration, a refused request): the job fails now."""
+        self.details = details
+        """What the error object's `details` carry (JSON), if anything."""
+
+
+class PartsStarted(BaseException):
+    """Raised by `ctx.parts()` once the parts exist: the attempt gives its worker back (the runner catches it;
+    a BaseException, so that job code's `except Exception` lets it through)."""
 
 
 def _to_json(obj: Any) -> bytes:
@@ -148,6 +155,7 @@ class JobContext(Scope):
         record: dict[str, str],
         on_overdue: Callable[[], None] | None = None,
         canceled: bool = False,
+        on_split: Callable[[str, list[Any], Sequence[float] | None], None] | None = None,
     ) -> None:
         super().__init__(self, 0, 100, None)
         self.id = record["id"]
@@ -172,6 +180,8 @@ class JobContext(Scope):
         self._canceled = canceled
         self._canceled_at: float | None = time.monotonic() if canceled else None
         self._on_overdue = on_overdue
+        self._on_split = on_split
+        self._part = part_of(record)
         self._on_cancel: list[Callable[[], None]] = []
         self._on_cancel_lock = threading.Lock()
         self.settings = store.settings
@@ -329,7 +339,7 @@ class JobContext(Scope):
         self._last_flush = time.monotonic()
         result: EmitResult = self._store.emit(
             self.id, kind, owner=self._owner, event="output" if kind in ("item", "delta") else "state",
-            guard_status=(Status.RUNNING,), guard_attempt=self.attempt, **kw,
+            guard_status=(Status.RUNNING,), guard_attempt=self.attempt, part=self._part, **kw,
         )
         if result.cancel:
             self._mark_canceled()
@@ -338,6 +348,20 @@ class JobContext(Scope):
             # write nothing more, and let check() stop the code.
             self._stopped = True
             self._mark_canceled()
+
+    def parts(self, job_type: str, payloads: Sequence[Any], weights: Sequence[float] | None = None) -> NoReturn:
+        """Do the rest of this job as parts: one job of type `job_type` per payload (a dict or the type's
+        model), run by any free worker. Never returns: the worker is given back, and once every part has
+        ended, the join of this job's type (`job_type(..., join=...)`) makes the job's result from theirs.
+        `weights`: how much each part counts in this job's progress (default: all the same). See
+        `batches.py`."""
+        if self._on_split is None:
+            raise RuntimeError("ctx.parts() splits a job run by a worker; this context belongs to none")
+        with self._cond:
+            self.flush()
+            self._stopped = True  # nothing of this attempt's own is written after the split
+        self._on_split(job_type, list(payloads), weights)
+        raise PartsStarted()
 
     def flush(self) -> None:
         """Send whatever is pending now (the runner calls this before the job ends)."""

@@ -30,11 +30,13 @@ from jobcast.errors import ConfigError, ValidationFailed
 from jobcast.schemas import validation_details
 
 if TYPE_CHECKING:
+    from jobcast.batches import PartResults
     from jobcast.context import JobContext
 
 __all__ = ["JobType", "Registry", "default_registry", "job_type", "load_job_types"]
 
 JobFunction = Callable[["JobContext", Any], Any | Awaitable[Any]]
+JoinFunction = Callable[["JobContext", Any, "PartResults"], Any]
 F = TypeVar("F", bound=JobFunction)
 
 
@@ -48,6 +50,11 @@ class JobType:
     timeout_s: int
     requires_model: bool = False
     """An LLM type: unavailable until a model is configured (`Settings.model_unavailable`)."""
+    join: JoinFunction | None = None
+    """For a type whose jobs split into parts (`ctx.parts`): `join(ctx, payload, parts)` makes the job's result
+    from the parts' (`batches.PartResults`)."""
+    partial: bool = False
+    """A batch of this type completes with what its completed parts gave; otherwise one failed part fails it."""
 
     def schema(self) -> dict[str, Any]:
         return self.payload_model.model_json_schema()
@@ -79,8 +86,10 @@ class Registry:
         max_attempts: int = 1,
         timeout_s: int = 3600,
         requires_model: bool = False,
+        join: JoinFunction | None = None,
+        partial: bool = False,
     ) -> Callable[[F], F]:
-        """Register the decorated function as the job type `name`."""
+        """Register the decorated function as the job type `name` (`join` and `partial`: see `JobType`)."""
         if not 1 <= max_attempts <= 10:
             raise ConfigError(f"job type {name!r}: max_attempts={max_attempts} must be from 1 to 10.")
         if not 1 <= timeout_s <= 86400:
@@ -94,7 +103,8 @@ class Registry:
                     "rename one."
                 )
             doc = description or inspect.getdoc(func) or ""
-            self._types[name] = JobType(name, func, payload, doc, max_attempts, timeout_s, requires_model)
+            self._types[name] = JobType(name, func, payload, doc, max_attempts, timeout_s, requires_model, join,
+                                        partial)
             return func
 
         return register

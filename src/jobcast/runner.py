@@ -5,7 +5,9 @@ emits `running`; `perform` validates the payload, calls the registered function
 with a `JobContext`, and ends the attempt through `transitions`: `completed` with
 the result; for an error or a time-out, a retry while attempts remain or else
 `failed`; `canceled` when the code stopped for a cancel, or did not stop within
-the grace period after one.
+the grace period after one. Code that splits its job into parts (`ctx.parts`)
+gives the worker back without ending the attempt; once the parts have ended, a
+trip of the job's own runs the type's join (`batches.py`).
 """
 
 from __future__ import annotations
@@ -13,17 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from rq.timeouts import JobTimeoutException
 
-from jobcast.context import JobCanceled, JobContext, JobFailed
+from jobcast import batches
+from jobcast.context import JobCanceled, JobContext, JobFailed, PartsStarted
 from jobcast.logs import current_job
-from jobcast.states import TERMINAL, Outcome, Status
+from jobcast.registry import JobType
+from jobcast.states import TERMINAL, Outcome, Stage, Status
 from jobcast.store.record import format_progress
-from jobcast.transitions import end_job, error_json, fail_attempt, start
+from jobcast.transitions import end_job, error_json, fail_attempt, part_failed_message, promote, start, start_join
 from jobcast.worker.runtime import Runtime, current_runtime, hard_stop
 
 __all__ = ["Attempt", "run_job"]
@@ -66,6 +71,8 @@ class Attempt:
         self.runtime, self.store, self.record = runtime, runtime.store, record
         self.canceled_at_start = canceled
         self.ctx: JobContext | None = None
+        self.joining = False
+        """A batch's join, not the job's function (`_joining`)."""
         self.t0 = time.monotonic()
         self.kill = hard_stop()  # read here: `overdue` runs on the context's own thread
 
@@ -85,6 +92,8 @@ class Attempt:
         if record["status"] in TERMINAL:
             log.info("job %s: already %s; skipping", job_id, record["status"])
             return None
+        if record["status"] == Status.RUNNING and record.get("stage") == Stage.JOIN:
+            return cls._joining(runtime, record, run)
         res, start_fields = start(store, record, run)
         if res.outcome == Outcome.PARKED:
             log.info("job %s: its owner runs its limit of jobs already; waiting for a slot", job_id)
@@ -97,11 +106,27 @@ class Attempt:
         store.tell_positions(record["queue"], at_most_every_ms=TELL_POSITIONS_EVERY_MS)
         return cls(runtime, record, bool(res.cancel))
 
+    @classmethod
+    def _joining(cls, runtime: Runtime, record: dict[str, str], run: int) -> Attempt | None:
+        """A batch whose parts have all ended, on its join's trip: it joins (None: not this trip's to)."""
+        res = start_join(runtime.store, record, run)
+        if res.outcome not in (Outcome.OK, Outcome.SAME):
+            log.info("job %s: join not started (%s)", record["id"], res.outcome)
+            return None
+        log.info("job %s: all %s parts ended; joining", record["id"], record.get("parts_total"))
+        attempt = cls(runtime, record, bool(res.cancel))
+        attempt.joining = True
+        return attempt
+
     def perform(self) -> None:
-        """Call the job's function and end the attempt by how it went; re-raise what RQ should see."""
+        """Call the job's function (or a batch's join) and end the attempt by how it went; re-raise what RQ
+        should see."""
         record = self.record
         try:
-            result_json = _result_json(self._call())
+            result_json = _result_json(self._join() if self.joining else self._call())
+        except PartsStarted:
+            log.info("job %s: split into parts; its worker is free", record["id"])
+            return
         except JobCanceled:
             self.finish(Status.CANCELED, message="Canceled", error=error_json("canceled", "canceled by request"))
             return
@@ -110,11 +135,11 @@ class Attempt:
             self.fail("timeout", f"the job ran past its time limit of {record['timeout_s']} s")
             raise
         except JobFailed as exc:
-            self.fail(exc.code, exc.message, exc.retryable)
+            self.fail(exc.code, exc.message, exc.retryable and not self.joining, exc.details)
             raise
         except Exception as exc:
             log.exception("job %s: %s raised", record["id"], record["type"])
-            self.fail("job_error", f"{type(exc).__name__}: {exc}")
+            self.fail("job_error", f"{type(exc).__name__}: {exc}", not self.joining)  # (a join: the parts stay)
             raise
         except BaseException:  # SystemExit, a stray CancelledError: the janitor reports the attempt as lost
             if self.ctx is not None:
@@ -122,19 +147,66 @@ class Attempt:
             raise
         self.finish(Status.COMPLETED, progress="100", message="Completed", stage="", result=result_json)
 
-    def _call(self) -> Any:
-        record = self.record
-        job_type = self.runtime.registry.get(record["type"])
+    def _type_and_payload(self, name: str, raw: str) -> tuple[JobType, BaseModel]:
+        job_type = self.runtime.registry.get(name)
         if job_type is None:
-            raise JobFailed(f"this worker has no job type {record['type']!r}; start workers with the same "
-                            "JOBCAST_JOB_MODULES as the API", code="unknown_type")
+            raise JobFailed(f"this worker has no job type {name!r}; start workers with the same "
+                            "JOBCAST_JOB_MODULES as the API", code="unknown_type", retryable=False)
         try:
-            payload = job_type.payload_model.model_validate_json(record["payload"])
+            return job_type, job_type.payload_model.model_validate_json(raw)
         except ValidationError as exc:
             raise JobFailed(f"the stored payload no longer fits the schema: {exc}", code="invalid_payload") from None
-        self.ctx = JobContext(self.store, record, on_overdue=self.overdue, canceled=self.canceled_at_start)
+
+    def _call(self) -> Any:
+        record = self.record
+        job_type, payload = self._type_and_payload(record["type"], record["payload"])
+        self.ctx = JobContext(self.store, record, on_overdue=self.overdue, canceled=self.canceled_at_start,
+                              on_split=self.split)
         self.ctx.check()
         return _call(job_type.func, self.ctx, payload)
+
+    def split(self, type_name: str, payloads: list[Any], weights: Sequence[float] | None) -> None:
+        """`ctx.parts()`: create the parts (`batches.split`); a JobFailed (not retried) for what cannot be split."""
+        record = self.record
+        job_type = self.runtime.registry.get(record["type"])
+        part_type = self.runtime.registry.get(type_name)
+        if job_type is None or job_type.join is None:
+            raise JobFailed(f"job type {record['type']!r} splits into parts but registers no join "
+                            "(job_type(..., join=...))", code="no_join", retryable=False)
+        if part_type is None:
+            raise JobFailed(f"no job type {type_name!r} for the parts", code="unknown_type", retryable=False)
+        models = []
+        for i, payload in enumerate(payloads):
+            try:
+                models.append(payload if isinstance(payload, part_type.payload_model)
+                              else part_type.payload_model.model_validate(payload))
+            except ValidationError as exc:
+                raise JobFailed(f"part {i}: the payload does not fit job type {type_name!r}: {exc}",
+                                code="invalid_parts", retryable=False) from None
+        try:
+            ids = batches.split(self.store, record, part_type, models, weights, job_type.partial)
+        except ValueError as exc:
+            raise JobFailed(str(exc), code="invalid_parts", retryable=False) from None
+        except RuntimeError as exc:
+            raise JobCanceled(str(exc)) from None
+        log.info("job %s: split into %d parts of %s", record["id"], len(ids), type_name)
+        promote(self.store, record["owner"])  # the slot it held is its parts' now
+
+    def _join(self) -> Any:
+        """A batch's join: the type's join function with its parts' results; `part_failed` when a part did
+        not complete and the type takes no partial results."""
+        record = self.record
+        job_type, payload = self._type_and_payload(record["type"], record["payload"])
+        self.ctx = JobContext(self.store, record, on_overdue=self.overdue, canceled=self.canceled_at_start)
+        self.ctx.check()
+        parts = batches.results(self.store, record)
+        if parts.failed and not job_type.partial:
+            first = parts.failed[0]
+            raise JobFailed(part_failed_message(first, len(parts.results)), code="part_failed",
+                            details={"part_id": first["id"], "part": first["part"], "error": first["error"]})
+        if job_type.join is None:
+            raise JobFailed(f"job type {record['type']!r} registers no join for its parts", code="no_join")
+        return job_type.join(self.ctx, payload, parts)
 
     def _output(self) -> tuple[dict[str, str], list[bytes]]:
         """Close the context; the record fields and items this attempt leaves behind."""
@@ -143,7 +215,8 @@ class Attempt:
         self.ctx.close()
         progress, _, stage = self.ctx.current
         fields = {"progress": format_progress(progress), "stage": stage or "", "text": self.ctx.output_text}
-        return fields, self.ctx.output_items
+        # (a batch's items are its parts', forwarded to its own list as they came)
+        return fields, self.store.output_items(self.record["id"]) if self.joining else self.ctx.output_items
 
     def finish(self, status: Status, **fields: str) -> None:
         """End the attempt, and the job, `status` (completed or canceled)."""
@@ -153,10 +226,11 @@ class Attempt:
         log.info("job %s: %s after %.3fs (%s)", self.record["id"], status, time.monotonic() - self.t0,
                  result.outcome)
 
-    def fail(self, code: str, message: str, retryable: bool = True) -> None:
+    def fail(self, code: str, message: str, retryable: bool = True, details: Any = None) -> None:
         """End the attempt failed: a retry later while attempts remain (and `retryable`), else the job fails."""
         base, items = self._output()
-        fail_attempt(self.store, self.record, code, message, items=items, fields=base, retryable=retryable)
+        fail_attempt(self.store, self.record, code, message, items=items, fields=base, retryable=retryable,
+                     details=details)
 
     def overdue(self) -> None:
         """The job's code did not stop within the cancel grace period: end it canceled, and stop the code

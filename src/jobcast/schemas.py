@@ -63,6 +63,8 @@ class JobError(_Response):
 
     code: str
     message: str
+    details: Any = Field(None, description="More about it, for some codes: `part_failed` names the part's `part_id`, "
+                                           "its index `part` and its `error`.")
 
 
 class WebhookState(_Response):

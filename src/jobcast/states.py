@@ -27,7 +27,8 @@ TERMINAL: Final = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELED})
 
 
 class Stage(StrEnum):
-    """The stages jobcast itself gives a queued job (job code names its own stages while it runs)."""
+    """The stages jobcast itself gives a queued job, or a running batch (job code names its own stages while it
+    runs)."""
 
     QUEUED = "queued"
     """In its RQ queue: "Queued (N ahead)"."""
@@ -35,6 +36,10 @@ class Stage(StrEnum):
     """Outside RQ, waiting for one of its owner's slots."""
     RETRY = "retry"
     """Waiting for its next automatic attempt."""
+    PARTS = "parts"
+    """A running batch whose parts run as jobs of their own (`batches.py`): no code of its own runs."""
+    JOIN = "join"
+    """A running batch whose parts have all ended: its join is due (or running) on a worker."""
 
 
 class Outcome(StrEnum):

@@ -35,7 +35,7 @@ from jobcast.store import Store, trips
 from jobcast.store.record import job_object, now_iso, now_ms, pending_webhook
 from jobcast.web.auth import ANONYMOUS, Auth
 
-__all__ = ["Accepted", "accept", "create", "invalid", "submit", "submit_sync"]
+__all__ = ["Accepted", "accept", "create", "invalid", "stored_payload", "submit", "submit_sync"]
 
 
 def invalid(path: str, message: str) -> ValidationFailed:
@@ -71,7 +71,7 @@ def accept(registry: Registry, settings: Settings, owner: str, request: SubmitRe
     return Accepted(jtype, request, payload, webhook_url)
 
 
-def _stored_payload(payload: BaseModel) -> str:
+def stored_payload(payload: BaseModel) -> str:
     """The payload as sent, by alias: static defaults are left out (the worker's validation fills them in
     again, and a short record stays compact in Redis), values from default factories kept (every attempt
     sees the id or time the API saw)."""
@@ -92,7 +92,7 @@ def create(store: Store, owner: str, accepted: Accepted, *, job_id: str | None =
         "id": job_id, "type": jtype.name, "owner": owner, "status": Status.QUEUED, "progress": "0",
         "stage": Stage.QUEUED, "attempt": "1", "max_attempts": str(req.max_attempts or jtype.max_attempts),
         "timeout_s": str(req.timeout_s or jtype.timeout_s), "tags": orjson.dumps(req.tags).decode(),
-        "payload": _stored_payload(accepted.payload), "queue": settings.queue, "created_at": created_at,
+        "payload": stored_payload(accepted.payload), "queue": settings.queue, "created_at": created_at,
         "created_ms": str(created_ms), "idem_key": idem_key,
         "webhook": pending_webhook(accepted.webhook_url) if accepted.webhook_url else "",
     }

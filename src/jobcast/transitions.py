@@ -12,6 +12,9 @@
 - promote (`promote`): waiting for a slot -> queued, and into RQ; an end, the janitor.
 - requeue (`requeue`): due in the delayed set -> a new trip through RQ; `retry`, `promote`, the janitor.
 - reconcile (`reconcile`): handed to RQ but lost there -> sent again, or failed; the janitor.
+- split (`batches.split`): running -> running in stage `parts`, its parts queued; job code (`ctx.parts`).
+- join (`start_join`): a batch whose parts all ended (stage `join`) -> its join runs; the runner.
+- a part ends (`end_job`): its batch joins once all have; one that failed fails the batch (`fail_batch`).
 
 Each is one guarded change of the store (one Lua script), so whichever path
 comes first wins and the others are refused: every loss is reported once. A
@@ -27,16 +30,17 @@ import os
 import random
 import socket
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
 from jobcast.states import Outcome, Stage, Status
 from jobcast.store import EmitResult, Store, trips
-from jobcast.store.record import job_object, now_iso, now_ms, pending_webhook
+from jobcast.store.record import job_object, now_iso, now_ms, part_of, pending_webhook
 
 __all__ = [
-    "RQ_JOB_LOST", "cancel", "delete", "end_job", "error_json", "fail_attempt", "lose", "promote", "reconcile",
-    "requeue", "retry", "retry_delay", "start",
+    "RQ_JOB_LOST", "cancel", "delete", "end_job", "error_json", "fail_attempt", "fail_batch", "lose",
+    "part_failed_message", "promote", "reconcile", "requeue", "retry", "retry_delay", "start", "start_join",
 ]
 
 log = logging.getLogger("jobcast.lifecycle")  # (the name its log lines have always had)
@@ -44,8 +48,11 @@ log = logging.getLogger("jobcast.lifecycle")  # (the name its log lines have alw
 MAX_RETRY_DELAY_S = 300.0
 
 
-def error_json(code: str, message: str) -> str:
-    return orjson.dumps({"code": code, "message": message[:2000]}).decode()
+def error_json(code: str, message: str, details: Any = None) -> str:
+    error: dict[str, Any] = {"code": code, "message": message[:2000]}
+    if details is not None:
+        error["details"] = details
+    return orjson.dumps(error).decode()
 
 
 def start(store: Store, record: Mapping[str, str], run: int) -> tuple[EmitResult, dict[str, str]]:
@@ -58,8 +65,27 @@ def start(store: Store, record: Mapping[str, str], run: int) -> tuple[EmitResult
               "worker": f"{socket.gethostname()}:{os.getpid()}"}
     res = store.emit(record["id"], "start", owner=record["owner"], ts=started, fields=fields,
                      guard_status=(Status.QUEUED,), guard_attempt=int(record["attempt"]), guard_run=run,
-                     heartbeat_ms=now_ms() + int(store.settings.heartbeat_deadline_s * 1000))
+                     heartbeat_ms=now_ms() + int(store.settings.heartbeat_deadline_s * 1000),
+                     part=part_of(record))
     return res, fields
+
+
+def start_join(store: Store, record: Mapping[str, str], run: int) -> EmitResult:
+    """A batch whose parts have all ended starts its join on its `run`-th trip: back in the running set
+    (its worker's heartbeat keeps it there), "Joining the parts' results"."""
+    res = store.emit(record["id"], "state", owner=record["owner"], ts=now_iso(),
+                     fields={"message": "Joining the parts' results", "stage": Stage.JOIN},
+                     guard_status=(Status.RUNNING,), guard_attempt=int(record["attempt"]), guard_run=run)
+    if res.outcome in (Outcome.OK, Outcome.SAME):
+        store.joining(record["id"])
+    return res
+
+
+def part_failed_message(failed: Mapping[str, Any], total: int) -> str:
+    """The message of a batch that fails for its part `failed` (as `batches.PartResults.failed` has it)."""
+    error = failed.get("error") or {}
+    why = error.get("message") or failed["status"]
+    return f"part {failed['part'] + 1} of {total} {failed['status']}: {why}"
 
 
 def end_job(
@@ -92,12 +118,49 @@ def end_job(
         fields={k: final[k] for k in ("status", "ended_at", "eta_s", "queue_position", *fields)},
         guard_status=guard_status,
         guard_attempt=int(record["attempt"]),
+        part=part_of(record),
     )
     if res.outcome == Outcome.OK:
         promote(store, record["owner"])  # the end freed one of the owner's slots (or a place in its line)
         if hook:
             trips.enqueue_delivery(store, record["id"], int(record["attempt"]))
+        if record.get("parent_id"):
+            _part_ended(store, final, status)
+        if record.get("part_ids") and status != Status.COMPLETED:
+            _cancel_parts(store, record, f"its batch {record['id']} was {status}")
     return res
+
+
+def _part_ended(store: Store, part: Mapping[str, str], status: str) -> None:
+    """After a part's end: its batch joins once every part has ended (the end's script moved it to `join`,
+    due now: send it on at once); a part that did not complete fails a batch that takes no partial results."""
+    parent = store.load(part["parent_id"])
+    if parent is None or parent["status"] != Status.RUNNING:
+        return
+    if parent.get("stage") == Stage.JOIN:
+        requeue(store, parent["id"])
+    elif status != Status.COMPLETED and not parent.get("partial") and parent.get("stage") == Stage.PARTS:
+        fail_batch(store, parent, part, status)
+
+
+def fail_batch(store: Store, parent: Mapping[str, str], part: Mapping[str, str], status: str) -> EmitResult:
+    """A part of the batch `parent` ended `status` (failed after its own attempts, or canceled): the batch
+    fails with `part_failed` (the part's id and error in `details`), and its other parts are canceled."""
+    error = orjson.loads(part["error"]) if part.get("error") else None
+    failed = {"part": int(part["part"]), "id": part["id"], "status": status, "error": error}
+    message = part_failed_message(failed, int(parent.get("parts_total") or 0))
+    log.info("job %s: %s; the batch fails", parent["id"], message)
+    return end_job(store, parent, Status.FAILED, items=store.output_items(parent["id"]),
+                   guard_status=(Status.RUNNING,),
+                   fields={"message": f"Failed: {message}"[:200],
+                           "error": error_json("part_failed", message,
+                                               {"part_id": part["id"], "part": int(part["part"]), "error": error})})
+
+
+def _cancel_parts(store: Store, parent: Mapping[str, str], reason: str) -> None:
+    """Cancel every part of a batch that has not ended (a queued one ends at once, a running one stops)."""
+    for part_id in orjson.loads(parent["part_ids"]):
+        cancel(store, part_id, reason)
 
 
 def promote(store: Store, owner: str) -> None:
@@ -122,6 +185,7 @@ def fail_attempt(
     items: list[bytes],
     fields: Mapping[str, str] | None = None,
     retryable: bool = True,
+    details: Any = None,
 ) -> EmitResult:
     """The running attempt failed: schedule the next one while attempts remain, else end the job `failed`.
 
@@ -141,12 +205,13 @@ def fail_attempt(
             "queue_position": "", "eta_s": "", "started_at": "",
         }
         res = store.emit(record["id"], "again", owner=record["owner"], ts=now_iso(), fields=next_fields,
-                         guard_status=(Status.RUNNING,),
-                         guard_attempt=attempt, retry_at_ms=now_ms() + int(delay * 1000))
+                         guard_status=(Status.RUNNING,), guard_attempt=attempt,
+                         retry_at_ms=now_ms() + int(delay * 1000), part=part_of(record))
         log.info("job %s: attempt %d failed (%s); retry in %.1fs (%s)", record["id"], attempt, code, delay, res.outcome)
         return res
     res = end_job(store, record, Status.FAILED, items=items, guard_status=(Status.RUNNING,),
-                  fields={**(fields or {}), "message": f"Failed: {message}"[:200], "error": error_json(code, message)})
+                  fields={**(fields or {}), "message": f"Failed: {message}"[:200],
+                          "error": error_json(code, message, details)})
     log.info("job %s: failed (%s) after attempt %d of %d (%s)", record["id"], code, attempt, max_attempts, res.outcome)
     return res
 
@@ -168,7 +233,7 @@ def requeue(store: Store, job_id: str) -> bool:
     leaves the job there for the janitor to pick up, never lost.
     """
     done, record = trips.send_again(store, job_id)
-    if record is None:
+    if record is None or record["status"] != Status.QUEUED:  # (a batch's join goes as it is)
         return done
     store.emit(job_id, "state", owner=record["owner"], ts=now_iso(),
                fields={"stage": Stage.QUEUED, "message": "Queued"}, guard_status=(Status.QUEUED,),
@@ -219,14 +284,21 @@ def lose(store: Store, job_id: str) -> None:
         return
     if deadline is not None and deadline > now_ms():
         return  # a heartbeat came in just now
+    if record.get("stage") == Stage.JOIN:  # its join's worker died: the join runs again, the parts stay
+        log.warning("job %s: the worker joining its parts was lost; joining again", job_id)
+        store.forget_running(job_id)
+        store.due_now(job_id)
+        requeue(store, job_id)
+        return
     items = store.output_items(job_id)
     log.warning("job %s: worker lost (no heartbeat for %ss)", job_id, store.settings.heartbeat_deadline_s)
     fail_attempt(store, record, "worker_lost",
                  "the worker running this job stopped responding (its process died or was killed)", items=items)
 
 
-def cancel(store: Store, job_id: str) -> str:
-    """Cancel a job: a queued one ends `canceled` at once, a running one is asked to stop.
+def cancel(store: Store, job_id: str, reason: str = "canceled by request") -> str:
+    """Cancel a job: a queued one ends `canceled` at once, a running one is asked to stop; a batch running
+    its parts ends `canceled` at once, and so do its parts (`end_job`).
 
     Returns `canceled`, `stopping` (the worker ends it within the cancel grace
     period), the terminal status it already had, or `missing`.
@@ -237,7 +309,13 @@ def cancel(store: Store, job_id: str) -> str:
             return "missing"
         status = record["status"]
         if status == Status.QUEUED:
-            res = cancel_queued(store, record, store.output_items(job_id), "canceled by request")
+            res = cancel_queued(store, record, store.output_items(job_id), reason)
+            if res.outcome == Outcome.OK:
+                return "canceled"
+        elif status == Status.RUNNING and record.get("stage") in (Stage.PARTS, Stage.JOIN):
+            res = end_job(store, record, Status.CANCELED, items=store.output_items(job_id),
+                          guard_status=(Status.RUNNING,),
+                          fields={"message": "Canceled", "error": error_json("canceled", reason)})
             if res.outcome == Outcome.OK:
                 return "canceled"
         elif status == Status.RUNNING:

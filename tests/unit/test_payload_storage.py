@@ -7,7 +7,7 @@ import uuid
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobcast.submission import _stored_payload
+from jobcast.submission import stored_payload
 
 
 class Payload(BaseModel):
@@ -20,7 +20,7 @@ class Payload(BaseModel):
 
 def test_static_defaults_are_left_out_factory_values_kept_aliases_used() -> None:
     payload = Payload.model_validate({"displayName": "Ada"})
-    stored = orjson.loads(_stored_payload(payload))
+    stored = orjson.loads(stored_payload(payload))
     assert stored == {"seed": payload.seed, "displayName": "Ada"}
-    again = Payload.model_validate_json(_stored_payload(payload))  # what the worker does
+    again = Payload.model_validate_json(stored_payload(payload))  # what the worker does
     assert again == payload

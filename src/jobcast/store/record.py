@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -17,6 +18,8 @@ import orjson
 from jobcast.states import TERMINAL, Stage, Status
 
 __all__ = [
+    "PART_COUNTS",
+    "Part",
     "QUEUED_MESSAGE",
     "WAITING_MESSAGE",
     "decode",
@@ -24,9 +27,30 @@ __all__ = [
     "job_object",
     "now_iso",
     "now_ms",
+    "part_of",
     "pending_webhook",
     "queued_message",
 ]
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A job that is part `index` (0-based) of the batch `parent`, counting `weight` in its progress."""
+
+    parent: str
+    index: int
+    weight: float
+
+
+def part_of(record: Mapping[str, str]) -> Part | None:
+    """The batch a job's record says it is a part of, or None."""
+    parent = record.get("parent_id")
+    if not parent:
+        return None
+    return Part(parent, int(record["part"]), float(record.get("weight") or 1))
+
+
+PART_COUNTS: Final = ("total", "queued", "running", "completed", "failed", "canceled")
+"""A batch's `parts` counts, each a field `parts_<name>` of its record."""
 
 QUEUED_MESSAGE: Final = "Queued ({n} ahead)"
 """The message of a job waiting in its RQ queue; `{n}` is how many jobs are ahead."""
@@ -130,8 +154,8 @@ def job_object(
         obj["webhook"] = {k: v for k, v in orjson.loads(hook).items() if k != "url"}
     else:
         obj["webhook"] = _json(hook)
-    # (v3's batches and model usage: no job has them yet, so the fields are there, null, as the contract shapes them)
-    obj["parent_id"] = None
-    obj["parts"] = None
-    obj["usage"] = None
+    obj["parent_id"] = record.get("parent_id") or None
+    obj["parts"] = ({name: int(record.get(f"parts_{name}") or 0) for name in PART_COUNTS}
+                    if record.get("parts_total") else None)
+    obj["usage"] = None  # (model usage: issue 18)
     return obj

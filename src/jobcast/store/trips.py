@@ -12,7 +12,7 @@ jobcast's own MULTI where the two must happen together.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, cast
 
 from redis.client import Pipeline
@@ -26,7 +26,8 @@ from jobcast.store.record import now_ms
 from jobcast.store.writer import Store, count_submission
 
 __all__ = [
-    "DELIVER", "DELIVERY_DEADLINE_S", "DELIVERY_RETRIES", "RUN_JOB", "Whereabouts", "check", "create", "delete_runs",
+    "DELIVER", "DELIVERY_DEADLINE_S", "DELIVERY_RETRIES", "RUN_JOB", "Whereabouts", "check", "create", "create_parts",
+    "delete_runs",
     "enqueue_delivery", "remove", "rq_job_id", "send_again",
 ]
 
@@ -78,6 +79,30 @@ def create(store: Store, fields: Mapping[str, str], created_ms: int, ts: str, *,
     return ahead
 
 
+def create_parts(store: Store, parent_id: str, parts: Sequence[Mapping[str, str]], created_ms: int, ts: str,
+                 also: Callable[[Pipeline], None]) -> Literal["ok", "stopped", "busy"]:
+    """Write the records of a batch's parts and enqueue their first trips, and queue `also(pipe)` (the
+    parent's move to stage `parts`), in one MULTI, watching the parent's record: `ok`; `stopped`, writing
+    nothing, when the parent is no longer running or is asked to cancel; `busy` when it changed meanwhile
+    (look again)."""
+    key = store.keys.job(parent_id)
+    with store.redis.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(key)  # type: ignore[no-untyped-call]
+            status, cancel = cast(list[bytes | None], pipe.hmget(key, ["status", "cancel"]))
+            if status != Status.RUNNING.encode() or cancel == b"1":
+                return "stopped"
+            pipe.multi()
+            for fields in parts:
+                store.create(pipe, fields["id"], fields["owner"], created_ms, ts, fields)
+                _enqueue(store, pipe, fields, 1)
+            also(pipe)
+            pipe.execute()
+        except WatchError:
+            return "busy"
+    return "ok"
+
+
 def send_again(store: Store, job_id: str) -> tuple[bool, dict[str, str] | None]:
     """Send a queued job whose time has come (`{p}:delayed`) to RQ as its next trip.
 
@@ -90,8 +115,7 @@ def send_again(store: Store, job_id: str) -> tuple[bool, dict[str, str] | None]:
         try:
             pipe.watch(keys.job(job_id))  # type: ignore[no-untyped-call]
             record = store.load(job_id)
-            if (record is None or record["status"] != Status.QUEUED
-                    or record.get("stage") not in (Stage.RETRY, Stage.QUEUED)):
+            if record is None or not _due_to_run(record):
                 pipe.multi()
                 pipe.zrem(keys.delayed, job_id)
                 pipe.execute()
@@ -107,6 +131,13 @@ def send_again(store: Store, job_id: str) -> tuple[bool, dict[str, str] | None]:
     return True, record
 
 
+def _due_to_run(record: Mapping[str, str]) -> bool:
+    """A job waiting to be sent to RQ: queued for its (next) attempt, or a batch whose join is due."""
+    if record["status"] == Status.QUEUED:
+        return record.get("stage") in (Stage.RETRY, Stage.QUEUED)
+    return record["status"] == Status.RUNNING and record.get("stage") == Stage.JOIN
+
+
 def check(store: Store, job_id: str) -> tuple[Whereabouts, dict[str, str] | None]:
     """Check that a job handed to RQ is still in RQ's hands; send it again if RQ holds it but nothing will
     run it. Returns where it was found (`Whereabouts`) and its record (None for `left` and `busy`)."""
@@ -115,8 +146,8 @@ def check(store: Store, job_id: str) -> tuple[Whereabouts, dict[str, str] | None
         try:
             pipe.watch(keys.job(job_id))  # type: ignore[no-untyped-call]
             record = store.load(job_id)
-            if (record is None or record["status"] != Status.QUEUED or record.get("stage") == Stage.WAITING
-                    or pipe.zscore(keys.delayed, job_id) is not None):
+            if (record is None or not _due_to_run(record) and record["status"] != Status.QUEUED
+                    or record.get("stage") == Stage.WAITING or pipe.zscore(keys.delayed, job_id) is not None):
                 pipe.multi()
                 pipe.zrem(keys.queued, job_id)
                 pipe.execute()

@@ -24,10 +24,10 @@ from jobcast.settings import Settings
 from jobcast.states import TERMINAL, Outcome, Stage
 from jobcast.store.connections import REDIS_TROUBLE
 from jobcast.store.keys import Keys
-from jobcast.store.record import QUEUED_MESSAGE, WAITING_MESSAGE, decode, now_iso, now_ms
+from jobcast.store.record import QUEUED_MESSAGE, WAITING_MESSAGE, Part, decode, now_iso, now_ms
 from jobcast.store.scripts import CHANGE_LUA, CREATE_LUA, DELETE_LUA, HEARTBEAT_LUA, POSITIONS_LUA, PROMOTE_LUA
 
-__all__ = ["EmitKind", "EmitResult", "Store", "count_submission", "owner_entry"]
+__all__ = ["EmitKind", "EmitResult", "QUEUED_IN_PIPE", "Store", "count_submission", "owner_entry"]
 
 log = logging.getLogger("jobcast.store")
 
@@ -57,6 +57,10 @@ class EmitResult:
     """Whether a cancel has been requested for the job."""
     outcome: Outcome
     """`ok`, `same` (nothing visible changed, no event), `refused` (a guard failed) or `missing`."""
+
+
+QUEUED_IN_PIPE = EmitResult(0, False, Outcome.OK)
+"""What `Store.emit` returns for a change it queued in a MULTI."""
 
 
 def owner_entry(created_ms: int, job_id: str) -> str:
@@ -254,6 +258,18 @@ class Store:
         """When a running job's worker must next be heard from (ms), or None if it is not in the running set."""
         return self.redis.zscore(self.keys.running, job_id)
 
+    def joining(self, job_id: str) -> None:
+        """A batch's join has started: in the running set until its heartbeat stops, no longer waiting for RQ."""
+        deadline = now_ms() + int(self.settings.heartbeat_deadline_s * 1000)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.keys.running, {job_id: deadline})
+            pipe.zrem(self.keys.queued, job_id)
+            pipe.execute()
+
+    def due_now(self, job_id: str) -> None:
+        """Put a job in the delayed set, due now (the way back into RQ: `transitions.requeue`)."""
+        self.redis.zadd(self.keys.delayed, {job_id: now_ms()})
+
     def forget_running(self, job_id: str) -> None:
         """Take a job that is no longer running out of the running set."""
         self.redis.zrem(self.keys.running, job_id)
@@ -275,6 +291,8 @@ class Store:
         heartbeat_ms: int | None = None,
         retry_at_ms: int | None = None,
         op: str | None = None,
+        part: Part | None = None,
+        pipe: Pipeline | None = None,
     ) -> EmitResult:
         """Apply one change of `kind` to job `job_id` of `owner` atomically, by its script in `lua/`
         (`CHANGE_LUA`: each says what it does and what it takes).
@@ -286,7 +304,10 @@ class Store:
         `heartbeat_ms` is a `start`'s first heartbeat deadline, `retry_at_ms` when an `again`'s next attempt
         is due. `owner` (whose feed every change goes to, and whose slots a start or an end touches) is read
         from the record when not given: one round trip more. `op` names the write (default: a fresh random id),
-        so that sending it again is harmless.
+        so that sending it again is harmless. `part`: the job is a part of a batch (`record.part_of`), whose
+        parent the same script changes too (its counts, progress and items: `to_parent` in `lua/lib.lua`).
+        With `pipe` (a MULTI), the change is queued there, and its outcome comes with the MULTI's answers
+        (`QUEUED_IN_PIPE` is returned).
         """
         k = self.keys
         fields = fields or {}
@@ -307,11 +328,18 @@ class Store:
             "heartbeat_ms": _text(heartbeat_ms), "retry_at_ms": _text(retry_at_ms),
             "op": op or os.urandom(8).hex(),
         }
+        keys = self._change_keys(kind, job_id, owner)
+        if part is not None:
+            options.update(parent=part.parent, part=str(part.index), weight=str(part.weight),
+                           parent_channel=k.channel(part.parent), ts=ts or now_iso())
+            keys += [k.job(part.parent), k.events(part.parent), k.items(part.parent), k.delayed]
         args: list[str | bytes] = [orjson.dumps(options), data, raw]
         for name, value in fields.items():
             args += [name, value]
-        keys = self._change_keys(kind, job_id, owner)
         script = self._change[kind]
+        if pipe is not None:
+            script(keys=keys, args=args, client=pipe)
+            return QUEUED_IN_PIPE
         seq, cancel, outcome = self._ride_out(lambda: script(keys=keys, args=args), job_id)
         return EmitResult(int(seq), bool(cancel), Outcome(outcome.decode()))
 

@@ -8,6 +8,7 @@
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] running jobs (zset)
 -- KEYS[5] delayed retries (zset)   KEYS[6] jobs handed to RQ and not started yet (zset)
 -- KEYS[7] the counters of `web/metrics.py`   KEYS[8] the owner's feed
+-- (a part's parent's keys last: `parent_of` in lib.lua)
 -- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); feed_channel, feed_kept; id, event, channel, ts;
 --   events_kept; retry_at_ms (when the next attempt is due)
 -- ARGV[2], ARGV[3] unused   ARGV[4..] field, value pairs of the queued job (its new `attempt` among them)
@@ -36,4 +37,6 @@ redis.call('ZREM', queued, id)
 redis.call('PERSIST', job)
 redis.call('PERSIST', events)
 redis.call('PERSIST', items)
+local parent = parent_of(o)
+if parent then to_parent(parent, o, stats, KEYS[8], {from = cur.status, to = 'queued', progress = '0'}) end
 return {seq, cur.cancel, 'ok'}

@@ -126,3 +126,65 @@ local function observe_run(job, stats, now)
   local jtype, started = redis.call('HGET', job, 'type'), redis.call('HGET', job, 'started_ms')
   observe(stats, 'run', jtype, math.max(0, now - tonumber(started or now)))
 end
+
+-- A part of a batch (a job with `o.parent`: see `batches.py`) changes its
+-- parent in the same step. The parent's hash, log, item list and the delayed
+-- set are then the last four KEYS. `c` says what changed: the part moved from
+-- status `c.from` to `c.to` (the parent's `parts_<status>` counts), its
+-- progress is now `c.progress` (the parent's progress is the parts' weighted
+-- sum, `parts_psum` / `parts_wsum`, over what was left of 100 when it split,
+-- `parts_from`, and never goes down), or it produced item
+-- `c.item` (its event data `c.item_event`), which the parent's stream carries
+-- with the part's index. Only a parent running its parts (stage `parts`) gets
+-- events; the last part to end moves it to stage `join`, due now in the
+-- delayed set, from where a worker runs its join (`runner.Attempt`).
+local function parent_of(o)
+  if (o.parent or '') == '' then return nil end
+  local n = #KEYS
+  return {job = KEYS[n - 3], events = KEYS[n - 2], items = KEYS[n - 1], delayed = KEYS[n], id = o.parent,
+          channel = o.parent_channel, part = o.part, weight = tonumber(o.weight)}
+end
+
+local PARENT = {'status', 'attempt', 'progress', 'message', 'stage', 'seq', 'parts_psum', 'parts_wsum', 'parts_total',
+                'parts_completed', 'parts_failed', 'parts_canceled', 'parts_from'}
+
+local function to_parent(p, o, stats, feed_key, c)
+  local job = p.job
+  if redis.call('EXISTS', job) == 0 then return end
+  if c.from then redis.call('HINCRBY', job, 'parts_' .. c.from, -1) end
+  if c.to then redis.call('HINCRBY', job, 'parts_' .. c.to, 1) end
+  local v = redis.call('HMGET', job, unpack(PARENT))
+  local psum = tonumber(v[7] or '0')
+  if c.progress then
+    local before = tonumber(redis.call('HGET', job, 'pp:' .. p.part) or '0')
+    psum = psum + p.weight * (tonumber(c.progress) - before)
+    redis.call('HSET', job, 'parts_psum', tostring(psum), 'pp:' .. p.part, c.progress)
+  end
+  if v[1] ~= 'running' or v[5] ~= 'parts' then return end
+  local feed = {key = feed_key, channel = o.feed_channel, kept = o.feed_kept, job = p.id}
+  local seq = tonumber(v[6])
+  if c.item then
+    redis.call('RPUSH', p.items, c.item)
+    redis.call('LTRIM', p.items, -tonumber(o.items_kept), -1)
+    seq = seq + 1
+    append_event(p.events, stats, p.channel, seq, 'output',
+                 string.sub(c.item_event, 1, -2) .. ',"part":' .. p.part .. '}', o.events_kept, nil, feed)
+  end
+  local total = tonumber(v[9])
+  local ended = tonumber(v[10] or '0') + tonumber(v[11] or '0') + tonumber(v[12] or '0')
+  local from = tonumber(v[13] or '0')
+  local progress = math.max(tonumber(v[3]), math.floor((from + (100 - from) * psum / tonumber(v[8]) / 100) * 10) / 10)
+  local message, stage = ended .. '/' .. total .. ' parts done', 'parts'
+  if ended >= total then
+    message, stage = "Joining the parts' results", 'join'
+    redis.call('ZADD', p.delayed, now_ms(), p.id)
+  end
+  local shown = string.format('%g', progress)
+  if shown ~= v[3] or message ~= v[4] or stage ~= v[5] then
+    seq = seq + 1
+    local data, stored = state_json('running', shown, message, stage, v[2], '', '', o.ts)
+    redis.call('HSET', job, 'progress', shown, 'message', message, 'stage', stage)
+    append_event(p.events, stats, p.channel, seq, 'state', data, o.events_kept, stored, feed)
+  end
+  redis.call('HSET', job, 'seq', seq)
+end

@@ -5,6 +5,7 @@
 -- outcome 'same', and no event.
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] the counters of `web/metrics.py`   KEYS[4] the owner's feed
+-- (a part's parent's keys last: `parent_of` in lib.lua)
 -- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); feed_channel, feed_kept; event, channel, ts; events_kept
 -- ARGV[2], ARGV[3] unused   ARGV[4..] field, value pairs to set (never `status` or `attempt`)
 -- Returns {seq, cancel, 'ok' | 'same' | 'refused' | 'missing'}.
@@ -18,4 +19,6 @@ local data, stored = state_event(job, cur, set, o.ts)
 if not data then return {cur.seq, cur.cancel, 'same'} end
 local seq = commit(job, cur, set, o.op, 'ok')
 append_event(events, stats, o.channel, seq, o.event, data, o.events_kept, stored, feed_of(4, o))
+local parent = parent_of(o)
+if parent and set.progress then to_parent(parent, o, stats, KEYS[4], {progress = set.progress}) end
 return {seq, cur.cancel, 'ok'}

@@ -1,0 +1,117 @@
+"""Batches: one job in many parts, run by any free worker, followed as one job.
+
+Job code calls `ctx.parts(type, payloads, weights)`. `split` creates the parts,
+jobs of their own (the parent's owner and tags, no webhook: the batch's fires
+once; `parent_id`, their index and weight on each record), enqueued in one MULTI
+with the parent's move to stage `parts` ("0/N parts done"). The parent then gives
+its worker back (`context.PartsStarted`): it stays `running` with its attempt, out of the
+running set (no code of its runs, so no heartbeat) and without one of its
+owner's slots (the parts take them). Every change of a part changes its parent in
+the same script (`to_parent` in `store/lua/lib.lua`): the parts' counts, the
+progress (the parts' weighted sum over what was left when it split, never going
+down), each item (with the part's index), "k/N parts done". The last part to end
+moves the parent to stage `join`, due now in the delayed set; a worker then runs
+the type's join with the parts' results in part order (`runner.Attempt`), and the
+parent ends as any job does.
+
+The moves that end a batch early are in `transitions.py`: a part that fails
+after its own attempts fails the batch with `part_failed` and cancels the rest
+(unless the type takes partial results: its join then gets what completed), and
+canceling the batch cancels every part not ended.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from jobcast.registry import JobType
+from jobcast.states import TERMINAL, Stage, Status
+from jobcast.store import Store, trips
+from jobcast.store.record import now_iso, now_ms
+from jobcast.submission import stored_payload
+
+__all__ = ["MAX_PARTS", "PartResults", "part_ids", "results", "split"]
+
+MAX_PARTS = 1000
+"""The most parts one batch may have."""
+
+
+@dataclass(frozen=True)
+class PartResults:
+    """What a batch's join gets: each part's result in part order (None for a part that did not complete),
+    and the parts that did not, as `{"part", "id", "status", "error"}`."""
+
+    results: list[Any]
+    failed: list[dict[str, Any]]
+
+
+def split(store: Store, record: Mapping[str, str], part_type: JobType, payloads: Sequence[BaseModel],
+          weights: Sequence[float] | None, partial: bool) -> list[str]:
+    """Create the parts of the running job `record` and move it to stage `parts`; the parts' ids. Raises
+    ValueError for weights that do not fit, RuntimeError when the job stopped meanwhile (a cancel)."""
+    n = len(payloads)
+    if not 1 <= n <= MAX_PARTS:
+        raise ValueError(f"a batch has from 1 to {MAX_PARTS} parts, not {n}")
+    shares = [1.0] * n if weights is None else [float(w) for w in weights]
+    if len(shares) != n or any(not w > 0 for w in shares):
+        raise ValueError(f"weights: one positive number per part ({n}), got {list(weights or [])!r}")
+    parent, owner, settings = record["id"], record["owner"], store.settings
+    created_ms, ts = now_ms(), now_iso()
+    parts = [{
+        "id": uuid.uuid4().hex, "type": part_type.name, "owner": owner, "status": Status.QUEUED, "progress": "0",
+        "stage": Stage.QUEUED, "attempt": "1", "max_attempts": str(part_type.max_attempts),
+        "timeout_s": str(part_type.timeout_s), "tags": record.get("tags") or "{}",
+        "payload": stored_payload(payload), "queue": record["queue"], "created_at": ts, "created_ms": str(created_ms),
+        "idem_key": "", "webhook": "", "parent_id": parent, "part": str(i), "weight": repr(shares[i]),
+    } for i, payload in enumerate(payloads)]
+    ids = [p["id"] for p in parts]
+    fields = {
+        "stage": Stage.PARTS, "message": f"0/{n} parts done", "part_ids": orjson.dumps(ids).decode(),
+        "partial": "1" if partial else "", "parts_total": str(n), "parts_queued": str(n), "parts_running": "0",
+        "parts_completed": "0", "parts_failed": "0", "parts_canceled": "0", "parts_wsum": repr(sum(shares)),
+        "parts_psum": "0", "parts_from": record.get("progress") or "0",
+    }
+
+    def move_parent(pipe: Any) -> None:
+        store.emit(parent, "state", owner=owner, ts=ts, fields=fields, guard_status=(Status.RUNNING,),
+                   guard_attempt=int(record["attempt"]), pipe=pipe)
+        pipe.zrem(store.keys.running, parent)  # no code of its runs now: no heartbeat to wait for
+        if settings.max_running_per_owner > 0:
+            pipe.srem(store.keys.active(owner), parent)  # its parts take its owner's slots
+
+    for _ in range(5):
+        outcome = trips.create_parts(store, parent, parts, created_ms, ts, move_parent)
+        if outcome == "ok":
+            return ids
+        if outcome == "stopped":
+            raise RuntimeError("the job stopped (or was asked to cancel) before its parts were created")
+    raise RuntimeError("the job's record kept changing while its parts were being created")
+
+
+def part_ids(record: Mapping[str, str]) -> list[str]:
+    """The ids of a batch's parts in part order ([] for a job that is no batch)."""
+    raw = record.get("part_ids")
+    return list(orjson.loads(raw)) if raw else []
+
+
+def results(store: Store, record: Mapping[str, str]) -> PartResults:
+    """The parts' results of the batch `record`, in part order, and which parts did not complete."""
+    out: list[Any] = []
+    failed: list[dict[str, Any]] = []
+    for i, part_id in enumerate(part_ids(record)):
+        part = store.load(part_id)
+        if part is not None and part["status"] == Status.COMPLETED:
+            out.append(orjson.loads(part["result"]) if part.get("result") else None)
+            continue
+        out.append(None)
+        status = part["status"] if part is not None else "gone"
+        error = orjson.loads(part["error"]) if part is not None and part.get("error") else None
+        failed.append({"part": i, "id": part_id, "status": status if status in TERMINAL else "gone",
+                       "error": error})
+    return PartResults(out, failed)
