@@ -30,13 +30,14 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+from jobcast import transitions
 from jobcast.registry import JobType
 from jobcast.states import TERMINAL, Stage, Status
 from jobcast.store import Store, trips
-from jobcast.store.record import now_iso, now_ms
+from jobcast.store.record import now_iso, now_ms, part_ids
 from jobcast.submission import stored_payload
 
-__all__ = ["MAX_PARTS", "PartResults", "part_ids", "results", "split"]
+__all__ = ["MAX_PARTS", "PartResults", "results", "resume", "split"]
 
 MAX_PARTS = 1000
 """The most parts one batch may have."""
@@ -61,7 +62,7 @@ def split(store: Store, record: Mapping[str, str], part_type: JobType, payloads:
     shares = [1.0] * n if weights is None else [float(w) for w in weights]
     if len(shares) != n or any(not w > 0 for w in shares):
         raise ValueError(f"weights: one positive number per part ({n}), got {list(weights or [])!r}")
-    parent, owner, settings = record["id"], record["owner"], store.settings
+    parent, owner = record["id"], record["owner"]
     created_ms, ts = now_ms(), now_iso()
     parts = [{
         "id": uuid.uuid4().hex, "type": part_type.name, "owner": owner, "status": Status.QUEUED, "progress": "0",
@@ -81,9 +82,7 @@ def split(store: Store, record: Mapping[str, str], part_type: JobType, payloads:
     def move_parent(pipe: Any) -> None:
         store.emit(parent, "state", owner=owner, ts=ts, fields=fields, guard_status=(Status.RUNNING,),
                    guard_attempt=int(record["attempt"]), pipe=pipe)
-        pipe.zrem(store.keys.running, parent)  # no code of its runs now: no heartbeat to wait for
-        if settings.max_running_per_owner > 0:
-            pipe.srem(store.keys.active(owner), parent)  # its parts take its owner's slots
+        store.set_aside(owner, parent, pipe)
 
     for _ in range(5):
         outcome = trips.create_parts(store, parent, parts, created_ms, ts, move_parent)
@@ -92,12 +91,6 @@ def split(store: Store, record: Mapping[str, str], part_type: JobType, payloads:
         if outcome == "stopped":
             raise RuntimeError("the job stopped (or was asked to cancel) before its parts were created")
     raise RuntimeError("the job's record kept changing while its parts were being created")
-
-
-def part_ids(record: Mapping[str, str]) -> list[str]:
-    """The ids of a batch's parts in part order ([] for a job that is no batch)."""
-    raw = record.get("part_ids")
-    return list(orjson.loads(raw)) if raw else []
 
 
 def results(store: Store, record: Mapping[str, str]) -> PartResults:
@@ -115,3 +108,30 @@ def results(store: Store, record: Mapping[str, str]) -> PartResults:
         failed.append({"part": i, "id": part_id, "status": status if status in TERMINAL else "gone",
                        "error": error})
     return PartResults(out, failed)
+
+
+def resume(store: Store, record: Mapping[str, str]) -> None:
+    """The next attempt of a batch (`POST /retry` of a failed or canceled one) runs again only its parts that
+    did not complete: it goes back to stage `parts` (the completed parts' items in its output again, their
+    share in its progress) and each of the others is retried as its next attempt; with none left, its join
+    is due at once."""
+    ids = part_ids(record)
+    parts = dict(zip(ids, (store.load(i) for i in ids), strict=True))
+    gone = [i for i, p in parts.items() if p is None]
+    if gone:
+        raise LookupError(f"{len(gone)} of its parts are gone (deleted, or past JOBCAST_JOB_TTL_S), {gone[0]} "
+                          "first: submit the job again")
+    left = [i for i, p in parts.items() if p is not None and p["status"] != Status.COMPLETED]
+    job_id, owner = record["id"], record["owner"]
+    store.emit(job_id, "state", owner=owner, ts=now_iso(), guard_status=(Status.RUNNING,),
+               guard_attempt=int(record["attempt"]),
+               fields={"stage": Stage.PARTS if left else Stage.JOIN, "parts_from": "0",
+                       "message": f"{len(ids) - len(left)}/{len(ids)} parts done"})
+    store.set_aside(owner, job_id)
+    transitions.promote(store, owner)
+    store.take_items(job_id, [i for i in ids if i not in left])
+    for part_id in left:
+        transitions.retry(store, part_id)
+    if not left:
+        store.due_now(job_id)
+        transitions.requeue(store, job_id)

@@ -122,6 +122,9 @@ class Attempt:
         """Call the job's function (or a batch's join) and end the attempt by how it went; re-raise what RQ
         should see."""
         record = self.record
+        if record.get("part_ids") and not self.joining:
+            self._resume()
+            return
         try:
             result_json = _result_json(self._join() if self.joining else self._call())
         except PartsStarted:
@@ -191,6 +194,15 @@ class Attempt:
             raise JobCanceled(str(exc)) from None
         log.info("job %s: split into %d parts of %s", record["id"], len(ids), type_name)
         promote(self.store, record["owner"])  # the slot it held is its parts' now
+
+    def _resume(self) -> None:
+        """A batch's next attempt (`POST /retry`): its parts that did not complete run again."""
+        try:
+            batches.resume(self.store, self.record)
+        except LookupError as exc:
+            self.fail("part_gone", str(exc), retryable=False)
+            return
+        log.info("job %s: retried as a batch: its parts that did not complete run again", self.record["id"])
 
     def _join(self) -> Any:
         """A batch's join: the type's join function with its parts' results; `part_failed` when a part did

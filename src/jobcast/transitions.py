@@ -34,9 +34,9 @@ from typing import Any
 
 import orjson
 
-from jobcast.states import Outcome, Stage, Status
+from jobcast.states import TERMINAL, Outcome, Stage, Status
 from jobcast.store import EmitResult, Store, trips
-from jobcast.store.record import job_object, now_iso, now_ms, part_of, pending_webhook
+from jobcast.store.record import job_object, now_iso, now_ms, part_ids, part_of, pending_webhook
 
 __all__ = [
     "RQ_JOB_LOST", "cancel", "delete", "end_job", "error_json", "fail_attempt", "fail_batch", "lose",
@@ -159,7 +159,7 @@ def fail_batch(store: Store, parent: Mapping[str, str], part: Mapping[str, str],
 
 def _cancel_parts(store: Store, parent: Mapping[str, str], reason: str) -> None:
     """Cancel every part of a batch that has not ended (a queued one ends at once, a running one stops)."""
-    for part_id in orjson.loads(parent["part_ids"]):
+    for part_id in part_ids(parent):
         cancel(store, part_id, reason)
 
 
@@ -330,19 +330,22 @@ def cancel(store: Store, job_id: str, reason: str = "canceled by request") -> st
 
 
 def retry(store: Store, job_id: str) -> str:
-    """Run a failed or canceled job again as its next attempt; returns `ok`, `missing`, or the blocking status."""
+    """Run a failed or canceled job again as its next attempt; returns `ok`, `missing`, `parts` (a batch some of
+    whose parts are still stopping), or the blocking status."""
     record = store.load(job_id)
     if record is None:
         return "missing"
     if record["status"] not in (Status.FAILED, Status.CANCELED):
         return record["status"]
+    if _parts_stopping(store, record):
+        return "parts"
     attempt = int(record["attempt"]) + 1
     fields = {"status": Status.QUEUED, "attempt": str(attempt), "progress": "0", "message": "Queued",
               "stage": Stage.QUEUED, "queue_position": "", "eta_s": "", "started_at": "", "ended_at": "",
               "result": "", "error": "", "cancel": ""}
     res = store.emit(job_id, "again", owner=record["owner"], ts=now_iso(), fields=fields,
                      guard_status=(Status.FAILED, Status.CANCELED),
-                     guard_attempt=attempt - 1, retry_at_ms=now_ms())
+                     guard_attempt=attempt - 1, retry_at_ms=now_ms(), part=part_of(record))
     if res.outcome != Outcome.OK:
         return retry(store, job_id) if res.outcome == Outcome.REFUSED else "missing"
     log.info("job %s: retried by request as attempt %d", job_id, attempt)
@@ -350,10 +353,21 @@ def retry(store: Store, job_id: str) -> str:
     return "ok"
 
 
+def _parts_stopping(store: Store, record: Mapping[str, str]) -> bool:
+    """Whether some parts of an ended batch have not ended yet (a cancel stops running ones within seconds)."""
+    return any((part := store.load(i)) is not None and part["status"] not in TERMINAL for i in part_ids(record))
+
+
 def delete(store: Store, job_id: str, owner: str) -> str:
-    """Forget a finished job and the RQ jobs of its runs; returns `ok`, `missing`, or the status that keeps it."""
+    """Forget a finished job and the RQ jobs of its runs, and a batch's parts with it; returns `ok`,
+    `missing`, `parts` (a batch some of whose parts are still stopping), or the status that keeps it."""
     record = store.load(job_id)
+    if record is not None and _parts_stopping(store, record):
+        return "parts"
+    parts = part_ids(record) if record is not None else []
     outcome = store.delete(job_id, owner)
     if outcome == "ok" and record is not None:
         trips.delete_runs(store, job_id, int(record.get("run") or 1))
+        for part_id in parts:
+            delete(store, part_id, owner)
     return outcome

@@ -11,8 +11,9 @@ from tests.e2e.harness import Stack, read_stream, wait_for
 
 def _parts(st: Stack, job: dict[str, Any]) -> list[dict[str, Any]]:
     with st.client() as c:
-        ids = [j["id"] for j in c.get("/jobs", params={"limit": 500}).json()["jobs"] if j["parent_id"] == job["id"]]
-        return [c.get(f"/jobs/{i}").json() for i in ids]
+        r = c.get("/jobs", params={"parent": job["id"], "limit": 500})
+        assert r.status_code == 200, r.text
+        return list(r.json()["jobs"])
 
 
 def _at(ts: str) -> float:
@@ -48,7 +49,7 @@ def test_a_part_that_fails_fails_its_batch_with_part_failed_and_cancels_the_rest
     end = s.events[-1]
     assert end.event == "failed" and end.data["error"]["code"] == "part_failed", end.data["error"]
     failed_part = end.data["error"]["details"]
-    assert failed_part["part"] == 1 and failed_part["error"]["message"].startswith("failing at step 1")
+    assert failed_part["part"] == 1 and failed_part["error"]["message"].startswith("failing attempt 1")
     with st.client() as c:
         wait_for(lambda: all(p["status"] in ("completed", "failed", "canceled") for p in _parts(st, job)), 10,
                  "every part to end")
@@ -76,3 +77,52 @@ def test_a_batch_under_an_owner_limit_of_two_runs_two_parts_at_a_time(make_stack
     assert s.events[-1].event == "completed"
     spans = sorted((_at(p["started_at"]), _at(p["ended_at"])) for p in _parts(st, job))
     assert max(sum(1 for start, end in spans if start <= t < end) for t, _ in spans) <= 2, spans
+
+
+def test_retrying_a_failed_batch_runs_only_the_parts_that_did_not_complete(make_stack: Any) -> None:
+    st: Stack = make_stack(workers=2, JOBCAST_MAX_RUNNING_PER_OWNER="0")
+    job = st.submit({"parts": 4, "part_steps": 3, "interval_ms": 150, "emit_output": True, "fail_part": 3})
+    first = read_stream(st.url, job["links"]["events"], timeout=60)
+    assert first.events[-1].event == "failed"
+    with st.client() as c:  # (until the parts the failure canceled have stopped, a retry is a 409)
+        wait_for(lambda: c.post(f"/jobs/{job['id']}/retry").status_code != 409, 10, "the parts to stop")
+    before = {p["id"]: p for p in _parts(st, job)}
+    kept = {i: p for i, p in before.items() if p["status"] == "completed"}
+    assert kept, "no part completed before the batch failed: this tests nothing"
+    again = read_stream(st.url, job["links"]["events"], headers={"Last-Event-ID": str(first.events[-1].id)},
+                        timeout=60)
+    done = again.events[-1]
+    assert done.event == "completed" and done.data["attempt"] == 2
+    assert done.data["result"] == {"parts": [{"steps": 3}] * 4}
+    after = {p["id"]: p for p in _parts(st, job)}
+    assert all(after[i]["started_at"] == p["started_at"] and after[i]["attempt"] == 1 for i, p in kept.items()), \
+        "a completed part ran again"
+    assert all(after[i]["attempt"] == 2 for i in before if i not in kept), "a part that did not complete stayed"
+    assert len(done.data["output"]["items"]) == 12, "the kept parts' items are in the batch's output again"
+    progress = [e.data["progress"] for e in again.events if e.event in ("state", "completed")]
+    assert progress[-1] == 100
+
+
+def test_a_batchs_parts_are_listed_in_part_order_and_go_with_it_but_not_on_their_own(make_stack: Any) -> None:
+    st: Stack = make_stack(workers=2, JOBCAST_MAX_RUNNING_PER_OWNER="0")
+    job = st.submit({"parts": 5, "part_steps": 40, "interval_ms": 100})
+    with st.client() as c:
+        wait_for(lambda: (c.get(f"/jobs/{job['id']}").json()["parts"] or {}).get("running") == 2, 20,
+                 "two parts running")
+        page = c.get("/jobs", params={"parent": job["id"], "limit": 2}).json()
+        rest = c.get("/jobs", params={"parent": job["id"], "cursor": page["next_cursor"]}).json()
+        parts = page["jobs"] + rest["jobs"]
+        assert rest["next_cursor"] is None and len(parts) == 5
+        assert [c.get(f"/jobs/{p['id']}").json()["parent_id"] for p in parts] == [job["id"]] * 5
+        ids = [p["id"] for p in parts]
+        for method, path in (("DELETE", f"/jobs/{ids[0]}"), ("POST", f"/jobs/{ids[0]}/retry")):
+            r = c.request(method, path)
+            assert r.status_code == 409 and job["id"] in r.json()["error"]["message"], (method, r.text)
+        assert c.post(f"/jobs/{job['id']}/cancel").status_code == 202
+        wait_for(lambda: all(p["status"] == "canceled" for p in _parts(st, job)), 10, "every part canceled")
+        assert c.delete(f"/jobs/{job['id']}").status_code == 204
+        assert all(c.get(f"/jobs/{i}").status_code == 404 for i in ids), "deleting a batch deletes its parts"
+        for params in ({"parent": "nope"}, {"parent": job["id"], "cursor": "0"}):
+            r = c.get("/jobs", params=params)
+            assert r.status_code == 422, r.text
+        assert c.get("/jobs", params={"parent": "f" * 32}).status_code == 404

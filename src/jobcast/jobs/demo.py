@@ -25,8 +25,8 @@ class DemoPayload(BaseModel):
                               "demo job of `part_steps` steps (same `interval_ms` and `emit_output`); the result is "
                               "`{\"parts\": [each part's result, in part order]}`.")
     part_steps: int = Field(5, ge=1, le=100_000, description="Steps of each part of a batch (with `parts`).")
-    fail_part: int | None = Field(None, ge=0, le=MAX_PARTS, description="With `parts`: the part (0-based) that "
-                                  "fails at its first step, every attempt.")
+    fail_part: int | None = Field(None, ge=0, le=MAX_PARTS, description="With `parts`: the part (0-based) whose "
+                                  "first attempt fails at its first step (a retry of the batch then completes).")
 
 
 def _join(ctx: JobContext, p: DemoPayload, parts: PartResults) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def _join(ctx: JobContext, p: DemoPayload, parts: PartResults) -> dict[str, Any]
 def demo(ctx: JobContext, p: DemoPayload) -> dict[str, Any]:
     if p.parts is not None:
         ctx.parts("demo", [{"steps": p.part_steps, "interval_ms": p.interval_ms, "emit_output": p.emit_output,
-                            "fail_at": 1 if i == p.fail_part else None} for i in range(p.parts)])
+                            "fail_attempts": 1 if i == p.fail_part else None} for i in range(p.parts)])
     for i in range(1, p.steps + 1):
         if i == 1 and p.fail_attempts is not None and ctx.attempt <= p.fail_attempts:
             raise JobFailed(f"failing attempt {ctx.attempt} of the first {p.fail_attempts} on purpose (fail_attempts)")

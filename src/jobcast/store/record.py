@@ -27,6 +27,7 @@ __all__ = [
     "job_object",
     "now_iso",
     "now_ms",
+    "part_ids",
     "part_of",
     "pending_webhook",
     "queued_message",
@@ -51,6 +52,12 @@ def part_of(record: Mapping[str, str]) -> Part | None:
 
 PART_COUNTS: Final = ("total", "queued", "running", "completed", "failed", "canceled")
 """A batch's `parts` counts, each a field `parts_<name>` of its record."""
+
+def part_ids(record: Mapping[str, str]) -> list[str]:
+    """The ids of a batch's parts in part order ([] for a job that is no batch)."""
+    raw = record.get("part_ids")
+    return list(orjson.loads(raw)) if raw else []
+
 
 QUEUED_MESSAGE: Final = "Queued ({n} ahead)"
 """The message of a job waiting in its RQ queue; `{n}` is how many jobs are ahead."""

@@ -266,6 +266,29 @@ class Store:
             pipe.zrem(self.keys.queued, job_id)
             pipe.execute()
 
+    def set_aside(self, owner: str, job_id: str, pipe: Pipeline | None = None) -> None:
+        """A batch that runs its parts: out of the running set (no code of its runs, so no heartbeat comes)
+        and without one of its owner's slots (its parts take them); in `pipe` (a MULTI), if given."""
+        with self.redis.pipeline(transaction=True) as own:
+            target = pipe if pipe is not None else own
+            target.zrem(self.keys.running, job_id)
+            if self.settings.max_running_per_owner > 0:
+                target.srem(self.keys.active(owner), job_id)
+            if pipe is None:
+                own.execute()
+
+    def take_items(self, job_id: str, from_ids: Iterable[str]) -> None:
+        """Append to a job's output items those of the jobs `from_ids`, in that order (the newest
+        `JOBCAST_ITEMS_KEPT` kept): a retried batch's output starts with its completed parts' items."""
+        items = self.keys.items(job_id)
+        for other in from_ids:
+            got = cast(list[bytes], self.redis.lrange(self.keys.items(other), 0, -1))
+            if got:
+                with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.rpush(items, *got)
+                    pipe.ltrim(items, -self.settings.items_kept, -1)
+                    pipe.execute()
+
     def due_now(self, job_id: str) -> None:
         """Put a job in the delayed set, due now (the way back into RQ: `transitions.requeue`)."""
         self.redis.zadd(self.keys.delayed, {job_id: now_ms()})

@@ -30,6 +30,7 @@ from jobcast.errors import (
 from jobcast.schemas import SubmitRequest, validation_details
 from jobcast.states import STATUSES, TERMINAL, Status
 from jobcast.store import Snapshot
+from jobcast.store.record import part_ids
 from jobcast.web.jobsets import JobSet, parse_tags, set_link
 from jobcast.web.metrics import render as render_metrics
 from jobcast.web.services import Services
@@ -50,6 +51,8 @@ LIST_SCAN_LIMIT = 5000
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
 _CURSOR = re.compile(r"^\d{15}:[0-9a-f]{32}$")
+_PART_CURSOR = re.compile(r"^p\d{1,4}$")
+"""The cursor of a batch's parts (`GET /jobs?parent=`): the next part's index."""
 
 
 class JSON(Response):
@@ -271,10 +274,15 @@ async def retry_job(request: Request) -> Response:
     """Run a failed or canceled job again; a retry counts against the owner's submit rate like a submission."""
     svc = _services(request)
     snap = await _owned_snapshot(request, request.path_params["job_id"])
+    await _refuse_for_a_part(svc, snap, "retried", "retry the batch, which runs again its parts that did not "
+                             "complete", ever=True)
     rate_key = await _check_submit_rate(svc, snap.owner)
     outcome = await run_in_threadpool(transitions.retry, svc.sync_store, snap.record["id"])
     if outcome == "missing":
         raise _not_found(snap.record["id"])
+    if outcome == "parts":
+        raise Conflict("some of the batch's parts have not ended yet (a cancel stops them within seconds); "
+                       "retry it once they have.")
     if outcome != "ok":
         raise Conflict(f"the job is {outcome}; only a failed or canceled job can be retried.")
     if rate_key is not None:
@@ -282,12 +290,29 @@ async def retry_job(request: Request) -> Response:
     return await get_job(request, status_code=202)
 
 
+async def _refuse_for_a_part(svc: Services, snap: Snapshot, what: str, instead: str, *, ever: bool) -> None:
+    """A `409` for a part of a batch (`ever`), or of one that has not ended: it is not `what` on its own;
+    `instead` says what to do."""
+    parent = snap.record.get("parent_id")
+    if not parent:
+        return
+    head = await svc.store.head(parent)
+    if ever or (head is not None and head[1] not in TERMINAL):
+        raise Conflict(f"the job is part {int(snap.record['part']) + 1} of the batch {parent}; a part is not "
+                       f"{what} on its own: {instead} (/jobs/{parent}).")
+
+
 async def delete_job(request: Request) -> Response:
     svc = _services(request)
     snap = await _owned_snapshot(request, request.path_params["job_id"])
+    await _refuse_for_a_part(svc, snap, "deleted", "delete the batch (once it has ended), which deletes its parts",
+                             ever=False)
     outcome = await run_in_threadpool(transitions.delete, svc.sync_store, snap.record["id"], snap.owner)
     if outcome == "missing":
         raise _not_found(snap.record["id"])
+    if outcome == "parts":
+        raise Conflict("some of the batch's parts have not ended yet (a cancel stops them within seconds); "
+                       "delete it once they have.")
     if outcome != "ok":
         raise Conflict(f"the job is {outcome}; only a finished job (completed, failed or canceled) can be "
                        "deleted. Cancel it first.")
@@ -369,7 +394,7 @@ async def job_events(request: Request) -> Response:
 
 
 def _list_params(request: Request) -> tuple[str | None, str | None, list[tuple[str, str]], int, str | None]:
-    allowed = {"status", "type", "tag", "limit", "cursor"}
+    allowed = {"status", "type", "tag", "limit", "cursor", "parent"}
     params = request.query_params
     for name in params:
         if name not in allowed:
@@ -382,8 +407,11 @@ def _list_params(request: Request) -> tuple[str | None, str | None, list[tuple[s
     if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= 500:
         raise submission.invalid("limit", f"{raw_limit!r} is not a whole number from 1 to 500")
     cursor = params.get("cursor")
-    if cursor is not None and not _CURSOR.match(cursor):
+    if cursor is not None and not (_PART_CURSOR if "parent" in params else _CURSOR).match(cursor):
         raise submission.invalid("cursor", "not a cursor this API handed out; pass next_cursor from the previous page")
+    parent = params.get("parent")
+    if parent is not None and not _JOB_ID.match(parent):
+        raise submission.invalid("parent", f"{parent[:40]!r} is not a job id (32 hexadecimal digits)")
     return status, params.get("type"), tags, int(raw_limit), cursor
 
 
@@ -398,10 +426,33 @@ def _matches(head: tuple[str, str, str | None], status: str | None, jtype: str |
     return True
 
 
+async def _list_parts(request: Request, status: str | None, jtype: str | None, tags: list[tuple[str, str]],
+                      limit: int, cursor: str | None) -> Response:
+    """`GET /jobs?parent=<id>`: the parts of a batch in part order (the other filters narrow them); the
+    cursor is `p<the next part's index>`."""
+    svc = _services(request)
+    parent = await _owned_snapshot(request, request.query_params["parent"])
+    ids = part_ids(parent.record)
+    at = int(cursor[1:]) if cursor else 0
+    jobs: list[dict[str, Any]] = []
+    while at < len(ids) and len(jobs) < limit:
+        page = ids[at:at + limit]
+        for snap in await svc.store.snapshots(page):
+            at += 1
+            if snap is not None and _matches((snap.status, snap.record["type"], snap.record.get("tags")),
+                                             status, jtype, tags):
+                jobs.append(_with_links(request, snap.job_object()))
+                if len(jobs) == limit:
+                    break
+    return JSON({"jobs": jobs, "next_cursor": f"p{at}" if at < len(ids) else None})
+
+
 async def list_jobs(request: Request) -> Response:
     svc = _services(request)
     owner = owner_of(request)
     status, jtype, tags, limit, cursor = _list_params(request)
+    if "parent" in request.query_params:
+        return await _list_parts(request, status, jtype, tags, limit, cursor)
     filtered = bool(status or jtype or tags)
     jobs: list[dict[str, Any]] = []
     scanned = 0
