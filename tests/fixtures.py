@@ -105,3 +105,35 @@ class Greeting(BaseModel):
 @job_type("greet", payload=Greeting, max_attempts=1, description="Fails, quoting its payload in the error.")
 def greet(ctx: JobContext, p: Greeting) -> dict:
     raise ValueError(f"cannot greet {p.name}")
+
+
+class Squares(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    numbers: list[int] = Field(min_length=1)
+    fail: list[int] = []
+    """The numbers whose part fails."""
+
+
+class Square(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int
+    fail: bool = False
+
+
+@job_type("square", payload=Square, description="A part of `squares`: n², or a failure.")
+def square(ctx: JobContext, p: Square) -> int:
+    if p.fail:
+        raise JobFailed(f"no square of {p.n} today", code="refused")
+    ctx.item({"n": p.n, "square": p.n * p.n})
+    return p.n * p.n
+
+
+def _sum_squares(ctx: JobContext, p: Squares, parts: object) -> dict:
+    results, failed = parts.results, parts.failed  # type: ignore[attr-defined]
+    return {"squares": results, "failed": [f["part"] for f in failed]}
+
+
+@job_type("squares", payload=Squares, join=_sum_squares, partial=True,
+          description="A batch that takes partial results: one `square` part per number.")
+def squares(ctx: JobContext, p: Squares) -> None:
+    ctx.parts("square", [{"n": n, "fail": n in p.fail} for n in p.numbers])

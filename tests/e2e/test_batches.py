@@ -3,6 +3,8 @@ real Redis, a real API and real worker processes; the demo type's batch form (`p
 
 from __future__ import annotations
 
+import os
+import signal
 from datetime import datetime
 from typing import Any
 
@@ -126,3 +128,33 @@ def test_a_batchs_parts_are_listed_in_part_order_and_go_with_it_but_not_on_their
             r = c.get("/jobs", params=params)
             assert r.status_code == 422, r.text
         assert c.get("/jobs", params={"parent": "f" * 32}).status_code == 404
+
+
+def test_a_type_that_takes_partial_results_completes_with_what_its_parts_gave(make_stack: Any) -> None:
+    st: Stack = make_stack(workers=2, JOBCAST_JOB_MODULES="tests.fixtures", JOBCAST_MAX_RUNNING_PER_OWNER="0")
+    with st.client() as c:
+        r = c.post("/jobs", json={"type": "squares", "payload": {"numbers": [1, 2, 3, 4], "fail": [3]}})
+        assert r.status_code == 202, r.text
+        job = r.json()
+    s = read_stream(st.url, job["links"]["events"], timeout=60)
+    done = s.events[-1]
+    assert done.event == "completed", done.data
+    assert done.data["result"] == {"squares": [1, 4, None, 16], "failed": [2]}
+    assert done.data["parts"]["failed"] == 1 and done.data["parts"]["completed"] == 3
+    assert sorted(e.data["item"]["square"] for e in s.events if e.event == "output") == [1, 4, 16]
+
+
+def test_a_worker_sigkilled_mid_part_loses_the_part_and_the_batch_follows(make_stack: Any) -> None:
+    st: Stack = make_stack(workers=2, JOBCAST_MAX_RUNNING_PER_OWNER="0")  # (JOBCAST_HEARTBEAT_S=4 here)
+    job = st.submit({"parts": 2, "part_steps": 60, "interval_ms": 100})
+    wait_for(lambda: [p["status"] for p in _parts(st, job)] == ["running", "running"], 20, "both parts running")
+    victim = _parts(st, job)[0]
+    worker = st.redis.r.hget(f"{st.prefix}:job:{{{victim['id']}}}", "worker").decode()
+    os.killpg(os.getpgid(int(worker.rsplit(":", 1)[1])), signal.SIGKILL)  # the work horse and its worker
+    end = read_stream(st.url, job["links"]["events"], timeout=60).events[-1]
+    # a demo part has one attempt: the lost one fails with worker_lost, the batch with part_failed, the other
+    # part is canceled
+    assert end.event == "failed" and end.data["error"]["code"] == "part_failed", end.data["error"]
+    assert end.data["error"]["details"] == {"part_id": victim["id"], "part": 0, "error": {
+        "code": "worker_lost", "message": end.data["error"]["details"]["error"]["message"]}}
+    wait_for(lambda: [p["status"] for p in _parts(st, job)] == ["failed", "canceled"], 10, "the other part canceled")
