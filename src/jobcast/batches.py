@@ -34,7 +34,7 @@ from jobcast import transitions
 from jobcast.registry import JobType
 from jobcast.states import TERMINAL, Stage, Status
 from jobcast.store import Store, trips
-from jobcast.store.record import now_iso, now_ms, part_ids
+from jobcast.store.record import format_progress, now_iso, now_ms, part_ids
 from jobcast.submission import stored_payload
 
 __all__ = ["MAX_PARTS", "PartResults", "results", "resume", "split"]
@@ -46,16 +46,18 @@ MAX_PARTS = 1000
 @dataclass(frozen=True)
 class PartResults:
     """What a batch's join gets: each part's result in part order (None for a part that did not complete),
-    and the parts that did not, as `{"part", "id", "status", "error"}`."""
+    the parts that did not, as `{"part", "id", "status", "error"}`, and the `state` the job split with."""
 
     results: list[Any]
     failed: list[dict[str, Any]]
+    state: Any = None
 
 
 def split(store: Store, record: Mapping[str, str], part_type: JobType, payloads: Sequence[BaseModel],
-          weights: Sequence[float] | None, partial: bool) -> list[str]:
-    """Create the parts of the running job `record` and move it to stage `parts`; the parts' ids. Raises
-    ValueError for weights that do not fit, RuntimeError when the job stopped meanwhile (a cancel)."""
+          weights: Sequence[float] | None, partial: bool, state: Any = None, progress: float = 0) -> list[str]:
+    """Create the parts of the running job `record` (at `progress` now) and move it to stage `parts`; the
+    parts' ids. Raises ValueError for weights that do not fit, RuntimeError when the job stopped meanwhile (a
+    cancel)."""
     n = len(payloads)
     if not 1 <= n <= MAX_PARTS:
         raise ValueError(f"a batch has from 1 to {MAX_PARTS} parts, not {n}")
@@ -76,7 +78,8 @@ def split(store: Store, record: Mapping[str, str], part_type: JobType, payloads:
         "stage": Stage.PARTS, "message": f"0/{n} parts done", "part_ids": orjson.dumps(ids).decode(),
         "partial": "1" if partial else "", "parts_total": str(n), "parts_queued": str(n), "parts_running": "0",
         "parts_completed": "0", "parts_failed": "0", "parts_canceled": "0", "parts_wsum": repr(sum(shares)),
-        "parts_psum": "0", "parts_from": record.get("progress") or "0",
+        "parts_psum": "0", "parts_from": format_progress(progress),
+        "parts_state": orjson.dumps(state).decode() if state is not None else "",
     }
 
     def move_parent(pipe: Any) -> None:
@@ -107,7 +110,8 @@ def results(store: Store, record: Mapping[str, str]) -> PartResults:
         error = orjson.loads(part["error"]) if part is not None and part.get("error") else None
         failed.append({"part": i, "id": part_id, "status": status if status in TERMINAL else "gone",
                        "error": error})
-    return PartResults(out, failed)
+    state = orjson.loads(record["parts_state"]) if record.get("parts_state") else None
+    return PartResults(out, failed, state)
 
 
 def resume(store: Store, record: Mapping[str, str]) -> None:

@@ -155,7 +155,7 @@ class JobContext(Scope):
         record: dict[str, str],
         on_overdue: Callable[[], None] | None = None,
         canceled: bool = False,
-        on_split: Callable[[str, list[Any], Sequence[float] | None], None] | None = None,
+        on_split: Callable[[str, list[Any], Sequence[float] | None, Any], None] | None = None,
     ) -> None:
         super().__init__(self, 0, 100, None)
         self.id = record["id"]
@@ -349,18 +349,19 @@ class JobContext(Scope):
             self._stopped = True
             self._mark_canceled()
 
-    def parts(self, job_type: str, payloads: Sequence[Any], weights: Sequence[float] | None = None) -> NoReturn:
+    def parts(self, job_type: str, payloads: Sequence[Any], weights: Sequence[float] | None = None, *,
+              state: Any = None) -> NoReturn:
         """Do the rest of this job as parts: one job of type `job_type` per payload (a dict or the type's
         model), run by any free worker. Never returns: the worker is given back, and once every part has
         ended, the join of this job's type (`job_type(..., join=...)`) makes the job's result from theirs.
-        `weights`: how much each part counts in this job's progress (default: all the same). See
-        `batches.py`."""
+        `weights`: how much each part counts in what is left of this job's progress (default: all the
+        same); `state` (JSON): what the join needs of the work done before the split. See `batches.py`."""
         if self._on_split is None:
             raise RuntimeError("ctx.parts() splits a job run by a worker; this context belongs to none")
         with self._cond:
             self.flush()
             self._stopped = True  # nothing of this attempt's own is written after the split
-        self._on_split(job_type, list(payloads), weights)
+        self._on_split(job_type, list(payloads), weights, state)
         raise PartsStarted()
 
     def flush(self) -> None:

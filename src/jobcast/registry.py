@@ -55,6 +55,9 @@ class JobType:
     from the parts' (`batches.PartResults`)."""
     partial: bool = False
     """A batch of this type completes with what its completed parts gave; otherwise one failed part fails it."""
+    part_of: str | None = None
+    """The type whose batches this one is the parts of, when it runs only as such: it is not listed (in
+    `GET /job-types`, the OpenAPI description, the page) and not submitted on its own."""
 
     def schema(self) -> dict[str, Any]:
         return self.payload_model.model_json_schema()
@@ -88,8 +91,10 @@ class Registry:
         requires_model: bool = False,
         join: JoinFunction | None = None,
         partial: bool = False,
+        part_of: str | None = None,
     ) -> Callable[[F], F]:
-        """Register the decorated function as the job type `name` (`join` and `partial`: see `JobType`)."""
+        """Register the decorated function as the job type `name` (`join`, `partial`, `part_of`: see
+        `JobType`)."""
         if not 1 <= max_attempts <= 10:
             raise ConfigError(f"job type {name!r}: max_attempts={max_attempts} must be from 1 to 10.")
         if not 1 <= timeout_s <= 86400:
@@ -104,19 +109,22 @@ class Registry:
                 )
             doc = description or inspect.getdoc(func) or ""
             self._types[name] = JobType(name, func, payload, doc, max_attempts, timeout_s, requires_model, join,
-                                        partial)
+                                        partial, part_of)
             return func
 
         return register
 
     def get(self, name: str) -> JobType | None:
+        """Any type by its name, a part type too."""
         return self._types.get(name)
 
     def __iter__(self) -> Iterator[JobType]:
-        return iter(sorted(self._types.values(), key=lambda t: t.name))
+        """The types one can submit, by name (a part type runs only as its batch's parts)."""
+        return iter(sorted((t for t in self._types.values() if t.part_of is None), key=lambda t: t.name))
 
     def names(self) -> list[str]:
-        return sorted(self._types)
+        """The names of the types one can submit."""
+        return [t.name for t in self]
 
 
 default_registry = Registry()

@@ -168,7 +168,7 @@ class Attempt:
         self.ctx.check()
         return _call(job_type.func, self.ctx, payload)
 
-    def split(self, type_name: str, payloads: list[Any], weights: Sequence[float] | None) -> None:
+    def split(self, type_name: str, payloads: list[Any], weights: Sequence[float] | None, state: Any) -> None:
         """`ctx.parts()`: create the parts (`batches.split`); a JobFailed (not retried) for what cannot be split."""
         record = self.record
         job_type = self.runtime.registry.get(record["type"])
@@ -187,7 +187,8 @@ class Attempt:
                 raise JobFailed(f"part {i}: the payload does not fit job type {type_name!r}: {exc}",
                                 code="invalid_parts", retryable=False) from None
         try:
-            ids = batches.split(self.store, record, part_type, models, weights, job_type.partial)
+            progress = self.ctx.current[0] if self.ctx is not None else 0.0
+            ids = batches.split(self.store, record, part_type, models, weights, job_type.partial, state, progress)
         except ValueError as exc:
             raise JobFailed(str(exc), code="invalid_parts", retryable=False) from None
         except RuntimeError as exc:

@@ -61,6 +61,9 @@ def accept(registry: Registry, settings: Settings, owner: str, request: SubmitRe
     jtype = registry.get(request.type)
     if jtype is None:
         raise invalid("type", f"unknown job type {request.type!r}; known types: {', '.join(registry.names())}")
+    if jtype.part_of is not None:
+        raise invalid("type", f"job type {jtype.name!r} runs only as the parts of a {jtype.part_of!r} job; submit "
+                              f"{jtype.part_of!r}")
     unavailable = jtype.requires_model and settings.model_unavailable()
     if unavailable:
         raise invalid("type", f"job type {jtype.name!r} is unavailable: {unavailable}")

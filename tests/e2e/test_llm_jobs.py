@@ -74,19 +74,22 @@ def _progress(s: Stream) -> list[float]:
     return [e.data["progress"] for e in s.events if e.event == "state" and e.data["status"] == "running"]
 
 
-def test_personas_come_in_batches_of_ten_in_order(llm_stack: Stack, fake_llm: FakeLLM) -> None:
+def test_25_personas_run_as_a_batch_of_three_parts_and_come_back_in_order(llm_stack: Stack, fake_llm: FakeLLM) -> None:
     s = _run(llm_stack, "generate_personas", {"count": 25})
     end = s.events[-1]
     assert end.event == "completed", end.data
     names = [p["name"] for p in end.data["result"]["personas"]]
     assert names == [f"Persona {i}" for i in range(1, 26)]
-    assert [e.data["item"]["name"] for e in s.events if e.event == "output"] == names
+    items = [(e.data["part"], e.data["item"]["name"]) for e in s.events if e.event == "output"]
+    assert sorted(name for _, name in items) == sorted(names), "every persona once, as it arrived"
+    assert all(name in names[10 * part:10 * part + 10] for part, name in items), "each with its part"
     batches = sorted(r["body"]["messages"][0]["content"].split("]")[0] for r in fake_llm.requests())
     assert batches == ["[jobcast:personas start=1 count=10", "[jobcast:personas start=11 count=10",
                        "[jobcast:personas start=21 count=5"]
     progress = _progress(s)
     assert progress == sorted(progress) and progress[-1] == 100
-    assert any(e.data["message"] == "Generated 20/25 personas" for e in s.events if e.event == "state")
+    assert {"1/3 parts done", "2/3 parts done"} <= {e.data["message"] for e in s.events if e.event == "state"}
+    assert end.data["parts"]["completed"] == 3
 
 
 def test_personas_arrive_one_by_one_while_the_model_is_still_writing(llm_stack: Stack, fake_llm: FakeLLM) -> None:
@@ -126,7 +129,7 @@ def test_backlog_moves_through_epic_stories_and_tasks_in_their_ranges(llm_stack:
     end = s.events[-1]
     assert end.event == "completed" and len(end.data["result"]["stories"]) == 3
     assert len(end.data["result"]["tasks"]) == 6
-    ranges = {"epic": (0, 30), "stories": (30, 60), "tasks": (60, 100)}
+    ranges = {"epic": (0, 30), "stories": (30, 60), "parts": (60, 100)}  # (the tasks: a part per story)
     for e in s.events:
         if e.event == "state" and e.data["stage"] in ranges:
             lo, hi = ranges[e.data["stage"]]

@@ -114,6 +114,11 @@ def test_keys_decide_who_sees_what(keyed: TestClient) -> None:
     (("POST", "/jobs", {"content": b"[1]", "headers": {"Content-Type": "application/json"}}), 400, "invalid_json"),
     (("POST", "/jobs", {"content": b"{}", "headers": {"Content-Type": "text/plain"}}), 415, "unsupported_media_type"),
     (("POST", "/jobs", {"json": {"type": "nope"}}), 422, "validation_error"),
+    (("POST", "/jobs", {"json": {"type": "backlog_tasks", "payload": {}}}), 422, "validation_error"),  # a part type
+    (("GET", "/jobs?parent=nope", {}), 422, "validation_error"),
+    (("GET", "/jobs?parent=" + "0" * 32 + "&cursor=p1", {}), 422, "validation_error"),
+    (("GET", "/jobs?parent=" + "0" * 32, {}), 404, "not_found"),
+    (("POST", "/jobs", {"json": {**DEMO, "payload": {"parts": 0}}}), 422, "validation_error"),
     (("POST", "/jobs", {"json": {**DEMO, "payload": {"steps": "2"}}}), 422, "validation_error"),
     (("POST", "/jobs", {"content": b'{"type": "demo", "payload": {"x": "' + b"a" * 300_000 + b'"}}',
                         "headers": {"Content-Type": "application/json"}}), 413, "payload_too_large"),
@@ -142,3 +147,11 @@ def test_conflicts_on_jobs_in_the_wrong_state(api: Callable[..., TestClient]) ->
     _error(c.post(f"/jobs/{job['id']}/cancel"), 409, "conflict")
     assert c.delete(f"/jobs/{job['id']}").status_code == 204
     _error(c.get(f"/jobs/{job['id']}"), 404, "not_found")
+
+
+def test_a_part_type_is_neither_listed_nor_submitted_on_its_own(api: Callable[..., TestClient]) -> None:
+    c = api()
+    names = [t["name"] for t in c.get("/job-types").json()["job_types"]]
+    assert "generate_backlog" in names and "backlog_tasks" not in names
+    r = c.post("/jobs", json={"type": "backlog_tasks", "payload": {}})
+    assert "runs only as the parts of a 'generate_backlog' job" in r.json()["error"]["details"][0]["message"]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import jiter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from jobcast.batches import PartResults
 from jobcast.context import JobContext, JobFailed
 from jobcast.llm import prompts
 from jobcast.registry import job_type
@@ -30,7 +31,7 @@ def _llm(ctx: JobContext) -> LLM:
 
     return LLM(ctx)
 
-__all__ = ["chat", "generate_backlog", "generate_lore", "generate_personas"]
+__all__ = ["backlog_tasks", "chat", "generate_backlog", "generate_lore", "generate_personas"]
 
 BATCH = 10
 PARALLEL_CALLS = 3
@@ -50,6 +51,8 @@ class PersonasPayload(_Payload):
     template: str | None = Field(None, max_length=2000, description="A template the personas follow.")
     intensity: str | None = Field(None, max_length=100, description="How strongly drawn they are.")
     categories: list[str] = Field(default_factory=list, max_length=20, description="Categories to cover.")
+    first: int = Field(1, ge=1, le=200, description="The number of the first persona (each part of a batch makes "
+                                                    "its own; leave it out).")
 
 
 class Persona(BaseModel):
@@ -133,11 +136,21 @@ class _Arrivals:
             self.found(persona)
 
 
-@job_type("generate_personas", payload=PersonasPayload, **LLM_DEFAULTS,
-          description="Generates `count` personas, 10 per model call, a few calls at a time.")
+def _join_personas(ctx: JobContext, p: PersonasPayload, parts: PartResults) -> dict[str, Any]:
+    return {"personas": [persona for result in parts.results for persona in result["personas"]]}
+
+
+@job_type("generate_personas", payload=PersonasPayload, join=_join_personas, **LLM_DEFAULTS,
+          description="Generates `count` personas, 10 per model call; over 10, as a batch of parts of 10 that "
+                      "any free workers run at once.")
 def generate_personas(ctx: JobContext, p: PersonasPayload) -> dict[str, Any]:
+    if p.count > BATCH:
+        counts = [min(BATCH, p.count - start) for start in range(0, p.count, BATCH)]
+        ctx.parts("generate_personas", [
+            {**p.model_dump(exclude={"count", "first"}), "count": n, "first": p.first + BATCH * i}
+            for i, n in enumerate(counts)], weights=counts)
     llm = _llm(ctx)
-    batches = [(start, min(BATCH, p.count - start + 1)) for start in range(1, p.count + 1, BATCH)]
+    batches = [(p.first + start - 1, min(BATCH, p.count - start + 1)) for start in range(1, p.count + 1, BATCH)]
     made = ctx.stage("generate", 0, 95).tracker(items=p.count, message=f"Generating {p.count} personas")
 
     def batch(start: int, count: int, found: Callable[[Persona], None]) -> None:
@@ -243,8 +256,13 @@ class Tasks(BaseModel):
     tasks: list[Task]
 
 
-@job_type("generate_backlog", payload=BacklogPayload, **LLM_DEFAULTS,
-          description="Turns a brief into an epic (0-30%), its stories (30-60%) and their tasks (60-100%).")
+def _join_backlog(ctx: JobContext, p: BacklogPayload, parts: PartResults) -> dict[str, Any]:
+    return {**parts.state, "tasks": [task for result in parts.results for task in result["tasks"]]}
+
+
+@job_type("generate_backlog", payload=BacklogPayload, join=_join_backlog, **LLM_DEFAULTS,
+          description="Turns a brief into an epic (0-30%), its stories (30-60%) and their tasks (60-100%: a part "
+                      "per story, run by any free workers at once).")
 def generate_backlog(ctx: JobContext, p: BacklogPayload) -> dict[str, Any]:
     llm = _llm(ctx)
     with ctx.stage("epic", 0, 30, "Writing the epic"):
@@ -255,15 +273,30 @@ def generate_backlog(ctx: JobContext, p: BacklogPayload) -> dict[str, Any]:
                                                     Stories).stories[:p.max_stories]]
         for story in stories:
             ctx.item({"kind": "story", **story})
-    tasks: list[dict[str, Any]] = []
-    with ctx.stage("tasks", 60, 100, "Writing the tasks") as stage:
-        progress = stage.tracker(items=max(1, len(stories)))
-        for number, story in enumerate(stories, 1):
-            for task in llm.json(prompts.backlog_tasks(epic, story, number), Tasks).tasks:
-                tasks.append({"story": story["title"], **task.model_dump()})
-                ctx.item({"kind": "task", "story": story["title"], **task.model_dump()})
-            progress.finish(number - 1, f"Wrote the tasks of {number}/{len(stories)} stories")
-    return {"epic": epic, "stories": stories, "tasks": tasks}
+    if not stories:
+        return {"epic": epic, "stories": [], "tasks": []}
+    # The tasks (60-100%): a part per story, on any free workers at once.
+    ctx.parts("backlog_tasks", [{"epic": epic, "story": story, "number": number}
+                                for number, story in enumerate(stories, 1)], state={"epic": epic, "stories": stories})
+
+
+class StoryTasksPayload(_Payload):
+    epic: dict[str, Any]
+    story: dict[str, Any]
+    number: int = Field(ge=1, le=20)
+
+
+@job_type("backlog_tasks", payload=StoryTasksPayload, part_of="generate_backlog", **LLM_DEFAULTS,
+          description="The tasks of one story of a backlog: a part of `generate_backlog`.")
+def backlog_tasks(ctx: JobContext, p: StoryTasksPayload) -> dict[str, Any]:
+    llm = _llm(ctx)
+    title = p.story["title"]
+    ctx.progress(0, f"Writing the tasks of story {p.number}")
+    tasks = [{"story": title, **task.model_dump()}
+             for task in llm.json(prompts.backlog_tasks(p.epic, p.story, p.number), Tasks).tasks]
+    for task in tasks:
+        ctx.item({"kind": "task", **task})
+    return {"tasks": tasks}
 
 
 # -- chat -----------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from jobcast.schemas import SubmitRequest, validation_details
 from jobcast.states import STATUSES, TERMINAL, Status
 from jobcast.store import Snapshot
 from jobcast.store.record import part_ids
+from jobcast.store.writer import owner_entry
 from jobcast.web.jobsets import JobSet, parse_tags, set_link
 from jobcast.web.metrics import render as render_metrics
 from jobcast.web.services import Services
@@ -51,8 +52,6 @@ LIST_SCAN_LIMIT = 5000
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
 _CURSOR = re.compile(r"^\d{15}:[0-9a-f]{32}$")
-_PART_CURSOR = re.compile(r"^p\d{1,4}$")
-"""The cursor of a batch's parts (`GET /jobs?parent=`): the next part's index."""
 
 
 class JSON(Response):
@@ -407,7 +406,7 @@ def _list_params(request: Request) -> tuple[str | None, str | None, list[tuple[s
     if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= 500:
         raise submission.invalid("limit", f"{raw_limit!r} is not a whole number from 1 to 500")
     cursor = params.get("cursor")
-    if cursor is not None and not (_PART_CURSOR if "parent" in params else _CURSOR).match(cursor):
+    if cursor is not None and not _CURSOR.match(cursor):
         raise submission.invalid("cursor", "not a cursor this API handed out; pass next_cursor from the previous page")
     parent = params.get("parent")
     if parent is not None and not _JOB_ID.match(parent):
@@ -428,23 +427,25 @@ def _matches(head: tuple[str, str, str | None], status: str | None, jtype: str |
 
 async def _list_parts(request: Request, status: str | None, jtype: str | None, tags: list[tuple[str, str]],
                       limit: int, cursor: str | None) -> Response:
-    """`GET /jobs?parent=<id>`: the parts of a batch in part order (the other filters narrow them); the
-    cursor is `p<the next part's index>`."""
+    """`GET /jobs?parent=<id>`: the parts of a batch in part order (the other filters narrow them). The cursor
+    has the shape of the owner's list's, and names the last part of the page before (a cursor of no part of
+    this batch: an empty page)."""
     svc = _services(request)
     parent = await _owned_snapshot(request, request.query_params["parent"])
     ids = part_ids(parent.record)
-    at = int(cursor[1:]) if cursor else 0
+    after = cursor.split(":", 1)[1] if cursor else None
+    at = 0 if after is None else ids.index(after) + 1 if after in ids else len(ids)
     jobs: list[dict[str, Any]] = []
     while at < len(ids) and len(jobs) < limit:
-        page = ids[at:at + limit]
-        for snap in await svc.store.snapshots(page):
+        for snap in await svc.store.snapshots(ids[at:at + limit]):
             at += 1
             if snap is not None and _matches((snap.status, snap.record["type"], snap.record.get("tags")),
                                              status, jtype, tags):
                 jobs.append(_with_links(request, snap.job_object()))
                 if len(jobs) == limit:
                     break
-    return JSON({"jobs": jobs, "next_cursor": f"p{at}" if at < len(ids) else None})
+    next_cursor = owner_entry(int(parent.record["created_ms"]), ids[at - 1]) if at < len(ids) else None
+    return JSON({"jobs": jobs, "next_cursor": next_cursor})
 
 
 async def list_jobs(request: Request) -> Response:

@@ -145,7 +145,7 @@ def openapi_document(registry: Registry, settings: Settings) -> dict[str, Any]:
             ),
             "get": _operation(
                 "List jobs",
-                _responses({200: _json(JobList, "The owner's jobs, newest first.")}, 401, 422, 503),
+                _responses({200: _json(JobList, "The owner's jobs, newest first.")}, 401, 404, 422, 503),
                 params=[
                     {"name": "status", "in": "query", "schema": {
                         "type": "string", "enum": list(STATUSES)}},
@@ -156,8 +156,9 @@ def openapi_document(registry: Registry, settings: Settings) -> dict[str, Any]:
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500,
                                                                 "default": 50}},
                     {"name": "cursor", "in": "query", "description": "`next_cursor` of the previous page.",
-                     "schema": {"type": "string", "pattern": "^([0-9]{15}:[0-9a-f]{32}|p[0-9]{1,4})$"}},
-                    {"name": "parent", "in": "query", "description": "A batch's id: its parts, in part order.",
+                     "schema": {"type": "string", "pattern": "^[0-9]{15}:[0-9a-f]{32}$"}},
+                    {"name": "parent", "in": "query", "description": "A batch's id: its parts, in part order "
+                                                                     "(404 for no batch of yours).",
                      "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
                 ],
             ),
