@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobcast import JobContext, JobFailed, job_type
+from jobcast import JobContext, JobFailed, PartResults, job_type
 
 
 class Personas(BaseModel):
@@ -128,9 +128,8 @@ def square(ctx: JobContext, p: Square) -> int:
     return p.n * p.n
 
 
-def _sum_squares(ctx: JobContext, p: Squares, parts: object) -> dict:
-    results, failed = parts.results, parts.failed  # type: ignore[attr-defined]
-    return {"squares": results, "failed": [f["part"] for f in failed]}
+def _sum_squares(ctx: JobContext, p: Squares, parts: PartResults) -> dict:
+    return {"squares": parts.results, "failed": [f["part"] for f in parts.failed]}
 
 
 @job_type("squares", payload=Squares, join=_sum_squares, partial=True,

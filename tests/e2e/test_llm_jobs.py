@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -244,3 +246,24 @@ def test_a_refused_request_fails_at_once_with_a_hint_and_no_server_text(llm_stac
     assert end.event == "failed" and end.data["attempt"] == 1 and end.data["error"]["code"] == "model_error"
     assert "OPENAI_API_KEY" in end.data["error"]["message"] and "sk-" not in end.data["error"]["message"]
     assert len(fake_llm.requests()) == 1
+
+
+def test_60_personas_run_as_six_parts_on_four_workers_at_once(make_stack: Any, fake_llm: FakeLLM) -> None:
+    st: Stack = make_stack(workers=4, JOBCAST_MAX_RUNNING_PER_OWNER="0", OPENAI_BASE_URL=f"{fake_llm.url}/v1",
+                           JOBCAST_MODEL="stand-in", OPENAI_API_KEY="test-key")
+    fake_llm.script(*[{"delay_ms": 10}] * 6)  # each call writes for about 1.6 s
+    s = _run(st, "generate_personas", {"count": 60})
+    end = s.events[-1]
+    assert end.event == "completed", end.data
+    assert [p["name"] for p in end.data["result"]["personas"]] == [f"Persona {i}" for i in range(1, 61)]
+    items = [e.data["item"]["name"] for e in s.events if e.event == "output"]
+    assert sorted(items) == sorted(f"Persona {i}" for i in range(1, 61)), "every persona item once"
+    progress = [e.data["progress"] for e in s.events if e.event in ("state", "completed")]
+    assert progress == sorted(progress), "progress went down"
+    assert {f"{k}/6 parts done" for k in range(1, 6)} <= {e.data["message"] for e in s.events if e.event == "state"}
+    with st.client() as c:
+        parts = c.get("/jobs", params={"parent": end.data["id"]}).json()["jobs"]
+    spans = [(datetime.fromisoformat(p["started_at"]), datetime.fromisoformat(p["ended_at"])) for p in parts]
+    at_once = max(sum(1 for start, stop in spans if start <= t < stop) for t, _ in spans)
+    print(f"6 parts of 10 personas: {at_once} ran at once on 4 workers")
+    assert len(parts) == 6 and at_once >= 3, spans

@@ -87,6 +87,9 @@ def test_a_30_persona_batch_fills_its_card_one_by_one(page: Page) -> None:
     intermediate = sorted({n for n in counts if 0 < n < 30})
     assert len(intermediate) >= 3, counts
     assert page.locator(f"{card} .item").count() == 30
+    parts = page.evaluate(f"fetch('/jobs?parent={job_id}').then((r) => r.json()).then((b) => b.jobs.map((j) => j.id))")
+    assert len(parts) == 3 and not [p for p in parts if page.locator(f'.job[data-job-id="{p}"]').count()], \
+        "a batch's parts have no cards of their own"
 
 
 def test_a_finished_card_shows_how_long_it_ran_and_its_result_to_copy(page: Page) -> None:

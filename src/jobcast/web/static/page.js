@@ -244,8 +244,10 @@ function restart() {
   });
 }
 
-/** Show `job` on its card (made if need be), unless the card shows a newer state of it already. */
+/** Show `job` on its card (made if need be), unless the card shows a newer state of it already. A batch's
+ * parts have no card of their own: the batch's card shows them (its bar, "3/6 parts done", their items). */
 function show(job) {
+  if (job.parent_id) return;
   const card = track(job);
   if ((job.last_event_id ?? 0) >= (card.seq ?? 0)) {
     card.seq = job.last_event_id;
