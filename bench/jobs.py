@@ -76,3 +76,31 @@ def bench_tight_loop(ctx: JobContext, p: Loop) -> dict[str, Any]:
     for i in range(p.calls):
         ctx.progress(100 * i / p.calls)
     return {"wall_s": time.perf_counter() - t0}
+
+
+class OneJobPersonas(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    count: int = Field(200, ge=1, le=1000)
+
+
+class _Answer(BaseModel):
+    personas: list[dict[str, Any]]
+
+
+@job_type("bench_personas_one_job", payload=OneJobPersonas, max_attempts=1, timeout_s=3600,
+          description="`count` personas as one job did before batches: calls of 10, 3 at a time in one process.")
+def bench_personas_one_job(ctx: JobContext, p: OneJobPersonas) -> dict[str, Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jobcast.llm import LLM, prompts
+
+    llm = LLM(ctx)
+    starts = range(1, p.count + 1, 10)
+
+    def call(start: int) -> int:
+        answer = llm.json(prompts.personas(start, min(10, p.count - start + 1), None, None, []), _Answer)
+        return len(answer.personas)
+
+    with ThreadPoolExecutor(3) as pool:
+        made = sum(pool.map(call, starts))
+    return {"personas": made}
