@@ -18,6 +18,12 @@ def _parts(st: Stack, job: dict[str, Any]) -> list[dict[str, Any]]:
         return list(r.json()["jobs"])
 
 
+def _wait_running(st: Stack, job: dict[str, Any], parts: int) -> None:
+    with st.client() as c:
+        wait_for(lambda: (c.get(f"/jobs/{job['id']}").json()["parts"] or {}).get("running") == parts, 20,
+                 f"{parts} parts running")
+
+
 def _at(ts: str) -> float:
     return datetime.fromisoformat(ts).timestamp()
 
@@ -64,9 +70,8 @@ def test_a_part_that_fails_fails_its_batch_with_part_failed_and_cancels_the_rest
 def test_canceling_a_batch_cancels_every_part_within_five_seconds(make_stack: Any) -> None:
     st: Stack = make_stack(workers=2, JOBCAST_MAX_RUNNING_PER_OWNER="0")
     job = st.submit({"parts": 5, "part_steps": 100, "interval_ms": 100})
+    _wait_running(st, job, 2)
     with st.client() as c:
-        wait_for(lambda: (c.get(f"/jobs/{job['id']}").json()["parts"] or {}).get("running") == 2, 20,
-                 "two parts running")
         assert c.post(f"/jobs/{job['id']}/cancel").status_code == 202
         assert c.get(f"/jobs/{job['id']}").json()["status"] == "canceled"
         wait_for(lambda: all(p["status"] == "canceled" for p in _parts(st, job)), 5, "every part canceled")
@@ -108,9 +113,8 @@ def test_retrying_a_failed_batch_runs_only_the_parts_that_did_not_complete(make_
 def test_a_batchs_parts_are_listed_in_part_order_and_go_with_it_but_not_on_their_own(make_stack: Any) -> None:
     st: Stack = make_stack(workers=2, JOBCAST_MAX_RUNNING_PER_OWNER="0")
     job = st.submit({"parts": 5, "part_steps": 40, "interval_ms": 100})
+    _wait_running(st, job, 2)
     with st.client() as c:
-        wait_for(lambda: (c.get(f"/jobs/{job['id']}").json()["parts"] or {}).get("running") == 2, 20,
-                 "two parts running")
         page = c.get("/jobs", params={"parent": job["id"], "limit": 2}).json()
         rest = c.get("/jobs", params={"parent": job["id"], "cursor": page["next_cursor"]}).json()
         parts = page["jobs"] + rest["jobs"]

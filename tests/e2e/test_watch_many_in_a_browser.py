@@ -50,14 +50,20 @@ def test_a_page_follows_twelve_jobs_over_one_connection_and_a_job_the_cli_submit
     page.evaluate("window.handle.close()")
 
 
+def _open_the_page(page: Page) -> list[str]:
+    """Open the page, its list live; the URLs of its requests for streams and jobs from then on, as they come."""
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/events" in r.url or "/jobs/" in r.url else None)
+    page.goto("/")
+    page.wait_for_function("() => [...document.querySelectorAll('.job .mode')].every(m => m.textContent === 'live')")
+    return requests
+
+
 def test_the_page_shows_twelve_jobs_live_over_its_one_stream_and_one_the_cli_submits(
     page: Page, stack: Stack
 ) -> None:
-    streams: list[str] = []
-    page.on("request", lambda r: streams.append(r.url) if "/events" in r.url or "/jobs/" in r.url else None)
-    page.goto("/")
+    streams = _open_the_page(page)
     page.wait_for_selector("#job-type option[value=demo]", state="attached")
-    page.wait_for_function("() => [...document.querySelectorAll('.job .mode')].every(m => m.textContent === 'live')")
     jobs = [stack.submit({"steps": 5, "interval_ms": 100}) for _ in range(12)]  # from elsewhere: not this page
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBCAST_", "REDIS_"))}
     env["JOBCAST_URL"] = stack.url
@@ -106,10 +112,7 @@ WATCH_EACH = """async (jobs) => {
 def test_watching_twelve_single_jobs_shares_one_set_stream_past_four_and_never_polls(
     page: Page, stack: Stack
 ) -> None:
-    requests: list[str] = []
-    page.on("request", lambda r: requests.append(r.url) if "/events" in r.url or "/jobs/" in r.url else None)
-    page.goto("/")
-    page.wait_for_function("() => [...document.querySelectorAll('.job .mode')].every(m => m.textContent === 'live')")
+    requests = _open_the_page(page)
     requests.clear()  # the page's own list stream
     # The first four (each on a stream of its own) run longest, so their streams stay open while the rest run.
     jobs = [stack.submit({"steps": 6, "interval_ms": 400 if i < 4 else 150, "emit_output": True})
