@@ -111,19 +111,20 @@ class Squares(BaseModel):
     model_config = ConfigDict(extra="forbid")
     numbers: list[int] = Field(min_length=1)
     fail: list[int] = []
-    """The numbers whose part fails."""
+    """The numbers whose part fails its first `fail_attempts` attempts (of 2)."""
+    fail_attempts: int = 2
 
 
 class Square(BaseModel):
     model_config = ConfigDict(extra="forbid")
     n: int
-    fail: bool = False
+    fail_attempts: int = 0
 
 
-@job_type("square", payload=Square, description="A part of `squares`: n², or a failure.")
+@job_type("square", payload=Square, max_attempts=2, description="A part of `squares`: n², or a failure.")
 def square(ctx: JobContext, p: Square) -> int:
-    if p.fail:
-        raise JobFailed(f"no square of {p.n} today", code="refused")
+    if ctx.attempt <= p.fail_attempts:
+        raise JobFailed(f"no square of {p.n} on attempt {ctx.attempt}", code="refused")
     ctx.item({"n": p.n, "square": p.n * p.n})
     return p.n * p.n
 
@@ -132,7 +133,12 @@ def _sum_squares(ctx: JobContext, p: Squares, parts: PartResults) -> dict:
     return {"squares": parts.results, "failed": [f["part"] for f in parts.failed]}
 
 
-@job_type("squares", payload=Squares, join=_sum_squares, partial=True,
-          description="A batch that takes partial results: one `square` part per number.")
-def squares(ctx: JobContext, p: Squares) -> None:
-    ctx.parts("square", [{"n": n, "fail": n in p.fail} for n in p.numbers])
+def _squares(ctx: JobContext, p: Squares) -> None:
+    ctx.item({"own": "made before the split"})
+    ctx.parts("square", [{"n": n, "fail_attempts": p.fail_attempts if n in p.fail else 0} for n in p.numbers])
+
+
+job_type("squares", payload=Squares, join=_sum_squares, partial=True,
+         description="A batch that takes partial results: one `square` part per number.")(_squares)
+job_type("squares_all", payload=Squares, join=_sum_squares,
+         description="A batch that needs every part: one `square` part per number.")(_squares)

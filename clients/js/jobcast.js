@@ -123,7 +123,13 @@ export function resumeWatches(handlersFor) {
 
 /** The sets (as watchJobs takes them) being watched when the page was left. */
 export function rememberedSets() {
-  return stored(SETS_KEY).map((key) => JSON.parse(key));
+  return stored(SETS_KEY).flatMap((key) => {
+    try {
+      return [JSON.parse(key)];
+    } catch {
+      return []; // (not one of ours)
+    }
+  });
 }
 
 /** Re-attach to every set that was being watched when the page was left, each from a snapshot of its jobs. */

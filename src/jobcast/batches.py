@@ -31,8 +31,9 @@ import orjson
 from pydantic import BaseModel
 
 from jobcast import transitions
+from jobcast.context import JobCanceled
 from jobcast.registry import JobType
-from jobcast.states import TERMINAL, Stage, Status
+from jobcast.states import TERMINAL, Outcome, Stage, Status
 from jobcast.store import Store, trips
 from jobcast.store.record import format_progress, now_iso, now_ms, part_ids
 from jobcast.submission import stored_payload
@@ -54,10 +55,11 @@ class PartResults:
 
 
 def split(store: Store, record: Mapping[str, str], part_type: JobType, payloads: Sequence[BaseModel],
-          weights: Sequence[float] | None, partial: bool, state: Any = None, progress: float = 0) -> list[str]:
-    """Create the parts of the running job `record` (at `progress` now) and move it to stage `parts`; the
-    parts' ids. Raises ValueError for weights that do not fit, RuntimeError when the job stopped meanwhile (a
-    cancel)."""
+          weights: Sequence[float] | None, partial: bool, state: Any = None, progress: float = 0,
+          items: Sequence[bytes] = ()) -> list[str]:
+    """Create the parts of the running job `record` (at `progress` now, with output `items` of its own) and
+    move it to stage `parts`; the parts' ids. Raises ValueError for weights that do not fit, JobCanceled when
+    the job stopped meanwhile (a cancel), RuntimeError when its record kept changing."""
     n = len(payloads)
     if not 1 <= n <= MAX_PARTS:
         raise ValueError(f"a batch has from 1 to {MAX_PARTS} parts, not {n}")
@@ -80,6 +82,7 @@ def split(store: Store, record: Mapping[str, str], part_type: JobType, payloads:
         "parts_completed": "0", "parts_failed": "0", "parts_canceled": "0", "parts_wsum": repr(sum(shares)),
         "parts_psum": "0", "parts_from": format_progress(progress),
         "parts_state": orjson.dumps(state).decode() if state is not None else "",
+        "own_items": (b"[" + b",".join(items) + b"]").decode() if items else "",  # (a retry starts with them)
     }
 
     def move_parent(pipe: Any) -> None:
@@ -88,11 +91,11 @@ def split(store: Store, record: Mapping[str, str], part_type: JobType, payloads:
         store.set_aside(owner, parent, pipe)
 
     for _ in range(5):
-        outcome = trips.create_parts(store, parent, parts, created_ms, ts, move_parent)
+        outcome = trips.create_parts(store, parent, record["attempt"], parts, created_ms, ts, move_parent)
         if outcome == "ok":
             return ids
         if outcome == "stopped":
-            raise RuntimeError("the job stopped (or was asked to cancel) before its parts were created")
+            raise JobCanceled("the job stopped (or was asked to cancel) before its parts were created")
     raise RuntimeError("the job's record kept changing while its parts were being created")
 
 
@@ -116,9 +119,13 @@ def results(store: Store, record: Mapping[str, str]) -> PartResults:
 
 def resume(store: Store, record: Mapping[str, str]) -> None:
     """The next attempt of a batch (`POST /retry` of a failed or canceled one) runs again only its parts that
-    did not complete: it goes back to stage `parts` (the completed parts' items in its output again, their
-    share in its progress) and each of the others is retried as its next attempt; with none left, its join
-    is due at once."""
+    did not complete, keeping the others' results, items and share of the progress.
+
+    While its parts are retried one by one, the batch is in stage `retry` (their changes count, but none
+    moves it to `join`) and in the running set, kept alive here: a worker lost meanwhile is noticed, and the
+    attempt fails or is tried again as any attempt. Then, in one MULTI, stage `parts` and out of the running
+    set; a cancel that came meanwhile ends it now, and when every part has ended by then, its join is due.
+    """
     ids = part_ids(record)
     parts = dict(zip(ids, (store.load(i) for i in ids), strict=True))
     gone = [i for i, p in parts.items() if p is None]
@@ -126,16 +133,35 @@ def resume(store: Store, record: Mapping[str, str]) -> None:
         raise LookupError(f"{len(gone)} of its parts are gone (deleted, or past JOBCAST_JOB_TTL_S), {gone[0]} "
                           "first: submit the job again")
     left = [i for i, p in parts.items() if p is not None and p["status"] != Status.COMPLETED]
-    job_id, owner = record["id"], record["owner"]
-    store.emit(job_id, "state", owner=owner, ts=now_iso(), guard_status=(Status.RUNNING,),
-               guard_attempt=int(record["attempt"]),
-               fields={"stage": Stage.PARTS if left else Stage.JOIN, "parts_from": "0",
-                       "message": f"{len(ids) - len(left)}/{len(ids)} parts done"})
-    store.set_aside(owner, job_id)
-    transitions.promote(store, owner)
-    store.take_items(job_id, [i for i in ids if i not in left])
+    job_id, owner, attempt = record["id"], record["owner"], int(record["attempt"])
+
+    def move(fields: dict[str, str], pipe: Any = None) -> bool:
+        res = store.emit(job_id, "state", owner=owner, ts=now_iso(), guard_status=(Status.RUNNING,),
+                         guard_attempt=attempt, fields=fields, pipe=pipe)
+        return res.outcome in (Outcome.OK, Outcome.SAME)
+
+    if not move({"stage": Stage.RETRY, "parts_from": "0",
+                 "message": f"Running again the {len(left)} parts that did not complete"}):
+        return  # (it moved on meanwhile)
+    own = orjson.loads(record["own_items"]) if record.get("own_items") else []
+    store.append_items(job_id, [orjson.dumps(i) for i in own] +
+                       [item for i in ids if i not in left for item in store.output_items(i)])
     for part_id in left:
+        if store.cancel_requested(job_id) or not store.heartbeat(job_id, attempt):
+            break
         transitions.retry(store, part_id)
-    if not left:
+    done = len(ids) - len(left)
+    with store.multi() as pipe:
+        move({"stage": Stage.PARTS, "message": f"{done}/{len(ids)} parts done"}, pipe)
+        store.set_aside(owner, job_id, pipe)
+        pipe.execute()
+    transitions.promote(store, owner)
+    now = store.load(job_id)
+    if now is None or now["status"] != Status.RUNNING:
+        return
+    if now.get("cancel") == "1":
+        transitions.cancel(store, job_id)  # (stage `parts` now: it ends at once, and so do its parts)
+    elif sum(int(now.get(f"parts_{s}") or 0) for s in ("completed", "failed", "canceled")) >= len(ids):
+        move({"stage": Stage.JOIN, "message": "Joining the parts' results"})
         store.due_now(job_id)
         transitions.requeue(store, job_id)

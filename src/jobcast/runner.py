@@ -154,7 +154,7 @@ class Attempt:
         job_type = self.runtime.registry.get(name)
         if job_type is None:
             raise JobFailed(f"this worker has no job type {name!r}; start workers with the same "
-                            "JOBCAST_JOB_MODULES as the API", code="unknown_type", retryable=False)
+                            "JOBCAST_JOB_MODULES as the API", code="unknown_type")
         try:
             return job_type, job_type.payload_model.model_validate_json(raw)
         except ValidationError as exc:
@@ -187,12 +187,13 @@ class Attempt:
                 raise JobFailed(f"part {i}: the payload does not fit job type {type_name!r}: {exc}",
                                 code="invalid_parts", retryable=False) from None
         try:
-            progress = self.ctx.current[0] if self.ctx is not None else 0.0
-            ids = batches.split(self.store, record, part_type, models, weights, job_type.partial, state, progress)
+            ctx = self.ctx
+            ids = batches.split(self.store, record, part_type, models, weights, job_type.partial, state,
+                                ctx.current[0] if ctx else 0.0, ctx.output_items if ctx else [])
         except ValueError as exc:
             raise JobFailed(str(exc), code="invalid_parts", retryable=False) from None
         except RuntimeError as exc:
-            raise JobCanceled(str(exc)) from None
+            raise JobFailed(str(exc), code="split_failed") from None
         log.info("job %s: split into %d parts of %s", record["id"], len(ids), type_name)
         promote(self.store, record["owner"])  # the slot it held is its parts' now
 

@@ -260,6 +260,11 @@ def reconcile(store: Store, job_id: str) -> str:
     where, record = trips.check(store, job_id)
     if record is None or where == "in_rq":
         return where
+    if record["status"] == Status.RUNNING and where == "gone":  # a batch's join trip, lost: send another
+        log.warning("job %s: the RQ job of its join is gone; sending the join again", job_id)
+        store.due_now(job_id)
+        requeue(store, job_id)
+        return "requeued"
     rq_id = record.get("rq_id") or job_id
     if where == "dropped":
         log.warning("job %s: RQ job %s was taken by no live worker and is in no queue (its worker died before "
@@ -284,6 +289,9 @@ def lose(store: Store, job_id: str) -> None:
         return
     if deadline is not None and deadline > now_ms():
         return  # a heartbeat came in just now
+    if record.get("stage") == Stage.PARTS:  # (a batch running its parts needs no heartbeat)
+        store.forget_running(job_id)
+        return
     if record.get("stage") == Stage.JOIN:  # its join's worker died: the join runs again, the parts stay
         log.warning("job %s: the worker joining its parts was lost; joining again", job_id)
         store.forget_running(job_id)

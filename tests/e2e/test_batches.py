@@ -145,7 +145,7 @@ def test_a_type_that_takes_partial_results_completes_with_what_its_parts_gave(ma
     assert done.event == "completed", done.data
     assert done.data["result"] == {"squares": [1, 4, None, 16], "failed": [2]}
     assert done.data["parts"]["failed"] == 1 and done.data["parts"]["completed"] == 3
-    assert sorted(e.data["item"]["square"] for e in s.events if e.event == "output") == [1, 4, 16]
+    assert sorted(e.data["item"]["square"] for e in s.events if e.event == "output" and "part" in e.data) == [1, 4, 16]
 
 
 def test_a_worker_sigkilled_mid_part_loses_the_part_and_the_batch_follows(make_stack: Any) -> None:
@@ -162,3 +162,37 @@ def test_a_worker_sigkilled_mid_part_loses_the_part_and_the_batch_follows(make_s
     assert end.data["error"]["details"] == {"part_id": victim["id"], "part": 0, "error": {
         "code": "worker_lost", "message": end.data["error"]["details"]["error"]["message"]}}
     wait_for(lambda: [p["status"] for p in _parts(st, job)] == ["failed", "canceled"], 10, "the other part canceled")
+
+
+def _squares(st: Stack, job_type: str, **payload: Any) -> dict[str, Any]:
+    with st.client() as c:
+        r = c.post("/jobs", json={"type": job_type, "payload": payload})
+        assert r.status_code == 202, r.text
+        job: dict[str, Any] = r.json()
+        return job
+
+
+def test_a_part_tried_again_leaves_its_batch_each_item_once(make_stack: Any) -> None:
+    st: Stack = make_stack(workers=2, JOBCAST_JOB_MODULES="tests.fixtures", JOBCAST_MAX_RUNNING_PER_OWNER="0")
+    job = _squares(st, "squares_all", numbers=[1, 2, 3], fail=[2], fail_attempts=1)  # part 1 fails once
+    done = read_stream(st.url, job["links"]["events"], timeout=60).events[-1]
+    assert done.event == "completed" and done.data["result"]["squares"] == [1, 4, 9], done.data
+    assert [p["attempt"] for p in _parts(st, job)] == [1, 2, 1]
+    items = done.data["output"]["items"]
+    assert items[0] == {"own": "made before the split"}
+    assert sorted(i["square"] for i in items[1:]) == [1, 4, 9], items
+
+
+def test_a_retried_batch_keeps_what_it_made_before_the_split_and_its_completed_parts_items(make_stack: Any) -> None:
+    st: Stack = make_stack(workers=2, JOBCAST_JOB_MODULES="tests.fixtures", JOBCAST_MAX_RUNNING_PER_OWNER="0")
+    job = _squares(st, "squares_all", numbers=[1, 2, 3], fail=[3])  # part 2 fails both its attempts
+    first = read_stream(st.url, job["links"]["events"], timeout=60)
+    assert first.events[-1].event == "failed"
+    with st.client() as c:
+        wait_for(lambda: c.post(f"/jobs/{job['id']}/retry").status_code != 409, 10, "the parts to stop")
+    done = read_stream(st.url, job["links"]["events"], headers={"Last-Event-ID": str(first.events[-1].id)},
+                       timeout=60).events[-1]
+    assert done.event == "completed" and done.data["result"]["squares"] == [1, 4, 9], done.data
+    items = done.data["output"]["items"]
+    assert items.count({"own": "made before the split"}) == 1
+    assert sorted(i["square"] for i in items if "square" in i) == [1, 4, 9], items

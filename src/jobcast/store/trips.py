@@ -79,18 +79,18 @@ def create(store: Store, fields: Mapping[str, str], created_ms: int, ts: str, *,
     return ahead
 
 
-def create_parts(store: Store, parent_id: str, parts: Sequence[Mapping[str, str]], created_ms: int, ts: str,
-                 also: Callable[[Pipeline], None]) -> Literal["ok", "stopped", "busy"]:
+def create_parts(store: Store, parent_id: str, attempt: str, parts: Sequence[Mapping[str, str]], created_ms: int,
+                 ts: str, also: Callable[[Pipeline], None]) -> Literal["ok", "stopped", "busy"]:
     """Write the records of a batch's parts and enqueue their first trips, and queue `also(pipe)` (the
     parent's move to stage `parts`), in one MULTI, watching the parent's record: `ok`; `stopped`, writing
-    nothing, when the parent is no longer running or is asked to cancel; `busy` when it changed meanwhile
-    (look again)."""
+    nothing, when the parent no longer runs that `attempt` (a stale worker's) or is asked to cancel; `busy`
+    when it changed meanwhile (look again)."""
     key = store.keys.job(parent_id)
     with store.redis.pipeline(transaction=True) as pipe:
         try:
             pipe.watch(key)  # type: ignore[no-untyped-call]
-            status, cancel = cast(list[bytes | None], pipe.hmget(key, ["status", "cancel"]))
-            if status != Status.RUNNING.encode() or cancel == b"1":
+            status, now, cancel = cast(list[bytes | None], pipe.hmget(key, ["status", "attempt", "cancel"]))
+            if status != Status.RUNNING.encode() or now != attempt.encode() or cancel == b"1":
                 return "stopped"
             pipe.multi()
             for fields in parts:

@@ -277,17 +277,18 @@ class Store:
             if pipe is None:
                 own.execute()
 
-    def take_items(self, job_id: str, from_ids: Iterable[str]) -> None:
-        """Append to a job's output items those of the jobs `from_ids`, in that order (the newest
-        `JOBCAST_ITEMS_KEPT` kept): a retried batch's output starts with its completed parts' items."""
-        items = self.keys.items(job_id)
-        for other in from_ids:
-            got = cast(list[bytes], self.redis.lrange(self.keys.items(other), 0, -1))
-            if got:
-                with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.rpush(items, *got)
-                    pipe.ltrim(items, -self.settings.items_kept, -1)
-                    pipe.execute()
+    def append_items(self, job_id: str, items: list[bytes]) -> None:
+        """Append `items` (JSON) to a job's output items, the newest `JOBCAST_ITEMS_KEPT` kept: a retried
+        batch's output starts again with what it had made itself and its completed parts' items."""
+        if items:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(self.keys.items(job_id), *items)
+                pipe.ltrim(self.keys.items(job_id), -self.settings.items_kept, -1)
+                pipe.execute()
+
+    def multi(self) -> Pipeline:
+        """A MULTI to queue changes in (`emit(pipe=)`, `set_aside(pipe=)`); `execute()` applies them together."""
+        return self.redis.pipeline(transaction=True)
 
     def due_now(self, job_id: str) -> None:
         """Put a job in the delayed set, due now (the way back into RQ: `transitions.requeue`)."""

@@ -26,6 +26,8 @@ if cur.status == 'running' then
 end
 set.queued_ms = o.retry_at_ms
 local data, stored = state_event(job, cur, set, o.ts)
+local parent = parent_of(o)
+if parent then forget_part_items(parent, items) end
 redis.call('DEL', items)
 set.text = ''
 local seq = commit(job, cur, set, o.op, 'ok')
@@ -37,6 +39,5 @@ redis.call('ZREM', queued, id)
 redis.call('PERSIST', job)
 redis.call('PERSIST', events)
 redis.call('PERSIST', items)
-local parent = parent_of(o)
 if parent then to_parent(parent, o, stats, KEYS[8], {from = cur.status, to = 'queued', progress = '0'}) end
 return {seq, cur.cancel, 'ok'}

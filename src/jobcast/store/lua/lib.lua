@@ -173,7 +173,10 @@ local function to_parent(p, o, stats, feed_key, c)
   local total = tonumber(v[9])
   local ended = tonumber(v[10] or '0') + tonumber(v[11] or '0') + tonumber(v[12] or '0')
   local from = tonumber(v[13] or '0')
-  local progress = math.max(tonumber(v[3]), math.floor((from + (100 - from) * psum / tonumber(v[8]) / 100) * 10) / 10)
+  local share = math.min(1, psum / tonumber(v[8]) / 100)
+  local progress = math.floor((from + (100 - from) * share) * 10 + 0.5) / 10
+  if ended < total then progress = math.min(progress, 99.9) end  -- (100 once the join is done)
+  progress = math.max(tonumber(v[3]), progress)
   local message, stage = ended .. '/' .. total .. ' parts done', 'parts'
   if ended >= total then
     message, stage = "Joining the parts' results", 'join'
@@ -187,4 +190,13 @@ local function to_parent(p, o, stats, feed_key, c)
     append_event(p.events, stats, p.channel, seq, 'state', data, o.events_kept, stored, feed)
   end
   redis.call('HSET', job, 'seq', seq)
+end
+
+-- A part tried again while its batch runs its parts: the batch's output loses
+-- the items of the part's attempt (list `items`), as the part's own output
+-- does. (Each goes by value: of equal items, another part's may go instead,
+-- which leaves the same output.)
+local function forget_part_items(p, items)
+  if redis.call('HGET', p.job, 'stage') ~= 'parts' then return end
+  for _, item in ipairs(redis.call('LRANGE', items, 0, -1)) do redis.call('LREM', p.items, 1, item) end
 end
