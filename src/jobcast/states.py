@@ -35,7 +35,8 @@ class Stage(StrEnum):
     WAITING = "waiting"
     """Outside RQ, waiting for one of its owner's slots."""
     RETRY = "retry"
-    """Waiting for its next automatic attempt."""
+    """Waiting for its next automatic attempt; or a retried batch, running, while its parts that did not
+    complete are sent again (`batches.resume`)."""
     PARTS = "parts"
     """A running batch whose parts run as jobs of their own (`batches.py`): no code of its own runs."""
     JOIN = "join"
