@@ -135,8 +135,9 @@ end
 -- sum, `parts_psum` / `parts_wsum`, over what was left of 100 when it split,
 -- `parts_from`, and never goes down), or it produced item
 -- `c.item` (its event data `c.item_event`), which the parent's stream carries
--- with the part's index. Only a parent running its parts (stage `parts`) gets
--- events; the last part to end moves it to stage `join`, due now in the
+-- with the part's index. Only a parent running its parts (stage `parts`, or
+-- `retry` while a retried batch sends its parts again) gets events; in stage
+-- `parts`, the last part to end moves it to stage `join`, due now in the
 -- delayed set, from where a worker runs its join (`runner.Attempt`).
 local function parent_of(o)
   if (o.parent or '') == '' then return nil end
@@ -160,7 +161,7 @@ local function to_parent(p, o, stats, feed_key, c)
     psum = psum + p.weight * (tonumber(c.progress) - before)
     redis.call('HSET', job, 'parts_psum', tostring(psum), 'pp:' .. p.part, c.progress)
   end
-  if v[1] ~= 'running' or v[5] ~= 'parts' then return end
+  if v[1] ~= 'running' or (v[5] ~= 'parts' and v[5] ~= 'retry') then return end
   local feed = {key = feed_key, channel = o.feed_channel, kept = o.feed_kept, job = p.id}
   local seq = tonumber(v[6])
   if c.item then
@@ -177,8 +178,8 @@ local function to_parent(p, o, stats, feed_key, c)
   local progress = math.floor((from + (100 - from) * share) * 10 + 0.5) / 10
   if ended < total then progress = math.min(progress, 99.9) end  -- (100 once the join is done)
   progress = math.max(tonumber(v[3]), progress)
-  local message, stage = ended .. '/' .. total .. ' parts done', 'parts'
-  if ended >= total then
+  local message, stage = ended .. '/' .. total .. ' parts done', v[5]
+  if ended >= total and stage == 'parts' then
     message, stage = "Joining the parts' results", 'join'
     redis.call('ZADD', p.delayed, now_ms(), p.id)
   end
