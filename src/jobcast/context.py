@@ -181,6 +181,7 @@ class JobContext(Scope):
         self._canceled_at: float | None = time.monotonic() if canceled else None
         self._on_overdue = on_overdue
         self._on_split = on_split
+        self._record = record
         self._part = part_of(record)
         self._on_cancel: list[Callable[[], None]] = []
         self._on_cancel_lock = threading.Lock()
@@ -348,6 +349,14 @@ class JobContext(Scope):
             # write nothing more, and let check() stop the code.
             self._stopped = True
             self._mark_canceled()
+
+    def add_usage(self, model: str, prompt_tokens: int, completion_tokens: int, *, estimated: bool = False) -> None:
+        """Count a model call's tokens in the job's `usage` (and its batch's), priced by `JOBCAST_MODEL_PRICES`;
+        `estimated` when the server reported none. The LLM client calls this for every call it makes."""
+        now = self._store.add_usage(self.id, self.attempt, self._part, model, prompt_tokens, completion_tokens,
+                                    estimated)
+        if now is not None:
+            self._record.update(now)  # (the runner's record: the job object its end sends carries the usage)
 
     def parts(self, job_type: str, payloads: Sequence[Any], weights: Sequence[float] | None = None, *,
               state: Any = None) -> NoReturn:

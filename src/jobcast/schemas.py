@@ -101,6 +101,7 @@ class UsageFigures(_Response):
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)
     cost_usd: float | None = Field(description="null when no price is configured for the model.")
+    estimated: bool = Field(description="Some of the tokens are an estimate: the model server reported none.")
 
 
 class Usage(UsageFigures):

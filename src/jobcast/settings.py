@@ -7,6 +7,7 @@ README's configuration table is written from this file. `ClientSettings` holds t
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -141,6 +142,22 @@ def _owner_webhooks(name: str, raw: str) -> dict[str, str]:
     return hooks
 
 
+def _prices(name: str, raw: str) -> dict[str, tuple[float, float]]:
+    prices: dict[str, tuple[float, float]] = {}
+    for entry in (e.strip() for e in raw.split(",") if e.strip()):
+        model, sep, pair = entry.rpartition("=")
+        given, _, taken = pair.partition("/")
+        try:
+            price = (float(given), float(taken))
+        except ValueError:
+            price = (-1.0, -1.0)
+        if not sep or not model or min(price) < 0 or not all(map(math.isfinite, price)):
+            raise ConfigError(f"{name} entry {entry!r} is not model=input/output (US dollars per million prompt "
+                              "and completion tokens), e.g. gpt-4o-mini=0.15/0.60")
+        prices[model] = price
+    return prices
+
+
 def _public_url(name: str, raw: str) -> str | None:
     raw = raw.strip()
     if not raw:
@@ -192,6 +209,9 @@ class Settings:
     stand_in_model: bool = knob(False, None, flag, """Set by `jobcast dev` (never from the environment) when no
         model is configured and it serves the LLM types from its stand-in (`jobcast.llm.fake`): `GET
         /job-types` and the page then say so.""")
+    model_prices: Mapping[str, tuple[float, float]] = knob({}, "JOBCAST_MODEL_PRICES", _prices, """Per model,
+        US dollars per million prompt and completion tokens (`gpt-4o-mini=0.15/0.60`, comma-separated): a job's
+        `usage.cost_usd`; null for a model without a price.""")
     openai_base_url: str | None = knob(None, "OPENAI_BASE_URL", raw_text, """An OpenAI-compatible server
         (Ollama, vLLM, llama.cpp, ...); default OpenAI's.""")
     openai_api_key: str | None = knob(None, "OPENAI_API_KEY", raw_text, "The model server's key (never logged).",

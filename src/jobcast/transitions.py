@@ -63,6 +63,9 @@ def start(store: Store, record: Mapping[str, str], run: int) -> tuple[EmitResult
     fields = {"status": Status.RUNNING, "progress": "0", "message": "Starting", "stage": "", "queue_position": "",
               "eta_s": "", "started_at": started, "ended_at": "", "error": "",
               "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    if record.get("usage_calls"):  # a new attempt's usage starts at nothing (the job's in all goes on)
+        fields.update(usage_a_calls="0", usage_a_prompt="0", usage_a_completion="0", usage_a_cost="",
+                      usage_a_estimated="")
     res = store.emit(record["id"], "start", owner=record["owner"], ts=started, fields=fields,
                      guard_status=(Status.QUEUED,), guard_attempt=int(record["attempt"]), guard_run=run,
                      heartbeat_ms=now_ms() + int(store.settings.heartbeat_deadline_s * 1000),

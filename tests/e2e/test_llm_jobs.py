@@ -267,3 +267,28 @@ def test_60_personas_run_as_six_parts_on_four_workers_at_once(make_stack: Any, f
     at_once = max(sum(1 for start, stop in spans if start <= t < stop) for t, _ in spans)
     print(f"6 parts of 10 personas: {at_once} ran at once on 4 workers")
     assert len(parts) == 6 and at_once >= 3, spans
+
+
+def test_usage_is_what_the_model_reported_summed_over_a_batch_and_priced(make_stack: Any, fake_llm: FakeLLM) -> None:
+    st: Stack = make_stack(workers=2, JOBCAST_MAX_RUNNING_PER_OWNER="0", OPENAI_BASE_URL=f"{fake_llm.url}/v1",
+                           JOBCAST_MODEL="stand-in", OPENAI_API_KEY="test-key",
+                           JOBCAST_MODEL_PRICES="stand-in=2/8,other=1/1")
+    fake_llm.script({"content": "one two three four five"})
+    chat = _run(st, "chat", {"messages": [GO]}).events[-1].data
+    # the stand-in reports 10 prompt tokens and a completion token a word
+    assert chat["usage"] == {"calls": 1, "prompt_tokens": 10, "completion_tokens": 5, "estimated": False,
+                             "cost_usd": round((10 * 2 + 5 * 8) / 1e6, 6),
+                             "attempt": {"calls": 1, "prompt_tokens": 10, "completion_tokens": 5, "estimated": False,
+                                         "cost_usd": round((10 * 2 + 5 * 8) / 1e6, 6)}}
+    assert chat["result"]["usage"]["completion_tokens"] == 5
+    batch = _run(st, "generate_personas", {"count": 25}).events[-1].data
+    with st.client() as c:
+        parts = c.get("/jobs", params={"parent": batch["id"]}).json()["jobs"]
+        metrics = c.get("/metrics").text
+    assert [p["usage"]["calls"] for p in parts] == [1, 1, 1]
+    for kind in ("calls", "prompt_tokens", "completion_tokens"):
+        assert batch["usage"][kind] == sum(p["usage"][kind] for p in parts), kind
+    assert batch["usage"]["cost_usd"] == pytest.approx(sum(p["usage"]["cost_usd"] for p in parts), abs=2e-6)
+    completion = sum(p["usage"]["completion_tokens"] for p in parts)
+    assert f'jobcast_model_tokens_total{{kind="completion",model="stand-in",type="generate_personas"}} ' \
+           f'{float(completion)}' in metrics, [line for line in metrics.splitlines() if "model_tokens" in line]

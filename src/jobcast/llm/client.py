@@ -160,7 +160,13 @@ class LLM:
             response.close()
         if self.ctx.canceled:
             raise JobCanceled(f"job {self.ctx.id} was canceled")
-        return "".join(parts), usage
+        text = "".join(parts)
+        if usage is not None and usage.get("prompt_tokens") is not None:
+            self.ctx.add_usage(self.model, int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0))
+        else:  # the server reported none: about 4 characters a token
+            asked = sum(len(str(m.get("content") or "")) for m in messages)
+            self.ctx.add_usage(self.model, -(-asked // 4), -(-len(text) // 4), estimated=True)
+        return text, usage
 
     def json(self, messages: list[dict[str, Any]], shape: type[M],
              on_text: Callable[[str], None] | None = None) -> M:

@@ -164,5 +164,17 @@ def job_object(
     obj["parent_id"] = record.get("parent_id") or None
     obj["parts"] = ({name: int(record.get(f"parts_{name}") or 0) for name in PART_COUNTS}
                     if record.get("parts_total") else None)
-    obj["usage"] = None  # (model usage: issue 18)
+    obj["usage"] = _usage(record) if record.get("usage_calls") else None
     return obj
+
+
+def _usage(record: Mapping[str, str]) -> dict[str, Any]:
+    """A job's `usage` from its record: in all its attempts (`usage_*`) and in this one (`usage_a_*`)."""
+
+    def figures(scope: str) -> dict[str, Any]:
+        cost = record.get(f"{scope}cost")
+        return {"calls": int(record.get(f"{scope}calls") or 0), "prompt_tokens": int(record.get(f"{scope}prompt") or 0),
+                "completion_tokens": int(record.get(f"{scope}completion") or 0),
+                "cost_usd": round(float(cost), 6) if cost else None, "estimated": bool(record.get(f"{scope}estimated"))}
+
+    return {**figures("usage_"), "attempt": figures("usage_a_")}

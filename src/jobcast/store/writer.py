@@ -25,9 +25,17 @@ from jobcast.states import TERMINAL, Outcome, Stage
 from jobcast.store.connections import REDIS_TROUBLE
 from jobcast.store.keys import Keys
 from jobcast.store.record import QUEUED_MESSAGE, WAITING_MESSAGE, Part, decode, now_iso, now_ms
-from jobcast.store.scripts import CHANGE_LUA, CREATE_LUA, DELETE_LUA, HEARTBEAT_LUA, POSITIONS_LUA, PROMOTE_LUA
+from jobcast.store.scripts import (
+    CHANGE_LUA,
+    CREATE_LUA,
+    DELETE_LUA,
+    HEARTBEAT_LUA,
+    POSITIONS_LUA,
+    PROMOTE_LUA,
+    USAGE_LUA,
+)
 
-__all__ = ["EmitKind", "EmitResult", "QUEUED_IN_PIPE", "Store", "count_submission", "owner_entry"]
+__all__ = ["EmitKind", "EmitResult", "QUEUED_IN_PIPE", "Store", "USAGE_FIELDS", "count_submission", "owner_entry"]
 
 log = logging.getLogger("jobcast.store")
 
@@ -58,6 +66,10 @@ class EmitResult:
     outcome: Outcome
     """`ok`, `same` (nothing visible changed, no event), `refused` (a guard failed) or `missing`."""
 
+
+USAGE_FIELDS = tuple(f"usage_{scope}{name}" for scope in ("", "a_")
+                     for name in ("calls", "prompt", "completion", "cost", "estimated"))
+"""A job's usage on its record: in all its attempts (`usage_*`) and in this one (`usage_a_*`)."""
 
 QUEUED_IN_PIPE = EmitResult(0, False, Outcome.OK)
 """What `Store.emit` returns for a change it queued in a MULTI."""
@@ -97,6 +109,7 @@ class Store:
         self._delete = redis.register_script(DELETE_LUA)
         self._promote = redis.register_script(PROMOTE_LUA)
         self._heartbeat = redis.register_script(HEARTBEAT_LUA)
+        self._usage = redis.register_script(USAGE_LUA)
 
     def create(self, pipe: Pipeline, job_id: str, owner: str, created_ms: int, ts: str,
                fields: Mapping[str, str]) -> None:
@@ -186,6 +199,20 @@ class Store:
 
     def output_items(self, job_id: str) -> list[bytes]:
         return cast(list[bytes], self.redis.lrange(self.keys.items(job_id), 0, -1))
+
+    def add_usage(self, job_id: str, attempt: int, part: Part | None, model: str, prompt: int, completion: int,
+                  estimated: bool) -> dict[str, str] | None:
+        """Add a model call's tokens (and their cost, when the model has a price) to the job's usage, in all and
+        in this attempt, and to its batch's (`lua/usage.lua`); the job's usage fields now, or None when the
+        attempt is over."""
+        price = self.settings.model_prices.get(model)
+        cost = "" if price is None else repr((prompt * price[0] + completion * price[1]) / 1_000_000)
+        keys = [self.keys.job(job_id), self.keys.stats] + ([self.keys.job(part.parent)] if part else [])
+        args: list[str | int] = [attempt, prompt, completion, cost, "1" if estimated else "", model, *USAGE_FIELDS]
+        got = self._ride_out(lambda: self._usage(keys=keys, args=args), job_id)
+        if not got:
+            return None
+        return {name: (value or b"").decode() for name, value in zip(USAGE_FIELDS, got, strict=True)}
 
     def heartbeat(self, job_id: str, attempt: int) -> bool:
         """Push a running attempt's deadline out by `JOBCAST_HEARTBEAT_S`; False if that attempt is over."""

@@ -107,6 +107,11 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
     events = CounterMetricFamily("jobcast_events_published", "Events appended to job logs and published.")
     webhooks = CounterMetricFamily("jobcast_webhook_deliveries", "Webhook delivery tries by outcome "
                                    "(delivered, retrying, failed = gave up).", labels=["outcome"])
+    tokens = CounterMetricFamily("jobcast_model_tokens", "Tokens of model calls (as the server reported them, or "
+                                 "estimated), by model, job type and kind (prompt, completion).",
+                                 labels=["model", "type", "kind"])
+    calls = CounterMetricFamily("jobcast_model_calls", "Model calls that answered, by model and job type.",
+                                labels=["model", "type"])
     hist: dict[str, dict[str, dict[int, float]]] = {"run": {}, "wait": {}}
     sums: dict[str, dict[str, float]] = {"run": {}, "wait": {}}
     for parts, value in _text(stats):
@@ -121,6 +126,10 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
                 events.add_metric([], value)
             case ["webhook", outcome]:
                 webhooks.add_metric([outcome], value)
+            case ["model_tokens", model, jtype, kind]:
+                tokens.add_metric([model, jtype, kind], value)
+            case ["model_calls", model, jtype]:
+                calls.add_metric([model, jtype], value)
             case ["run" | "wait" as name, jtype, k]:
                 hist[name].setdefault(jtype, {})[int(k)] = value
             case ["run_sum" | "wait_sum" as name, jtype]:
@@ -129,7 +138,7 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
     for queue, n in sorted(queues.items()):
         depth.add_metric([queue], n)
     return [
-        submitted, finished, retried, events, webhooks,
+        submitted, finished, retried, events, webhooks, tokens, calls,
         _histogram("jobcast_job_run_seconds", "Run time of each attempt, start to end.", hist["run"], sums["run"]),
         _histogram("jobcast_job_queue_wait_seconds", "From submit (or a retry's due time) to the start.",
                    hist["wait"], sums["wait"]),
