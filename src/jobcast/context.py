@@ -12,11 +12,13 @@ too (each write is one short Redis round trip).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import orjson
@@ -135,6 +137,11 @@ class Tracker:
         """Mark every step of item `item` finished."""
         self.advance(item, self._steps, message)
 
+
+WAITING_FOR_MODEL = "Waiting for model capacity: calls at once"
+"""A job's message while a call of its waits for the model (`JobContext.hold_model`)."""
+CAPACITY_POLL_S = 0.1
+"""How often a call waiting for the model asks again."""
 
 CANCEL_POLL_S = 0.5
 """How often the background thread asks whether the job was canceled."""
@@ -349,6 +356,36 @@ class JobContext(Scope):
             # write nothing more, and let check() stop the code.
             self._stopped = True
             self._mark_canceled()
+
+    @contextlib.contextmanager
+    def hold_model(self, model: str) -> Iterator[Callable[[], None]]:
+        """Hold one of the model's calls at once for the block (`JOBCAST_MODEL_CONCURRENCY`, shared by every
+        worker): it waits its owner's turn, the job's message saying so meanwhile (its progress untouched), and
+        a cancel ends the wait (JobCanceled). Yields `renew()`, for the block to call while a call streams (it
+        renews the hold at most every third of `JOBCAST_MODEL_LEASE_MS`)."""
+        if not self.settings.model_concurrency:
+            yield lambda: None
+            return
+        lease, store, every = uuid.uuid4().hex, self._store, self.settings.model_lease_s / 3
+        renewed = [time.monotonic()]
+
+        def renew() -> None:
+            if time.monotonic() - renewed[0] >= every:
+                renewed[0] = time.monotonic()
+                store.renew_capacity(model, lease)
+
+        try:
+            if not store.take_capacity(model, lease, self._owner or ""):
+                before = self._message
+                self._report(self._progress, WAITING_FOR_MODEL, None)
+                while not store.take_capacity(model, lease, self._owner or ""):
+                    self.sleep(CAPACITY_POLL_S)
+                if self._message == WAITING_FOR_MODEL:
+                    self._report(self._progress, before, None)
+            renewed[0] = time.monotonic()
+            yield renew
+        finally:
+            store.give_back_capacity(model, lease)
 
     def add_usage(self, model: str, prompt_tokens: int, completion_tokens: int, *, estimated: bool = False) -> None:
         """Count a model call's tokens in the job's `usage` (and its batch's), priced by `JOBCAST_MODEL_PRICES`;

@@ -209,6 +209,12 @@ class Settings:
     stand_in_model: bool = knob(False, None, flag, """Set by `jobcast dev` (never from the environment) when no
         model is configured and it serves the LLM types from its stand-in (`jobcast.llm.fake`): `GET
         /job-types` and the page then say so.""")
+    model_concurrency: int = knob(0, "JOBCAST_MODEL_CONCURRENCY", integer(0, 100_000), """The most calls to the
+        model at once, across every worker on every machine (0: no limit). A call waits for a free one, its job's
+        message saying so; owners take turns.""")
+    model_lease_s: float = knob(60.0, "JOBCAST_MODEL_LEASE_MS", integer(1000, 3_600_000, per=1000), """How long a
+        call's hold on one of those lasts unless renewed (its worker renews it while the call streams): the
+        capacity a dead worker held comes back after this.""")
     model_prices: Mapping[str, tuple[float, float]] = knob({}, "JOBCAST_MODEL_PRICES", _prices, """Per model,
         US dollars per million prompt and completion tokens (`gpt-4o-mini=0.15/0.60`, comma-separated): a job's
         `usage.cost_usd`; null for a model without a price.""")

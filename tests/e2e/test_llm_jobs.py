@@ -292,3 +292,58 @@ def test_usage_is_what_the_model_reported_summed_over_a_batch_and_priced(make_st
     completion = sum(p["usage"]["completion_tokens"] for p in parts)
     assert f'jobcast_model_tokens_total{{kind="completion",model="stand-in",type="generate_personas"}} ' \
            f'{float(completion)}' in metrics, [line for line in metrics.splitlines() if "model_tokens" in line]
+
+
+def _most_at_once(requests: list[dict]) -> int:
+    """The most requests the stand-in had in flight at one time, from when each came and its stream ended."""
+    spans = [(r["at"], r["stream_ended"]["at"]) for r in requests]
+    return max(sum(1 for start, end in spans if start <= t < end) for t, _ in spans)
+
+
+def test_four_workers_never_send_more_than_the_models_concurrency(make_stack: Any, fake_llm: FakeLLM) -> None:
+    st: Stack = make_stack(workers=4, JOBCAST_MAX_RUNNING_PER_OWNER="0", OPENAI_BASE_URL=f"{fake_llm.url}/v1",
+                           JOBCAST_MODEL="stand-in", OPENAI_API_KEY="test-key", JOBCAST_MODEL_CONCURRENCY="3")
+    fake_llm.script(*[{"delay_ms": 8}] * 12)  # each call streams for about a second
+    with st.client() as c:
+        jobs = [c.post("/jobs", json={"type": "generate_personas", "payload": {"count": 60}}).json()]
+        jobs += [c.post("/jobs", json={"type": "chat", "payload": {"messages": [GO]}}).json() for _ in range(3)]
+    waiting = []
+    for job in jobs:
+        assert read_stream(st.url, job["links"]["events"], timeout=90).events[-1].event == "completed"
+    with st.client() as c:
+        parts = c.get("/jobs", params={"parent": jobs[0]["id"]}).json()["jobs"]
+    for job in jobs[1:] + parts:  # (each call's own job says it waits: a part, or a chat)
+        s = read_stream(st.url, job["links"]["events"], headers={"Last-Event-ID": "0"}, timeout=30)
+        waiting += [(e, s.events[i - 1]) for i, e in enumerate(s.events)
+                    if e.event == "state" and e.data["message"].startswith("Waiting for model")]
+    requests = wait_for(lambda: (r := fake_llm.requests()) and all(x["stream_ended"] for x in r) and r, 10,
+                        "every request to end")
+    most = _most_at_once(requests)
+    print(f"{len(requests)} requests, at most {most} at once at the stand-in (concurrency 3, 4 workers)")
+    assert len(requests) == 9 and most == 3, most  # (never more; and all 3 used while work was waiting)
+    assert waiting, "no call said it was waiting for the model, though 9 calls shared 3"
+    assert all(e.data["progress"] == before.data["progress"] for e, before in waiting), "the wait moved progress"
+
+
+def test_one_owners_batch_does_not_keep_another_owners_chat_waiting_behind_it(make_stack: Any,
+                                                                             fake_llm: FakeLLM) -> None:
+    alice, bob = "alice-model-key-0123456789", "bob-model-key-0123456789ab"
+    # The owner limit (3, the default) keeps workers free for others; the model's turns interleave the owners.
+    st: Stack = make_stack(workers=4, JOBCAST_MAX_RUNNING_PER_OWNER="3", OPENAI_BASE_URL=f"{fake_llm.url}/v1",
+                           JOBCAST_MODEL="stand-in", OPENAI_API_KEY="test-key", JOBCAST_MODEL_CONCURRENCY="1",
+                           JOBCAST_API_KEYS=f"{alice}:alice,{bob}:bob", JOBCAST_SECRET="s" * 32)
+    fake_llm.script(*[{"delay_ms": 3}] * 12)
+    with st.client(headers={"Authorization": f"Bearer {alice}"}) as c:
+        batch = c.post("/jobs", json={"type": "generate_personas", "payload": {"count": 80}}).json()
+        wait_for(lambda: len(fake_llm.requests()) >= 1, 30, "alice's first call")
+    with st.client(headers={"Authorization": f"Bearer {bob}"}) as c:
+        chat = c.post("/jobs", json={"type": "chat", "payload": {"messages": [GO]}}).json()
+    end = read_stream(st.url, chat["links"]["events"], timeout=90).events[-1]
+    assert end.event == "completed"
+    asked = [r["body"]["messages"][0]["content"] for r in fake_llm.requests()]
+    place = next(i for i, content in enumerate(asked) if content == "go")
+    print(f"bob's chat was call {place + 1} of {len(asked)} so far (alice's batch has 8 calls)")
+    # Alice's 3 running parts are in line before bob comes (one call in flight, two waiting): first come,
+    # first served would make his call the 4th at best, and her later parts' calls, queued behind, take turns too.
+    assert place <= 2, asked
+    assert read_stream(st.url, batch["links"]["events"], timeout=90).events[-1].event == "completed"

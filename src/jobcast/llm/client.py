@@ -107,7 +107,8 @@ class LLM:
             if self._aborted:
                 raise JobFailed("stopped: another part of this job failed", code="aborted", retryable=False)
             try:
-                return self._once(messages, options, on_text)
+                with self.ctx.hold_model(self.model) as renew:
+                    return self._once(messages, options, on_text, renew)
             except openai.APIStatusError as exc:
                 log.info("job %s: model answered %s (try %d of %d)", self.ctx.id, exc.status_code, attempt, MAX_TRIES)
                 log.debug("job %s: model error body: %s", self.ctx.id, exc.message)
@@ -123,8 +124,8 @@ class LLM:
             self.ctx.sleep(min(MAX_WAIT_S, wait if wait is not None else 0.5 * 2 ** attempt * random.uniform(0.8, 1.2)))
         raise AssertionError("unreachable")
 
-    def _once(self, messages: list[dict[str, Any]], options: dict[str, Any],
-              on_text: Callable[[str], None] | None) -> tuple[str, dict[str, Any] | None]:
+    def _once(self, messages: list[dict[str, Any]], options: dict[str, Any], on_text: Callable[[str], None] | None,
+              renew: Callable[[], None]) -> tuple[str, dict[str, Any] | None]:
         response: Any = self.client.chat.completions.create(model=self.model, messages=messages,  # type: ignore[arg-type]
                                                             stream=True, **options)
         with self._lock:
@@ -136,6 +137,7 @@ class LLM:
             for chunk in response:
                 if self.ctx.canceled:
                     raise JobCanceled(f"job {self.ctx.id} was canceled")
+                renew()
                 if chunk.usage is not None:
                     usage = chunk.usage.model_dump()
                 for choice in chunk.choices:

@@ -113,6 +113,19 @@ class Keys:
     def told(self, queue: str) -> str:
         return f"{self.prefix}:told:{queue}"
 
+    def model_leases(self, model: str) -> str:
+        """A model's calls in flight, across every worker: lease ids by the time each lease expires (zset)."""
+        return f"{self.prefix}:model:{{{model}}}:leases"
+
+    def model_waiting(self, model: str) -> str:
+        """Calls waiting for a lease of the model, by their turn (zset; `lua/capacity.lua`)."""
+        return f"{self.prefix}:model:{{{model}}}:waiting"
+
+    def model_turns(self, model: str) -> str:
+        """Per owner, its next turn for the model; `_served`, the turn of the last call let through (hash), and
+        `seen:<lease>`, when each waiting call last asked."""
+        return f"{self.prefix}:model:{{{model}}}:turns"
+
     @property
     def stats(self) -> str:
         return f"{self.prefix}:stats"

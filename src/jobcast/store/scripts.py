@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.resources import files
 
 __all__ = [
-    "CHANGE_LUA", "CREATE_LUA", "DELETE_IF_SAME_LUA", "DELETE_LUA", "HEARTBEAT_LUA", "POSITIONS_LUA",
+    "CAPACITY_LUA", "CHANGE_LUA", "CREATE_LUA", "DELETE_IF_SAME_LUA", "DELETE_LUA", "HEARTBEAT_LUA", "POSITIONS_LUA",
     "PROMOTE_LUA", "SNAPSHOT_LUA", "USAGE_LUA",
 ]
 
@@ -31,5 +31,6 @@ PROMOTE_LUA = _LIB + _lua("promote")
 HEARTBEAT_LUA = _lua("heartbeat")
 SNAPSHOT_LUA = _lua("snapshot")
 USAGE_LUA = _lua("usage")
+CAPACITY_LUA = _lua("capacity")
 DELETE_IF_SAME_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 """Let go of an Idempotency-Key (`KEYS[1]`) unless another request holds it by now (`ARGV[1]`: our claim)."""
