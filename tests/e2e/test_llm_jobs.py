@@ -3,6 +3,8 @@ reached by the real `openai` client through OPENAI_BASE_URL, with scripted answe
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -347,3 +349,21 @@ def test_one_owners_batch_does_not_keep_another_owners_chat_waiting_behind_it(ma
     # first served would make his call the 4th at best, and her later parts' calls, queued behind, take turns too.
     assert place <= 2, asked
     assert read_stream(st.url, batch["links"]["events"], timeout=90).events[-1].event == "completed"
+
+
+def test_a_worker_sigkilled_mid_call_gives_its_model_capacity_back_when_the_lease_ends(
+        make_stack: Any, fake_llm: FakeLLM) -> None:
+    st: Stack = make_stack(workers=2, OPENAI_BASE_URL=f"{fake_llm.url}/v1", JOBCAST_MODEL="stand-in",
+                           OPENAI_API_KEY="test-key", JOBCAST_MODEL_CONCURRENCY="1", JOBCAST_MODEL_LEASE_MS="3000")
+    fake_llm.script({"content": " ".join(f"w{i}" for i in range(300)), "delay_ms": 100})  # 30 s of answer
+    with st.client() as c:
+        first = c.post("/jobs", json={"type": "chat", "payload": {"messages": [GO]}}).json()
+        wait_for(lambda: len(fake_llm.requests()) == 1, 30, "the first call")
+        worker = st.redis.r.hget(f"{st.prefix}:job:{{{first['id']}}}", "worker").decode()
+        os.killpg(os.getpgid(int(worker.rsplit(":", 1)[1])), signal.SIGKILL)  # its work horse and worker
+        killed = time.time()
+        second = c.post("/jobs", json={"type": "chat", "payload": {"messages": [{"role": "user", "content": "hi"}]}})
+    assert read_stream(st.url, second.json()["links"]["events"], timeout=60).events[-1].event == "completed"
+    came = fake_llm.requests()[1]["at"] - killed
+    print(f"the second call reached the model {came:.1f}s after the first one's worker was killed (lease 3s)")
+    assert came < 3 + 2, came  # the dead worker's lease ran out; without it the second would wait for good
