@@ -140,6 +140,8 @@ class Tracker:
 
 WAITING_FOR_MODEL = "Waiting for model capacity: calls at once"
 """A job's message while a call of its waits for the model (`JobContext.hold_model`)."""
+SLOWED_DOWN = "Waiting for model capacity: the model server asked to slow down"
+"""A job's message while its call waits out a 429's `Retry-After` that any worker got."""
 CAPACITY_POLL_S = 0.1
 """How often a call waiting for the model asks again."""
 
@@ -364,6 +366,7 @@ class JobContext(Scope):
         a cancel ends the wait (JobCanceled). Yields `renew()`, for the block to call while a call streams (it
         renews the hold at most every third of `JOBCAST_MODEL_LEASE_MS`)."""
         if not self.settings.model_concurrency:
+            self._wait_out_model_pause(model)
             yield lambda: None
             return
         lease, store, every = uuid.uuid4().hex, self._store, self.settings.model_lease_s / 3
@@ -375,6 +378,7 @@ class JobContext(Scope):
                 store.renew_capacity(model, lease)
 
         try:
+            self._wait_out_model_pause(model)
             if not store.take_capacity(model, lease, self._owner or ""):
                 before = self._message
                 self._report(self._progress, WAITING_FOR_MODEL, None)
@@ -386,6 +390,23 @@ class JobContext(Scope):
             yield renew
         finally:
             store.give_back_capacity(model, lease)
+
+    def slow_down_model(self, model: str, seconds: float) -> None:
+        """The model server asked to wait `seconds` (a 429's `Retry-After`): every worker's next call to the
+        model waits until then (`hold_model`)."""
+        self._store.pause_model(model, seconds)
+
+    def _wait_out_model_pause(self, model: str) -> None:
+        left = self._store.model_pause_left(model)
+        if left <= 0:
+            return
+        before = self._message
+        self._report(self._progress, SLOWED_DOWN, None)
+        while left > 0:
+            self.sleep(min(left, 1.0))
+            left = self._store.model_pause_left(model)
+        if self._message == SLOWED_DOWN:
+            self._report(self._progress, before, None)
 
     def add_usage(self, model: str, prompt_tokens: int, completion_tokens: int, *, estimated: bool = False) -> None:
         """Count a model call's tokens in the job's `usage` (and its batch's), priced by `JOBCAST_MODEL_PRICES`;

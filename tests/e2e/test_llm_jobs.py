@@ -367,3 +367,21 @@ def test_a_worker_sigkilled_mid_call_gives_its_model_capacity_back_when_the_leas
     came = fake_llm.requests()[1]["at"] - killed
     print(f"the second call reached the model {came:.1f}s after the first one's worker was killed (lease 3s)")
     assert came < 3 + 2, came  # the dead worker's lease ran out; without it the second would wait for good
+
+
+def test_a_429_with_retry_after_makes_every_workers_next_call_wait_it_out(make_stack: Any, fake_llm: FakeLLM) -> None:
+    st: Stack = make_stack(workers=2, OPENAI_BASE_URL=f"{fake_llm.url}/v1", JOBCAST_MODEL="stand-in",
+                           OPENAI_API_KEY="test-key")
+    fake_llm.script({"status": 429, "headers": {"Retry-After": "2"}, "message": "slow down"})
+    with st.client() as c:
+        first = c.post("/jobs", json={"type": "chat", "payload": {"messages": [GO]}}).json()
+        wait_for(lambda: len(fake_llm.requests()) == 1, 30, "the first call (answered 429)")
+        second = c.post("/jobs", json={"type": "chat", "payload": {"messages": [{"role": "user", "content": "hi"}]}})
+        s = read_stream(st.url, second.json()["links"]["events"], headers={"Last-Event-ID": "0"}, timeout=60)
+    assert s.events[-1].event == "completed"
+    assert any(e.data["message"].endswith("asked to slow down") for e in s.events if e.event == "state")
+    assert read_stream(st.url, first["links"]["events"], timeout=60).events[-1].event == "completed"
+    refused, *rest = fake_llm.requests()
+    waited = [r["at"] - refused["at"] for r in rest]
+    print(f"after the 429 (Retry-After: 2), the next calls came {', '.join(f'{w:.2f}s' for w in waited)} later")
+    assert len(rest) == 2 and min(waited) >= 1.9, waited  # the other job's call too, on the other worker

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -44,11 +45,26 @@ _STATUS_HINTS = {
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
-    raw = exc.response.headers.get("retry-after")
+    """The seconds the server asks to wait: `Retry-After`, else the longest `x-ratelimit-reset-*` (`1.5s`,
+    `6m0s`, `20ms`), else None."""
+    headers = exc.response.headers
+    raw = headers.get("retry-after")
     try:
-        return float(raw) if raw is not None else None
+        if raw is not None:
+            return float(raw)
     except ValueError:
         return None
+    resets = [_duration(v) for k, v in headers.items() if k.lower().startswith("x-ratelimit-reset")]
+    return max((r for r in resets if r is not None), default=None)
+
+
+def _duration(text: str) -> float | None:
+    """`1m30s`, `1.5s`, `20ms` (OpenAI's reset headers) in seconds; None if it is none of those."""
+    parts = re.findall(r"([0-9.]+)(ms|h|m|s)", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        return None
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * scale[u] for n, u in parts)
 
 
 def _hang_up(response: Any) -> None:
@@ -117,6 +133,8 @@ class LLM:
                     raise JobFailed(f"the model server answered {exc.status_code}: {hint}", code="model_error",
                                     retryable=exc.status_code in RETRYABLE) from None
                 wait = _retry_after(exc)
+                if exc.status_code == 429 and wait is not None:  # every worker's next call waits it out too
+                    self.ctx.slow_down_model(self.model, wait)
             except openai.APIConnectionError as exc:
                 if attempt == MAX_TRIES:
                     raise JobFailed(f"the model server cannot be reached: {exc}", code="model_unreachable") from None

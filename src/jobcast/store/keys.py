@@ -121,6 +121,10 @@ class Keys:
         """Calls waiting for a lease of the model, by their turn (zset; `lua/capacity.lua`)."""
         return f"{self.prefix}:model:{{{model}}}:waiting"
 
+    def model_pause(self, model: str) -> str:
+        """Until when (ms) every call to the model waits: the model server answered 429 with a time to wait."""
+        return f"{self.prefix}:model:{{{model}}}:pause"
+
     def model_turns(self, model: str) -> str:
         """Per owner, its next turn for the model; `_served`, the turn of the last call let through (hash), and
         `seen:<lease>`, when each waiting call last asked."""

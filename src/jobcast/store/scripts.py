@@ -9,8 +9,8 @@ from __future__ import annotations
 from importlib.resources import files
 
 __all__ = [
-    "CAPACITY_LUA", "CHANGE_LUA", "CREATE_LUA", "DELETE_IF_SAME_LUA", "DELETE_LUA", "HEARTBEAT_LUA", "POSITIONS_LUA",
-    "PROMOTE_LUA", "SNAPSHOT_LUA", "USAGE_LUA",
+    "CAPACITY_LUA", "CHANGE_LUA", "CREATE_LUA", "DELETE_IF_SAME_LUA", "DELETE_LUA", "HEARTBEAT_LUA",
+    "PAUSE_LUA", "POSITIONS_LUA", "PROMOTE_LUA", "SNAPSHOT_LUA", "USAGE_LUA",
 ]
 
 
@@ -32,5 +32,8 @@ HEARTBEAT_LUA = _lua("heartbeat")
 SNAPSHOT_LUA = _lua("snapshot")
 USAGE_LUA = _lua("usage")
 CAPACITY_LUA = _lua("capacity")
+PAUSE_LUA = ("local now = redis.call('GET', KEYS[1]) if not now or tonumber(now) < tonumber(ARGV[1]) then "
+             "redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[1]) end return 1")
+"""Pause a model's calls until `ARGV[1]` (ms) unless a longer pause holds already (`KEYS[1]`: `Keys.model_pause`)."""
 DELETE_IF_SAME_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 """Let go of an Idempotency-Key (`KEYS[1]`) unless another request holds it by now (`ARGV[1]`: our claim)."""

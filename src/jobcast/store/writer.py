@@ -31,6 +31,7 @@ from jobcast.store.scripts import (
     CREATE_LUA,
     DELETE_LUA,
     HEARTBEAT_LUA,
+    PAUSE_LUA,
     POSITIONS_LUA,
     PROMOTE_LUA,
     USAGE_LUA,
@@ -115,6 +116,7 @@ class Store:
         self._heartbeat = redis.register_script(HEARTBEAT_LUA)
         self._usage = redis.register_script(USAGE_LUA)
         self._capacity = redis.register_script(CAPACITY_LUA)
+        self._pause = redis.register_script(PAUSE_LUA)
 
     def create(self, pipe: Pipeline, job_id: str, owner: str, created_ms: int, ts: str,
                fields: Mapping[str, str]) -> None:
@@ -226,6 +228,15 @@ class Store:
         keys = [k.model_leases(model), k.model_waiting(model), k.model_turns(model)]
         args: list[str | int] = [lease, owner, s.model_concurrency, int(s.model_lease_s * 1000), STALE_WAIT_MS]
         return bool(self._capacity(keys=keys, args=args))
+
+    def pause_model(self, model: str, seconds: float) -> None:
+        """Every call to the model waits `seconds` from now (unless a longer wait holds already)."""
+        self._pause(keys=[self.keys.model_pause(model)], args=[now_ms() + int(seconds * 1000)])
+
+    def model_pause_left(self, model: str) -> float:
+        """The seconds calls to the model must still wait (0: none)."""
+        until = cast(bytes | None, self.redis.get(self.keys.model_pause(model)))
+        return max(0.0, (int(until) - now_ms()) / 1000) if until else 0.0
 
     def renew_capacity(self, model: str, lease: str) -> None:
         """Hold the lease for another `JOBCAST_MODEL_LEASE_MS` (a call still streaming)."""
