@@ -408,6 +408,15 @@ class JobContext(Scope):
         if self._message == SLOWED_DOWN:
             self._report(self._progress, before, None)
 
+    def check_budget(self, tokens: int) -> None:
+        """Before a model call that may take `tokens`: JobFailed (`budget_exceeded`, not retried) if that would
+        pass what is left of the job's `max_tokens_total` (a part's: its batch's)."""
+        left = self._store.tokens_left(self.id, self._part)
+        if left is not None and tokens > left:
+            whose = "its batch's" if self._part else "its"
+            raise JobFailed(f"the next model call (about {tokens} tokens) would pass {whose} budget: {max(left, 0)} "
+                            "tokens of max_tokens_total are left", code="budget_exceeded", retryable=False)
+
     def add_usage(self, model: str, prompt_tokens: int, completion_tokens: int, *, estimated: bool = False) -> None:
         """Count a model call's tokens in the job's `usage` (and its batch's), priced by `JOBCAST_MODEL_PRICES`;
         `estimated` when the server reported none. The LLM client calls this for every call it makes."""

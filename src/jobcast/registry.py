@@ -55,6 +55,8 @@ class JobType:
     from the parts' (`batches.PartResults`)."""
     partial: bool = False
     """A batch of this type completes with what its completed parts gave; otherwise one failed part fails it."""
+    max_tokens_total: int | None = None
+    """Its jobs' default token budget (`POST /jobs`' `max_tokens_total`): None, no budget."""
     part_of: str | None = None
     """The type whose batches this one is the parts of, when it runs only as such: it is not listed (in
     `GET /job-types`, the OpenAPI description, the page) and not submitted on its own."""
@@ -92,9 +94,10 @@ class Registry:
         join: JoinFunction | None = None,
         partial: bool = False,
         part_of: str | None = None,
+        max_tokens_total: int | None = None,
     ) -> Callable[[F], F]:
-        """Register the decorated function as the job type `name` (`join`, `partial`, `part_of`: see
-        `JobType`)."""
+        """Register the decorated function as the job type `name` (`join`, `partial`, `part_of`,
+        `max_tokens_total`: see `JobType`)."""
         if not 1 <= max_attempts <= 10:
             raise ConfigError(f"job type {name!r}: max_attempts={max_attempts} must be from 1 to 10.")
         if not 1 <= timeout_s <= 86400:
@@ -109,7 +112,7 @@ class Registry:
                 )
             doc = description or inspect.getdoc(func) or ""
             self._types[name] = JobType(name, func, payload, doc, max_attempts, timeout_s, requires_model, join,
-                                        partial, part_of)
+                                        partial, max_tokens_total, part_of)
             return func
 
         return register

@@ -28,7 +28,16 @@ from jobcast.logs import current_job
 from jobcast.registry import JobType
 from jobcast.states import TERMINAL, Outcome, Stage, Status
 from jobcast.store.record import format_progress
-from jobcast.transitions import end_job, error_json, fail_attempt, part_failed_message, promote, start, start_join
+from jobcast.transitions import (
+    batch_error_code,
+    end_job,
+    error_json,
+    fail_attempt,
+    part_failed_message,
+    promote,
+    start,
+    start_join,
+)
 from jobcast.worker.runtime import Runtime, current_runtime, hard_stop
 
 __all__ = ["Attempt", "run_job"]
@@ -216,7 +225,7 @@ class Attempt:
         parts = batches.results(self.store, record)
         if parts.failed and not job_type.partial:
             first = parts.failed[0]
-            raise JobFailed(part_failed_message(first, len(parts.results)), code="part_failed",
+            raise JobFailed(part_failed_message(first, len(parts.results)), code=batch_error_code(first["error"]),
                             details={"part_id": first["id"], "part": first["part"], "error": first["error"]})
         if job_type.join is None:
             raise JobFailed(f"job type {record['type']!r} registers no join for its parts", code="no_join")

@@ -36,6 +36,8 @@ class SubmitRequest(BaseModel):
     tags: dict[Label, Annotated[str, StringConstraints(max_length=128)]] = Field(default_factory=dict, max_length=16)
     max_attempts: int | None = Field(default=None, ge=1, le=10)
     timeout_s: int | None = Field(default=None, ge=1, le=86400)
+    max_tokens_total: int | None = Field(default=None, ge=1, le=1_000_000_000, description="The most model tokens "
+                                         "the job may use in all (a batch's parts share it); default: its type's.")
     webhook: WebhookRequest | None = None
 
 

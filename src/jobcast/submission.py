@@ -99,6 +99,9 @@ def create(store: Store, owner: str, accepted: Accepted, *, job_id: str | None =
         "created_ms": str(created_ms), "idem_key": idem_key,
         "webhook": pending_webhook(accepted.webhook_url) if accepted.webhook_url else "",
     }
+    budget = req.max_tokens_total or jtype.max_tokens_total
+    if budget:
+        fields["max_tokens_total"] = str(budget)
     ahead = trips.create(store, fields, created_ms, created_at, count_in=count_in)
     record = {**fields, "seq": "1", "message": "", "queue_position": str(ahead)}
     return job_object(record, [], ahead)

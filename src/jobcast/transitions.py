@@ -39,8 +39,8 @@ from jobcast.store import EmitResult, Store, trips
 from jobcast.store.record import job_object, now_iso, now_ms, part_ids, part_of, pending_webhook
 
 __all__ = [
-    "RQ_JOB_LOST", "cancel", "delete", "end_job", "error_json", "fail_attempt", "fail_batch", "lose",
-    "part_failed_message", "promote", "reconcile", "requeue", "retry", "retry_delay", "start", "start_join",
+    "RQ_JOB_LOST", "batch_error_code", "cancel", "delete", "end_job", "error_json", "fail_attempt", "fail_batch",
+    "lose", "part_failed_message", "promote", "reconcile", "requeue", "retry", "retry_delay", "start", "start_join",
 ]
 
 log = logging.getLogger("jobcast.lifecycle")  # (the name its log lines have always had)
@@ -82,6 +82,12 @@ def start_join(store: Store, record: Mapping[str, str], run: int) -> EmitResult:
     if res.outcome in (Outcome.OK, Outcome.SAME):
         store.joining(record["id"])
     return res
+
+
+def batch_error_code(part_error: Mapping[str, Any] | None) -> str:
+    """The code a batch fails with for a part that failed with `part_error`: `part_failed`, or
+    `budget_exceeded` when the part ran out of the budget all the batch's parts share."""
+    return "budget_exceeded" if (part_error or {}).get("code") == "budget_exceeded" else "part_failed"
 
 
 def part_failed_message(failed: Mapping[str, Any], total: int) -> str:
@@ -153,10 +159,11 @@ def fail_batch(store: Store, parent: Mapping[str, str], part: Mapping[str, str],
     failed = {"part": int(part["part"]), "id": part["id"], "status": status, "error": error}
     message = part_failed_message(failed, int(parent.get("parts_total") or 0))
     log.info("job %s: %s; the batch fails", parent["id"], message)
+    code = batch_error_code(error)
     return end_job(store, parent, Status.FAILED, items=store.output_items(parent["id"]),
                    guard_status=(Status.RUNNING,),
                    fields={"message": f"Failed: {message}"[:200],
-                           "error": error_json("part_failed", message,
+                           "error": error_json(code, message,
                                                {"part_id": part["id"], "part": int(part["part"]), "error": error})})
 
 

@@ -385,3 +385,21 @@ def test_a_429_with_retry_after_makes_every_workers_next_call_wait_it_out(make_s
     waited = [r["at"] - refused["at"] for r in rest]
     print(f"after the 429 (Retry-After: 2), the next calls came {', '.join(f'{w:.2f}s' for w in waited)} later")
     assert len(rest) == 2 and min(waited) >= 1.9, waited  # the other job's call too, on the other worker
+
+
+def test_a_budget_stops_a_batch_before_the_call_that_would_pass_it(make_stack: Any, fake_llm: FakeLLM) -> None:
+    st: Stack = make_stack(workers=1, OPENAI_BASE_URL=f"{fake_llm.url}/v1", JOBCAST_MODEL="stand-in",
+                           OPENAI_API_KEY="test-key")
+    one = _run(st, "generate_personas", {"count": 10}).events[-1].data["usage"]  # what one call of 10 takes
+    per_call = one["prompt_tokens"] + one["completion_tokens"]
+    budget = 2 * per_call + 20  # two calls of 10, and not the prompt of a third
+    s = _run(st, "generate_personas", {"count": 30}, max_tokens_total=budget)
+    end = s.events[-1].data
+    assert s.events[-1].event == "failed" and end["error"]["code"] == "budget_exceeded", end["error"]
+    assert "would pass its batch's budget" in end["error"]["details"]["error"]["message"]
+    assert len(fake_llm.requests()) == 1 + 2, "a third call was sent"
+    assert end["usage"]["prompt_tokens"] + end["usage"]["completion_tokens"] == 2 * per_call <= budget
+    assert len(end["output"]["items"]) == 20, "what was made before the budget ran out is kept"
+    with st.client() as c:
+        r = c.post("/jobs", json={"type": "chat", "payload": {"messages": [GO]}, "max_tokens_total": 0})
+        assert r.status_code == 422 and r.json()["error"]["details"][0]["path"] == "max_tokens_total", r.text

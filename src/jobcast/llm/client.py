@@ -118,8 +118,11 @@ class LLM:
             options["max_tokens"] = max_tokens
         if json_mode:
             options["response_format"] = {"type": "json_object"}
+        # (what a call may take: its prompt, at about 4 characters a token, and its answer's cap)
+        asking = -(-sum(len(str(m.get("content") or "")) for m in messages) // 4) + (max_tokens or 0)
         for attempt in range(1, MAX_TRIES + 1):
             self.ctx.check()
+            self.ctx.check_budget(asking)
             if self._aborted:
                 raise JobFailed("stopped: another part of this job failed", code="aborted", retryable=False)
             try:

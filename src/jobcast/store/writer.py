@@ -221,6 +221,16 @@ class Store:
             return None
         return {name: (value or b"").decode() for name, value in zip(USAGE_FIELDS, got, strict=True)}
 
+    def tokens_left(self, job_id: str, part: Part | None) -> int | None:
+        """What is left of the job's token budget (`max_tokens_total`; a part's is its batch's), or None: no
+        budget."""
+        key = self.keys.job(part.parent if part else job_id)
+        budget, prompt, completion = cast(list[bytes | None], self.redis.hmget(
+            key, ["max_tokens_total", "usage_prompt", "usage_completion"]))
+        if not budget:
+            return None
+        return int(budget) - int(prompt or 0) - int(completion or 0)
+
     def take_capacity(self, model: str, lease: str, owner: str) -> bool:
         """Ask for one of the model's calls at once (`JOBCAST_MODEL_CONCURRENCY`), in the owner's turn, as
         `lease` (`lua/capacity.lua`); True when it is held now, False to wait and ask again."""
