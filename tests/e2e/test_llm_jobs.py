@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.harness import ROOT, RedisServer, Stack, Stream, free_port, read_stream, running_stack, wait_for
+from tests.e2e.test_python_client_and_cli import jobcast_cli
 
 
 class FakeLLM:
@@ -283,6 +284,9 @@ def test_usage_is_what_the_model_reported_summed_over_a_batch_and_priced(make_st
                              "attempt": {"calls": 1, "prompt_tokens": 10, "completion_tokens": 5, "estimated": False,
                                          "cost_usd": round((10 * 2 + 5 * 8) / 1e6, 6)}}
     assert chat["result"]["usage"]["completion_tokens"] == 5
+    fake_llm.script({"content": "one two three four five"})
+    cli = jobcast_cli(st, "submit", "chat", "--payload", '{"messages": [{"role": "user", "content": "go"}]}', "--watch")
+    assert cli.returncode == 0 and f"(15 tokens in 1 call, ${(10 * 2 + 5 * 8) / 1e6:.4f})" in cli.stderr, cli.stderr
     batch = _run(st, "generate_personas", {"count": 25}).events[-1].data
     with st.client() as c:
         parts = c.get("/jobs", params={"parent": batch["id"]}).json()["jobs"]

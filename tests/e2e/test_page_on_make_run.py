@@ -110,6 +110,7 @@ def test_a_big_result_starts_folded(page: Page) -> None:
     card = _card(page, job_id)
     page.wait_for_selector(f"{card} .status.completed", timeout=60_000)
     assert page.locator(f"{card} .result").get_attribute("open") is None
+    assert page.locator(f"{card} .usage").inner_text().endswith("tokens (1 call).")  # (no price: no cost)
     assert "KiB" in page.locator(f"{card} .result .size").inner_text()
     page.click(f"{card} .result summary")
     assert len(json.loads(page.locator(f"{card} .result pre.json").inner_text())["personas"]) == 10

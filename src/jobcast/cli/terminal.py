@@ -97,9 +97,19 @@ def watch(client: Client, job: Job) -> int:
                            status=data["status"], stage=data.get("stage") or "")
             if event.terminal:
                 final = Job.model_validate(data)
-    say(f"{final.status}: {final.message}")
+    say(f"{final.status}: {final.message}{_usage(final)}")
     _print_json(final.model_dump(mode="json"))
     return EXIT_FOR_STATUS[final.status]
+
+
+def _usage(job: Job) -> str:
+    """` (1,234 tokens in 3 calls, $0.0012)` for a job that called a model; `~` when estimated."""
+    u = job.usage
+    if u is None:
+        return ""
+    cost = f", ${u.cost_usd:.4f}" if u.cost_usd is not None else ""
+    return f" ({'~' if u.estimated else ''}{u.prompt_tokens + u.completion_tokens:,} tokens in {u.calls} " \
+           f"call{'s' * (u.calls != 1)}{cost})"
 
 
 def cmd_watch(args: argparse.Namespace) -> int:

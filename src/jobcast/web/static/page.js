@@ -158,6 +158,7 @@ function render(card, job) {
   renderError(el, job.status !== "completed" ? job.error : null);
   $(".stand-in", el).hidden = !isStandIn(job.type);
   $(".took", el).textContent = took(job);
+  $(".usage", el).textContent = usage(job);
   renderResult(card, job);
   $(".cancel", el).hidden = TERMINAL.has(job.status);
   $(".retry", el).hidden = !(job.status === "failed" || job.status === "canceled");
@@ -182,6 +183,15 @@ function renderError(el, error) {
 }
 
 /** "Ran 4.2 s." for a job that has ended after it started. */
+/** A job's model usage as a card shows it: "1,234 tokens (3 calls), $0.0012", "~" when estimated. */
+function usage(job) {
+  const u = job.usage;
+  if (!u) return "";
+  const tokens = (u.prompt_tokens + u.completion_tokens).toLocaleString("en");
+  const cost = u.cost_usd === null || u.cost_usd === undefined ? "" : `, $${u.cost_usd.toFixed(4)}`;
+  return `${u.estimated ? "~" : ""}${tokens} tokens (${u.calls} call${u.calls === 1 ? "" : "s"})${cost}.`;
+}
+
 function took(job) {
   if (!TERMINAL.has(job.status) || !job.started_at || !job.ended_at) return "";
   const seconds = (Date.parse(job.ended_at) - Date.parse(job.started_at)) / 1000;
