@@ -378,6 +378,7 @@ class JobContext(Scope):
                 store.renew_capacity(model, lease)
 
         try:
+            asked = time.monotonic()
             self._wait_out_model_pause(model)
             if not store.take_capacity(model, lease, self._owner or ""):
                 before = self._message
@@ -386,6 +387,7 @@ class JobContext(Scope):
                     self.sleep(CAPACITY_POLL_S)
                 if self._message == WAITING_FOR_MODEL:
                     self._report(self._progress, before, None)
+            store.observe_model_wait(model, time.monotonic() - asked)
             renewed[0] = time.monotonic()
             yield renew
         finally:

@@ -328,6 +328,10 @@ def test_four_workers_never_send_more_than_the_models_concurrency(make_stack: An
     print(f"{len(requests)} requests, at most {most} at once at the stand-in (concurrency 3, 4 workers)")
     assert len(requests) == 9 and most == 3, most  # (never more; and all 3 used while work was waiting)
     assert waiting, "no call said it was waiting for the model, though 9 calls shared 3"
+    with st.client() as c:
+        metrics = c.get("/metrics").text
+    assert 'jobcast_model_capacity_wait_seconds_count{model="stand-in"} 9.0' in metrics
+    assert 'jobcast_model_calls_in_flight{model="stand-in"} 0.0' in metrics  # (all ended, all given back)
     assert all(e.data["progress"] == before.data["progress"] for e, before in waiting), "the wait moved progress"
 
 

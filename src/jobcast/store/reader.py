@@ -10,7 +10,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from jobcast.settings import Settings
 from jobcast.store.keys import Keys
-from jobcast.store.record import job_object
+from jobcast.store.record import job_object, now_ms
 from jobcast.store.scripts import DELETE_IF_SAME_LUA, SNAPSHOT_LUA
 from jobcast.store.writer import count_submission
 
@@ -140,6 +140,10 @@ class AsyncStore:
             pipe.zcard(keys.running)
             stats, *depths, delayed, running = await pipe.execute()
         return stats, depths, delayed, running
+
+    async def model_calls_in_flight(self, model: str) -> int:
+        """Calls holding one of the model's `JOBCAST_MODEL_CONCURRENCY` now (leases not expired)."""
+        return int(await self.redis.zcount(self.keys.model_leases(model), now_ms(), "+inf"))
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -248,6 +248,16 @@ class Store:
         until = cast(bytes | None, self.redis.get(self.keys.model_pause(model)))
         return max(0.0, (int(until) - now_ms()) / 1000) if until else 0.0
 
+    def observe_model_wait(self, model: str, seconds: float) -> None:
+        """A model call's wait for capacity, into the histogram of `/metrics` (the buckets of `lua/lib.lua`'s
+        `observe`: at most 4^k ms)."""
+        ms = seconds * 1000
+        k = next((k for k in range(12) if ms <= 4 ** k), 12)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(self.keys.stats, f"model_wait|{model}|{k}", 1)
+            pipe.hincrbyfloat(self.keys.stats, f"model_wait_sum|{model}", seconds)
+            pipe.execute()
+
     def renew_capacity(self, model: str, lease: str) -> None:
         """Hold the lease for another `JOBCAST_MODEL_LEASE_MS` (a call still streaming)."""
         self.redis.zadd(self.keys.model_leases(model), {lease: now_ms() + int(self.settings.model_lease_s * 1000)},

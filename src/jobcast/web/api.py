@@ -518,7 +518,8 @@ async def healthz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     svc = _services(request)
     queues = [svc.settings.queue, svc.settings.webhook_queue]
-    body = await render_metrics(svc.store, svc.settings.queue, queues)
+    models = [svc.settings.model] if svc.settings.model and svc.settings.model_concurrency else []
+    body = await render_metrics(svc.store, svc.settings.queue, queues, models)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -85,8 +85,9 @@ def _text(raw: dict[bytes, bytes]) -> Iterator[tuple[list[str], float]]:
         yield field.decode().split("|"), float(value)
 
 
-def _histogram(name: str, doc: str, fields: dict[str, dict[int, float]], sums: dict[str, float]) -> Metric:
-    family = HistogramMetricFamily(name, doc, labels=["type"])
+def _histogram(name: str, doc: str, fields: dict[str, dict[int, float]], sums: dict[str, float],
+               label: str = "type") -> Metric:
+    family = HistogramMetricFamily(name, doc, labels=[label])
     for jtype in sorted(fields):
         counts, running, buckets = fields[jtype], 0.0, []
         for k, bound in enumerate((*BUCKETS_S, float("inf"))):
@@ -97,7 +98,7 @@ def _histogram(name: str, doc: str, fields: dict[str, dict[int, float]], sums: d
 
 
 def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int, running: int,
-                 workers: int) -> list[Metric]:
+                 workers: int, in_flight: dict[str, int] | None = None) -> list[Metric]:
     """The cluster-wide figures from the stats hash and the live counts."""
     submitted = CounterMetricFamily("jobcast_jobs_submitted", "Jobs accepted by POST /jobs.", labels=["type"])
     finished = CounterMetricFamily("jobcast_jobs_finished", "Ends of jobs by terminal status (a job run again "
@@ -112,8 +113,8 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
                                  labels=["model", "type", "kind"])
     calls = CounterMetricFamily("jobcast_model_calls", "Model calls that answered, by model and job type.",
                                 labels=["model", "type"])
-    hist: dict[str, dict[str, dict[int, float]]] = {"run": {}, "wait": {}}
-    sums: dict[str, dict[str, float]] = {"run": {}, "wait": {}}
+    hist: dict[str, dict[str, dict[int, float]]] = {"run": {}, "wait": {}, "model_wait": {}}
+    sums: dict[str, dict[str, float]] = {"run": {}, "wait": {}, "model_wait": {}}
     for parts, value in _text(stats):
         match parts:
             case ["submitted", jtype]:
@@ -130,10 +131,14 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
                 tokens.add_metric([model, jtype, kind], value)
             case ["model_calls", model, jtype]:
                 calls.add_metric([model, jtype], value)
-            case ["run" | "wait" as name, jtype, k]:
-                hist[name].setdefault(jtype, {})[int(k)] = value
-            case ["run_sum" | "wait_sum" as name, jtype]:
-                sums[name[:-4]][jtype] = value
+            case ["run" | "wait" | "model_wait" as name, label, k]:
+                hist[name].setdefault(label, {})[int(k)] = value
+            case ["run_sum" | "wait_sum" | "model_wait_sum" as name, label]:
+                sums[name[:-4]][label] = value
+    held = GaugeMetricFamily("jobcast_model_calls_in_flight", "Calls holding one of the model's "
+                             "JOBCAST_MODEL_CONCURRENCY now, across every worker.", labels=["model"])
+    for model, n in sorted((in_flight or {}).items()):
+        held.add_metric([model], n)
     depth = GaugeMetricFamily("jobcast_queue_depth", "Jobs waiting in an RQ queue.", labels=["queue"])
     for queue, n in sorted(queues.items()):
         depth.add_metric([queue], n)
@@ -142,6 +147,10 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
         _histogram("jobcast_job_run_seconds", "Run time of each attempt, start to end.", hist["run"], sums["run"]),
         _histogram("jobcast_job_queue_wait_seconds", "From submit (or a retry's due time) to the start.",
                    hist["wait"], sums["wait"]),
+        _histogram("jobcast_model_capacity_wait_seconds", "How long model calls waited for capacity (a slot of "
+                   "JOBCAST_MODEL_CONCURRENCY, or a 429's Retry-After).", hist["model_wait"], sums["model_wait"],
+                   label="model"),
+        held,
         depth,
         GaugeMetricFamily("jobcast_jobs_delayed", "Jobs waiting out a retry's back-off (or just given a slot).",
                           value=delayed),
@@ -151,15 +160,18 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
     ]
 
 
-async def render(store: AsyncStore, job_queue: str, queues: list[str]) -> bytes:
+async def render(store: AsyncStore, job_queue: str, queues: list[str], models: list[str]) -> bytes:
     """The whole exposition: cluster-wide job figures from Redis, then this process's (or machine's) own.
 
-    `queues` are the RQ queues whose depth is shown; workers are counted on `job_queue`.
+    `queues` are the RQ queues whose depth is shown; workers are counted on `job_queue`; `models` are the
+    models whose calls in flight are shown.
     """
     stats, depths, delayed, running = await store.figures(queues)
     workers = await store.workers_alive(job_queue)
+    in_flight = {model: await store.model_calls_in_flight(model) for model in models}
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Fixed(job_families(stats, dict(zip(queues, depths, strict=True)), delayed, running, workers)))
+    registry.register(_Fixed(job_families(stats, dict(zip(queues, depths, strict=True)), delayed, running, workers,
+                                          in_flight)))
     path = multiprocess_dir()
     if path:
         _forget_dead_processes(path)
