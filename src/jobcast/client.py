@@ -82,17 +82,14 @@ def _settings(base_url: str | None, api_key: str | None) -> tuple[str, dict[str,
 
 
 def _submit_body(type_: str, payload: Mapping[str, Any] | None, tags: Mapping[str, str] | None,
-                 webhook_url: str | None, max_attempts: int | None, timeout_s: int | None) -> dict[str, Any]:
+                 webhook_url: str | None, **limits: int | None) -> dict[str, Any]:
+    """The `POST /jobs` body; `limits`: `max_attempts`, `timeout_s`, `max_tokens_total`, when given."""
     body: dict[str, Any] = {"type": type_, "payload": dict(payload or {})}
     if tags:
         body["tags"] = dict(tags)
     if webhook_url:
         body["webhook"] = {"url": webhook_url}
-    if max_attempts is not None:
-        body["max_attempts"] = max_attempts
-    if timeout_s is not None:
-        body["timeout_s"] = timeout_s
-    return body
+    return body | {name: value for name, value in limits.items() if value is not None}
 
 
 def _list_params(status: Status | None, type_: str | None, tags: Mapping[str, str] | None, limit: int,
@@ -287,8 +284,9 @@ class Client:
 
     def submit(self, type: str, payload: Mapping[str, Any] | None = None, *, tags: Mapping[str, str] | None = None,
                webhook_url: str | None = None, max_attempts: int | None = None, timeout_s: int | None = None,
-               idempotency_key: str | None = None) -> Job:
-        body = _submit_body(type, payload, tags, webhook_url, max_attempts, timeout_s)
+               max_tokens_total: int | None = None, idempotency_key: str | None = None) -> Job:
+        body = _submit_body(type, payload, tags, webhook_url, max_attempts=max_attempts, timeout_s=timeout_s,
+                            max_tokens_total=max_tokens_total)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return Job.model_validate(_json(self._call("POST", "/jobs", json=body, headers=headers)))
 
@@ -420,8 +418,9 @@ class AsyncClient:
     async def submit(self, type: str, payload: Mapping[str, Any] | None = None, *,
                      tags: Mapping[str, str] | None = None, webhook_url: str | None = None,
                      max_attempts: int | None = None, timeout_s: int | None = None,
-                     idempotency_key: str | None = None) -> Job:
-        body = _submit_body(type, payload, tags, webhook_url, max_attempts, timeout_s)
+                     max_tokens_total: int | None = None, idempotency_key: str | None = None) -> Job:
+        body = _submit_body(type, payload, tags, webhook_url, max_attempts=max_attempts, timeout_s=timeout_s,
+                            max_tokens_total=max_tokens_total)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return Job.model_validate(_json(await self._call("POST", "/jobs", json=body, headers=headers)))
 

@@ -116,6 +116,7 @@ def submit_sync(
     tags: Mapping[str, str] | None = None,
     max_attempts: int | None = None,
     timeout_s: int | None = None,
+    max_tokens_total: int | None = None,
     webhook_url: str | None = None,
     base_url: str | None = None,
     settings: Settings | None = None,
@@ -139,6 +140,8 @@ def submit_sync(
     registry = registry or load_job_types(settings.job_modules)
     fields: dict[str, Any] = {"type": type, "payload": dict(payload or {}), "tags": dict(tags or {}),
                               "max_attempts": max_attempts, "timeout_s": timeout_s}
+    if max_tokens_total is not None:
+        fields["max_tokens_total"] = max_tokens_total
     if webhook_url is not None:
         fields["webhook"] = {"url": webhook_url}
     try:

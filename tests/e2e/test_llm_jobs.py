@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from jobcast import Client
 from tests.e2e.harness import ROOT, RedisServer, Stack, Stream, free_port, read_stream, running_stack, wait_for
 from tests.e2e.test_python_client_and_cli import jobcast_cli
 
@@ -401,7 +402,9 @@ def test_a_budget_stops_a_batch_before_the_call_that_would_pass_it(make_stack: A
     one = _run(st, "generate_personas", {"count": 10}).events[-1].data["usage"]  # what one call of 10 takes
     per_call = one["prompt_tokens"] + one["completion_tokens"]
     budget = 2 * per_call + 20  # two calls of 10, and not the prompt of a third
-    s = _run(st, "generate_personas", {"count": 30}, max_tokens_total=budget)
+    with Client(st.url) as jc:  # (the SDK's way to set it; POST /jobs takes it as it is)
+        job = jc.submit("generate_personas", {"count": 30}, max_tokens_total=budget)
+    s = read_stream(st.url, job.links.events, timeout=60)
     end = s.events[-1].data
     assert s.events[-1].event == "failed" and end["error"]["code"] == "budget_exceeded", end["error"]
     assert "would pass its batch's budget" in end["error"]["details"]["error"]["message"]
@@ -411,3 +414,6 @@ def test_a_budget_stops_a_batch_before_the_call_that_would_pass_it(make_stack: A
     with st.client() as c:
         r = c.post("/jobs", json={"type": "chat", "payload": {"messages": [GO]}, "max_tokens_total": 0})
         assert r.status_code == 422 and r.json()["error"]["details"][0]["path"] == "max_tokens_total", r.text
+    cli = jobcast_cli(st, "submit", "chat", "--payload", '{"messages": [{"role": "user", "content": "tell me '
+                      'about the sea"}]}', "--max-tokens-total", "2", "--watch")  # (a prompt of about 6 tokens)
+    assert cli.returncode == 1 and "budget_exceeded" in cli.stdout, (cli.stdout, cli.stderr)

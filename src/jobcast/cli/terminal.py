@@ -144,7 +144,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     payload = _json_object(args.payload, "--payload")
     with _client(args) as client:
         job = client.submit(args.type, payload, tags=_tags(args.tag), max_attempts=args.max_attempts,
-                            timeout_s=args.timeout_s, idempotency_key=args.idempotency_key)
+                            timeout_s=args.timeout_s, max_tokens_total=args.max_tokens_total,
+                            idempotency_key=args.idempotency_key)
         say(f"submitted {job.type} job {job.id}: {job.message}")
         if args.watch:
             return watch(client, job)
@@ -238,6 +239,8 @@ def add_client_commands(sub: Any, env: ClientSettings) -> None:
     submit.add_argument("--tag", action="append", default=[], help="key=value label (repeatable)")
     submit.add_argument("--max-attempts", type=int, help="attempts before it fails (1..10; default the type's)")
     submit.add_argument("--timeout-s", type=int, help="time limit of one attempt (default the type's)")
+    submit.add_argument("--max-tokens-total", type=int, help="the most model tokens the job may use (default the "
+                                                             "type's budget, if any)")
     submit.add_argument("--idempotency-key", help="the same key gives back the same job for 24 h")
     submit.add_argument("--watch", action="store_true",
                         help="watch it to the end; exit 0 completed, 1 failed, 2 canceled")
