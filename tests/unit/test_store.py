@@ -1,11 +1,16 @@
-"""The atomic changes of a job (`Store.emit`, one script per kind in lua/) and the record they keep."""
+"""The atomic changes of a job (`Store.emit`, one script per kind in lua/) and the record they keep; a job's
+model usage (`Store.add_usage`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 
+from jobcast.settings import Settings
 from jobcast.store import Store, logged_data
-from jobcast.store.record import now_iso
+from jobcast.store.record import job_object, now_iso
+from jobcast.transitions import start
 from tests.unit.conftest import events
 
 
@@ -150,3 +155,19 @@ def test_an_emit_sent_again_after_a_lost_reply_is_not_applied_twice(store: Store
     assert store.output_items(job["id"]) == [b"1"]
     other = store.emit(job["id"], "item", event="output", data=b'{"kind":"item","item":2}', raw=b"2", op="w-2")
     assert other.seq == first.seq + 1
+
+
+def test_usage_adds_up_per_attempt_and_in_all_priced_and_a_new_attempt_starts_afresh(redis, new_job) -> None:
+    store = Store(redis, replace(Settings(prefix="t", max_running_per_owner=0), model_prices={"m": (1.0, 2.0)}))
+    job = new_job()
+    assert store.add_usage(job["id"], 1, None, "m", 100, 10, False) is not None
+    assert store.add_usage(job["id"], 1, None, "m", 50, 5, True) is not None
+    assert store.add_usage(job["id"], 2, None, "m", 1, 1, False) is None  # (an attempt that is not the job's)
+    redis.hset(f"t:job:{{{job['id']}}}", mapping={"status": "queued", "attempt": "2"})
+    start(store, store.load(job["id"]) or {}, 1)  # the next attempt starts
+    store.add_usage(job["id"], 2, None, "m", 10, 1, False)
+    usage = job_object(store.load(job["id"]) or {}, [], None)["usage"]
+    assert usage == {"calls": 3, "prompt_tokens": 160, "completion_tokens": 16, "estimated": True,
+                     "cost_usd": round((160 * 1 + 16 * 2) / 1e6, 6),
+                     "attempt": {"calls": 1, "prompt_tokens": 10, "completion_tokens": 1, "estimated": False,
+                                 "cost_usd": round((10 + 2) / 1e6, 6)}}

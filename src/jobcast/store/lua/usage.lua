@@ -21,7 +21,11 @@ for _, k in ipairs(into) do
     redis.call('HINCRBY', KEYS[k], scope .. 'calls', 1)
     redis.call('HINCRBY', KEYS[k], scope .. 'prompt', ARGV[2])
     redis.call('HINCRBY', KEYS[k], scope .. 'completion', ARGV[3])
-    if ARGV[4] ~= '' then redis.call('HINCRBYFLOAT', KEYS[k], scope .. 'cost', ARGV[4]) end
+    if ARGV[4] ~= '' then
+      local had = redis.call('HGET', KEYS[k], scope .. 'cost')
+      if had and had ~= '' then redis.call('HINCRBYFLOAT', KEYS[k], scope .. 'cost', ARGV[4])
+      else redis.call('HSET', KEYS[k], scope .. 'cost', ARGV[4]) end  -- (a new attempt's starts empty)
+    end
     if ARGV[5] == '1' then redis.call('HSET', KEYS[k], scope .. 'estimated', '1') end
   end
 end
