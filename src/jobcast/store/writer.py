@@ -354,13 +354,14 @@ class Store:
     def set_aside(self, owner: str, job_id: str, pipe: Pipeline | None = None) -> None:
         """A batch that runs its parts: out of the running set (no code of its runs, so no heartbeat comes)
         and without one of its owner's slots (its parts take them); in `pipe` (a MULTI), if given."""
-        with self.redis.pipeline(transaction=True) as own:
-            target = pipe if pipe is not None else own
-            target.zrem(self.keys.running, job_id)
-            if self.settings.max_running_per_owner > 0:
-                target.srem(self.keys.active(owner), job_id)
-            if pipe is None:
+        if pipe is None:
+            with self.multi() as own:
+                self.set_aside(owner, job_id, own)
                 own.execute()
+            return
+        pipe.zrem(self.keys.running, job_id)
+        if self.settings.max_running_per_owner > 0:
+            pipe.srem(self.keys.active(owner), job_id)
 
     def append_items(self, job_id: str, items: list[bytes]) -> None:
         """Append `items` (JSON) to a job's output items, the newest `JOBCAST_ITEMS_KEPT` kept: a retried
