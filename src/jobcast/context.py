@@ -16,7 +16,6 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
@@ -138,13 +137,6 @@ class Tracker:
         self.advance(item, self._steps, message)
 
 
-WAITING_FOR_MODEL = "Waiting for model capacity: calls at once"
-"""A job's message while a call of its waits for the model (`JobContext.hold_model`)."""
-SLOWED_DOWN = "Waiting for model capacity: the model server asked to slow down"
-"""A job's message while its call waits out a 429's `Retry-After` that any worker got."""
-CAPACITY_POLL_S = 0.1
-"""How often a call waiting for the model asks again."""
-
 CANCEL_POLL_S = 0.5
 """How often the background thread asks whether the job was canceled."""
 
@@ -168,11 +160,13 @@ class JobContext(Scope):
     ) -> None:
         super().__init__(self, 0, 100, None)
         self.id = record["id"]
-        self._owner = record.get("owner")
+        self.owner = record.get("owner") or ""
+        """Whose job it is (the API key's owner; empty without auth)."""
         self.type = record["type"]
         self.attempt = int(record["attempt"])
         self.max_attempts = int(record["max_attempts"])
-        self._store = store
+        self.store = store
+        """Where the job's changes go (jobcast's own helpers use it: the LLM client's share of the model)."""
         self._interval = store.settings.progress_interval_s
         self._cond = threading.Condition(threading.RLock())
         self._sent_progress = float(record["progress"])
@@ -216,7 +210,7 @@ class JobContext(Scope):
         now = time.monotonic()
         if not self._canceled and now - self._last_cancel_poll >= 0.25:
             self._last_cancel_poll = now
-            if self._store.cancel_requested(self.id):
+            if self.store.cancel_requested(self.id):
                 self._mark_canceled()
         if self._canceled:
             raise JobCanceled(f"job {self.id} was canceled")
@@ -347,8 +341,8 @@ class JobContext(Scope):
         if self._stopped:
             return
         self._last_flush = time.monotonic()
-        result: EmitResult = self._store.emit(
-            self.id, kind, owner=self._owner, event="output" if kind in ("item", "delta") else "state",
+        result: EmitResult = self.store.emit(
+            self.id, kind, owner=self.owner, event="output" if kind in ("item", "delta") else "state",
             guard_status=(Status.RUNNING,), guard_attempt=self.attempt, part=self._part, **kw,
         )
         if result.cancel:
@@ -360,60 +354,26 @@ class JobContext(Scope):
             self._mark_canceled()
 
     @contextlib.contextmanager
-    def hold_model(self, model: str) -> Iterator[Callable[[], None]]:
-        """Hold one of the model's calls at once for the block (`JOBCAST_MODEL_CONCURRENCY`, shared by every
-        worker): it waits its owner's turn, the job's message saying so meanwhile (its progress untouched), and
-        a cancel ends the wait (JobCanceled). Yields `renew()`, for the block to call while a call streams (it
-        renews the hold at most every third of `JOBCAST_MODEL_LEASE_MS`)."""
-        if not self.settings.model_concurrency:
-            self._wait_out_model_pause(model)
-            yield lambda: None
-            return
-        lease, store, every = uuid.uuid4().hex, self._store, self.settings.model_lease_s / 3
-        renewed = [time.monotonic()]
-
-        def renew() -> None:
-            if time.monotonic() - renewed[0] >= every:
-                renewed[0] = time.monotonic()
-                store.renew_capacity(model, lease)
-
-        try:
-            asked = time.monotonic()
-            self._wait_out_model_pause(model)
-            if not store.take_capacity(model, lease, self._owner or ""):
-                before = self._message
-                self._report(self._progress, WAITING_FOR_MODEL, None)
-                while not store.take_capacity(model, lease, self._owner or ""):
-                    self.sleep(CAPACITY_POLL_S)
-                if self._message == WAITING_FOR_MODEL:
-                    self._report(self._progress, before, None)
-            store.observe_model_wait(model, time.monotonic() - asked)
-            renewed[0] = time.monotonic()
-            yield renew
-        finally:
-            store.give_back_capacity(model, lease)
-
-    def slow_down_model(self, model: str, seconds: float) -> None:
-        """The model server asked to wait `seconds` (a 429's `Retry-After`): every worker's next call to the
-        model waits until then (`hold_model`)."""
-        self._store.pause_model(model, seconds)
-
-    def _wait_out_model_pause(self, model: str) -> None:
-        left = self._store.model_pause_left(model)
-        if left <= 0:
-            return
+    def waiting(self, message: str) -> Iterator[Callable[[str], None]]:
+        """Say `message` while the block waits for something, its progress untouched; yields `say(message)`,
+        to say what it waits for as that changes. The message from before comes back when the block ends
+        (unless it fails, or job code said something else meanwhile)."""
+        said = [message]
         before = self._message
-        self._report(self._progress, SLOWED_DOWN, None)
-        while left > 0:
-            self.sleep(min(left, 1.0))
-            left = self._store.model_pause_left(model)
-        if self._message == SLOWED_DOWN:
+
+        def say(text: str) -> None:
+            said[0] = text
+            self._report(self._progress, text, None)
+
+        say(message)
+        yield say
+        if self._message == said[0]:
             self._report(self._progress, before, None)
 
     def check_budget(self, tokens: int) -> None:
         """Before a model call that may take `tokens`: JobFailed (`budget_exceeded`, not retried) if that would
         pass what is left of the job's `max_tokens_total` (a part's: its batch's)."""
-        left = self._store.tokens_left(self.id, self._part)
+        left = self.store.tokens_left(self.id, self._part)
         if left is not None and tokens > left:
             whose = "its batch's" if self._part else "its"
             raise JobFailed(f"the next model call (about {tokens} tokens) would pass {whose} budget: {max(left, 0)} "
@@ -422,7 +382,7 @@ class JobContext(Scope):
     def add_usage(self, model: str, prompt_tokens: int, completion_tokens: int, *, estimated: bool = False) -> None:
         """Count a model call's tokens in the job's `usage` (and its batch's), priced by `JOBCAST_MODEL_PRICES`;
         `estimated` when the server reported none. The LLM client calls this for every call it makes."""
-        now = self._store.add_usage(self.id, self.attempt, self._part, model, prompt_tokens, completion_tokens,
+        now = self.store.add_usage(self.id, self.attempt, self._part, model, prompt_tokens, completion_tokens,
                                     estimated)
         if now is not None:
             self._record.update(now)  # (the runner's record: the job object its end sends carries the usage)
@@ -465,18 +425,18 @@ class JobContext(Scope):
         now = time.monotonic()
         if now >= self._next_beat:
             self._next_beat = now + self._beat_every
-            if not self._store.heartbeat(self.id, self.attempt):
+            if not self.store.heartbeat(self.id, self.attempt):
                 # This attempt is over without us (canceled, lost and retried): stop writing.
                 self._stopped = True
                 self._mark_canceled()
                 return 0
         if not self._canceled and now - self._last_cancel_poll >= CANCEL_POLL_S:
             self._last_cancel_poll = now
-            if self._store.cancel_requested(self.id):
+            if self.store.cancel_requested(self.id):
                 self._mark_canceled()
         waits = [self._next_beat - now, CANCEL_POLL_S]
         if self._canceled_at is not None and self._on_overdue is not None:
-            overdue_in = self._canceled_at + self._store.settings.cancel_grace_s - now
+            overdue_in = self._canceled_at + self.store.settings.cancel_grace_s - now
             if overdue_in <= 0:
                 on_overdue, self._on_overdue = self._on_overdue, None
                 log.warning("job %s: did not stop within the cancel grace period; stopping it", self.id)

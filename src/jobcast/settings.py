@@ -212,6 +212,11 @@ class Settings:
     model_concurrency: int = knob(0, "JOBCAST_MODEL_CONCURRENCY", integer(0, 100_000), """The most calls to the
         model at once, across every worker on every machine (0: no limit). A call waits for a free one, its job's
         message saying so; owners take turns.""")
+    model_rpm: int = knob(0, "JOBCAST_MODEL_RPM", integer(0, 10_000_000), """The most requests to the model in any
+        minute, across every worker (0: no limit); a call waits for room, its job's message saying so.""")
+    model_tpm: int = knob(0, "JOBCAST_MODEL_TPM", integer(0, 1_000_000_000), """The most tokens (prompt and answer)
+        of the model's calls in any minute, across every worker (0: no limit). A call reserves its prompt (about 4
+        characters a token) and its `max_tokens` before it goes, corrected to what the server reports after.""")
     model_lease_s: float = knob(60.0, "JOBCAST_MODEL_LEASE_MS", integer(1000, 3_600_000, per=1000), """How long a
         call's hold on one of those lasts unless renewed (its worker renews it while the call streams): the
         capacity a dead worker held comes back after this.""")

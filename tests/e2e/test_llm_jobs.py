@@ -388,12 +388,72 @@ def test_a_429_with_retry_after_makes_every_workers_next_call_wait_it_out(make_s
         second = c.post("/jobs", json={"type": "chat", "payload": {"messages": [{"role": "user", "content": "hi"}]}})
         s = read_stream(st.url, second.json()["links"]["events"], headers={"Last-Event-ID": "0"}, timeout=60)
     assert s.events[-1].event == "completed"
-    assert any(e.data["message"].endswith("asked to slow down") for e in s.events if e.event == "state")
+    assert any(e.data["message"] == "Waiting for model capacity (the model server asked to slow down)"
+               for e in s.events if e.event == "state")
     assert read_stream(st.url, first["links"]["events"], timeout=60).events[-1].event == "completed"
     refused, *rest = fake_llm.requests()
     waited = [r["at"] - refused["at"] for r in rest]
     print(f"after the 429 (Retry-After: 2), the next calls came {', '.join(f'{w:.2f}s' for w in waited)} later")
     assert len(rest) == 2 and min(waited) >= 1.9, waited  # the other job's call too, on the other worker
+
+
+def _most_in_a_minute(times: list[float]) -> int:
+    """The most of `times` (s) in any 60 s window."""
+    times = sorted(times)
+    return max(sum(1 for t in times[i:] if t - start < 60) for i, start in enumerate(times))
+
+
+def test_with_an_rpm_of_60_the_model_never_sees_more_than_60_requests_in_any_minute(make_stack: Any,
+                                                                                 fake_llm: FakeLLM) -> None:
+    st: Stack = make_stack(workers=4, JOBCAST_MAX_RUNNING_PER_OWNER="0", OPENAI_BASE_URL=f"{fake_llm.url}/v1",
+                           JOBCAST_MODEL="stand-in", OPENAI_API_KEY="test-key", JOBCAST_MODEL_RPM="60")
+    with st.client() as c:
+        jobs = [c.post("/jobs", json={"type": "chat", "payload": {"messages": [GO]}}).json() for _ in range(72)]
+        wait_for(lambda: len(fake_llm.requests()) >= 60, 60, "the first minute's 60 requests")
+        waiting = wait_for(lambda: [j for j in jobs if c.get(f"/jobs/{j['id']}").json()["message"]
+                                    == "Waiting for model capacity (requests per minute)"], 10,
+                           "a chat saying it waits for the minute's requests")
+        canceled_at = time.time()  # a cancel while it waits ends it at once, the minute still full
+        assert c.post(f"/jobs/{waiting[0]['id']}/cancel").status_code == 202
+        wait_for(lambda: c.get(f"/jobs/{waiting[0]['id']}").json()["status"] == "canceled", 5, "the cancel")
+        print(f"a chat waiting for the minute was canceled in {time.time() - canceled_at:.2f}s")
+    ends = [read_stream(st.url, j["links"]["events"], headers={"Last-Event-ID": "0"}, timeout=120).events[-1]
+            for j in jobs]
+    assert sorted(e.event for e in ends).count("completed") == 71, [e.event for e in ends]
+    times = [r["at"] for r in fake_llm.requests()]
+    first_minute = sum(1 for t in times if t - min(times) < 60)
+    print(f"{len(times)} requests over {max(times) - min(times):.1f}s; at most {_most_in_a_minute(times)} in any "
+          f"60 s; {first_minute} in the first minute, while work waited")
+    assert len(times) == 71 and _most_in_a_minute(times) <= 60 and first_minute >= 50
+
+
+def test_tokens_per_minute_hold_a_call_back_until_an_earlier_ones_real_usage_makes_room(make_stack: Any,
+                                                                                       fake_llm: FakeLLM) -> None:
+    # A chat reserves its prompt (1 token for "go") and max_tokens (200): two fit in 500 a minute, a third
+    # waits; the stand-in reports 10 + 5 tokens, so the first to end makes room at once, not after a minute.
+    st: Stack = make_stack(workers=3, JOBCAST_MAX_RUNNING_PER_OWNER="0", OPENAI_BASE_URL=f"{fake_llm.url}/v1",
+                           JOBCAST_MODEL="stand-in", OPENAI_API_KEY="test-key", JOBCAST_MODEL_TPM="500")
+    fake_llm.script(*[{"content": "one two three four five", "delay_ms": 300}] * 3)  # streams of 1.5 s
+    chat = {"type": "chat", "payload": {"messages": [GO], "max_tokens": 200}}
+    with st.client() as c:
+        first = [c.post("/jobs", json=chat).json() for _ in range(2)]
+        wait_for(lambda: len(fake_llm.requests()) == 2, 30, "the first two calls")
+        third = c.post("/jobs", json=chat).json()
+        s = read_stream(st.url, third["links"]["events"], headers={"Last-Event-ID": "0"}, timeout=30)
+        big = c.post("/jobs", json={**chat, "payload": {"messages": [GO], "max_tokens": 600}}).json()
+        too_big = read_stream(st.url, big["links"]["events"], timeout=30).events[-1]
+    assert s.events[-1].event == "completed"
+    said = [e.data for e in s.events if e.event == "state" and e.data["message"].startswith("Waiting for model")]
+    assert said and said[0]["message"] == "Waiting for model capacity (tokens per minute)", said
+    assert all(d["progress"] == said[0]["progress"] and d["stage"] == said[0]["stage"] for d in said)
+    requests = fake_llm.requests()
+    ended = min(r["stream_ended"]["at"] for r in requests[:2])
+    print(f"the third call came {requests[2]['at'] - ended:.2f}s after the first stream ended")
+    assert ended - 0.1 <= requests[2]["at"] < ended + 5, "it went before room was made, or waited the minute"
+    assert too_big.event == "failed" and too_big.data["error"]["code"] == "model_unavailable", too_big.data
+    assert "JOBCAST_MODEL_TPM=500" in too_big.data["error"]["message"] and len(fake_llm.requests()) == 3
+    for job in first:
+        assert read_stream(st.url, job["links"]["events"], timeout=30).events[-1].event == "completed"
 
 
 def test_a_budget_stops_a_batch_before_the_call_that_would_pass_it(make_stack: Any, fake_llm: FakeLLM) -> None:

@@ -24,6 +24,7 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from jobcast.context import JobCanceled, JobContext, JobFailed
+from jobcast.llm.capacity import Call, Capacity
 
 __all__ = ["LLM"]
 
@@ -90,6 +91,7 @@ class LLM:
             raise JobFailed(reason, code="model_unavailable", retryable=False)
         self.ctx = ctx
         self.model = settings.model or ""
+        self.capacity = Capacity(ctx, self.model)
         self.client = openai.OpenAI(api_key=settings.openai_api_key or "not-needed",
                                     base_url=settings.openai_base_url, max_retries=0, timeout=120)
         self._open: set[Any] = set()
@@ -118,16 +120,15 @@ class LLM:
             options["max_tokens"] = max_tokens
         if json_mode:
             options["response_format"] = {"type": "json_object"}
-        # (what a call may take: its prompt, at about 4 characters a token, and its answer's cap)
-        asking = -(-sum(len(str(m.get("content") or "")) for m in messages) // 4) + (max_tokens or 0)
+        asking = _tokens(messages) + (max_tokens or 0)  # (what the call may take: its prompt and its answer's cap)
         for attempt in range(1, MAX_TRIES + 1):
             self.ctx.check()
             self.ctx.check_budget(asking)
             if self._aborted:
                 raise JobFailed("stopped: another part of this job failed", code="aborted", retryable=False)
             try:
-                with self.ctx.hold_model(self.model) as renew:
-                    return self._once(messages, options, on_text, renew)
+                with self.capacity.hold(asking) as call:
+                    return self._once(messages, options, on_text, call)
             except openai.APIStatusError as exc:
                 log.info("job %s: model answered %s (try %d of %d)", self.ctx.id, exc.status_code, attempt, MAX_TRIES)
                 log.debug("job %s: model error body: %s", self.ctx.id, exc.message)
@@ -137,7 +138,7 @@ class LLM:
                                     retryable=exc.status_code in RETRYABLE) from None
                 wait = _retry_after(exc)
                 if exc.status_code == 429 and wait is not None:  # every worker's next call waits it out too
-                    self.ctx.slow_down_model(self.model, wait)
+                    self.capacity.slow_down(wait)
             except openai.APIConnectionError as exc:
                 if attempt == MAX_TRIES:
                     raise JobFailed(f"the model server cannot be reached: {exc}", code="model_unreachable") from None
@@ -146,7 +147,7 @@ class LLM:
         raise AssertionError("unreachable")
 
     def _once(self, messages: list[dict[str, Any]], options: dict[str, Any], on_text: Callable[[str], None] | None,
-              renew: Callable[[], None]) -> tuple[str, dict[str, Any] | None]:
+              call: Call) -> tuple[str, dict[str, Any] | None]:
         response: Any = self.client.chat.completions.create(model=self.model, messages=messages,  # type: ignore[arg-type]
                                                             stream=True, **options)
         with self._lock:
@@ -158,7 +159,7 @@ class LLM:
             for chunk in response:
                 if self.ctx.canceled:
                     raise JobCanceled(f"job {self.ctx.id} was canceled")
-                renew()
+                call.renew()
                 if chunk.usage is not None:
                     usage = chunk.usage.model_dump()
                 for choice in chunk.choices:
@@ -184,11 +185,13 @@ class LLM:
         if self.ctx.canceled:
             raise JobCanceled(f"job {self.ctx.id} was canceled")
         text = "".join(parts)
-        if usage is not None and usage.get("prompt_tokens") is not None:
-            self.ctx.add_usage(self.model, int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0))
+        reported = usage is not None and usage.get("prompt_tokens") is not None
+        if usage is not None and reported:
+            prompt, completion = int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0)
         else:  # the server reported none: about 4 characters a token
-            asked = sum(len(str(m.get("content") or "")) for m in messages)
-            self.ctx.add_usage(self.model, -(-asked // 4), -(-len(text) // 4), estimated=True)
+            prompt, completion = _tokens(messages), -(-len(text) // 4)
+        call.used(prompt + completion)
+        self.ctx.add_usage(self.model, prompt, completion, estimated=not reported)
         return text, usage
 
     def json(self, messages: list[dict[str, Any]], shape: type[M],
@@ -209,6 +212,11 @@ class LLM:
             except ValidationError as second:
                 raise JobFailed(f"the model's answer did not fit the expected JSON shape, even after a repair "
                                 f"request: {_problems(second)}", code="bad_model_output", retryable=False) from None
+
+
+def _tokens(messages: list[dict[str, Any]]) -> int:
+    """The prompt's tokens, at about 4 characters a token."""
+    return -(-sum(len(str(m.get("content") or "")) for m in messages) // 4)
 
 
 def _problems(exc: ValidationError) -> str:

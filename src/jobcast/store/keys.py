@@ -127,8 +127,17 @@ class Keys:
 
     def model_turns(self, model: str) -> str:
         """Per owner, its next turn for the model; `_served`, the turn of the last call let through (hash), and
-        `seen:<lease>`, when each waiting call last asked."""
+        `seen:<lease>`, when each waiting call last asked, and `est:<lease>`, the tokens it may take."""
         return f"{self.prefix}:model:{{{model}}}:turns"
+
+    def model_window(self, model: str) -> str:
+        """The model's calls of the last minute (`JOBCAST_MODEL_RPM`, `JOBCAST_MODEL_TPM`): lease ids by when each
+        was let through (zset; `lua/capacity.lua`)."""
+        return f"{self.prefix}:model:{{{model}}}:window"
+
+    def model_tokens(self, model: str) -> str:
+        """The tokens of each call in the model's minute, and `_sum`, their total (hash)."""
+        return f"{self.prefix}:model:{{{model}}}:tokens"
 
     @property
     def stats(self) -> str:

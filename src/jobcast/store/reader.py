@@ -9,6 +9,7 @@ import orjson
 from redis.asyncio import Redis as AsyncRedis
 
 from jobcast.settings import Settings
+from jobcast.store.capacity import WINDOW_MS, ModelInUse
 from jobcast.store.keys import Keys
 from jobcast.store.record import job_object, now_ms
 from jobcast.store.scripts import DELETE_IF_SAME_LUA, SNAPSHOT_LUA
@@ -141,9 +142,14 @@ class AsyncStore:
             stats, *depths, delayed, running = await pipe.execute()
         return stats, depths, delayed, running
 
-    async def model_calls_in_flight(self, model: str) -> int:
-        """Calls holding one of the model's `JOBCAST_MODEL_CONCURRENCY` now (leases not expired)."""
-        return int(await self.redis.zcount(self.keys.model_leases(model), now_ms(), "+inf"))
+    async def model_in_use(self, model: str) -> ModelInUse:
+        """The model's capacity in use now, across every worker: its calls in flight (leases not expired), and
+        the requests and tokens of the last minute (`JOBCAST_MODEL_RPM`, `JOBCAST_MODEL_TPM`)."""
+        now, k = now_ms(), self.keys
+        in_flight = await self.redis.zcount(k.model_leases(model), now, "+inf")
+        minute = cast(list[bytes], await self.redis.zrangebyscore(k.model_window(model), f"({now - WINDOW_MS}", "+inf"))
+        tokens = await self.redis.hmget(k.model_tokens(model), minute) if minute else []
+        return ModelInUse(int(in_flight), len(minute), sum(int(t) for t in tokens if t))
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -10,7 +10,7 @@ from importlib.resources import files
 
 __all__ = [
     "CAPACITY_LUA", "CHANGE_LUA", "CREATE_LUA", "DELETE_IF_SAME_LUA", "DELETE_LUA", "HEARTBEAT_LUA",
-    "PAUSE_LUA", "POSITIONS_LUA", "PROMOTE_LUA", "SNAPSHOT_LUA", "USAGE_LUA",
+    "PAUSE_LUA", "POSITIONS_LUA", "PROMOTE_LUA", "SNAPSHOT_LUA", "TOKENS_USED_LUA", "USAGE_LUA",
 ]
 
 
@@ -32,6 +32,7 @@ HEARTBEAT_LUA = _lua("heartbeat")
 SNAPSHOT_LUA = _lua("snapshot")
 USAGE_LUA = _lua("usage")
 CAPACITY_LUA = _lua("capacity")
+TOKENS_USED_LUA = _lua("tokens_used")
 PAUSE_LUA = ("local now = redis.call('GET', KEYS[1]) if not now or tonumber(now) < tonumber(ARGV[1]) then "
              "redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[1]) end return 1")
 """Pause a model's calls until `ARGV[1]` (ms) unless a longer pause holds already (`KEYS[1]`: `Keys.model_pause`)."""

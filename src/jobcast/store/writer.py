@@ -22,16 +22,15 @@ from redis.lock import Lock
 
 from jobcast.settings import Settings
 from jobcast.states import TERMINAL, Outcome, Stage
+from jobcast.store.capacity import ModelCapacity
 from jobcast.store.connections import REDIS_TROUBLE
 from jobcast.store.keys import Keys
 from jobcast.store.record import QUEUED_MESSAGE, WAITING_MESSAGE, Part, decode, now_iso, now_ms
 from jobcast.store.scripts import (
-    CAPACITY_LUA,
     CHANGE_LUA,
     CREATE_LUA,
     DELETE_LUA,
     HEARTBEAT_LUA,
-    PAUSE_LUA,
     POSITIONS_LUA,
     PROMOTE_LUA,
     USAGE_LUA,
@@ -73,9 +72,6 @@ USAGE_FIELDS = tuple(f"usage_{scope}{name}" for scope in ("", "a_")
                      for name in ("calls", "prompt", "completion", "cost", "estimated"))
 """A job's usage on its record: in all its attempts (`usage_*`) and in this one (`usage_a_*`)."""
 
-STALE_WAIT_MS = 10_000
-"""A call waiting for model capacity that has not asked again for this long is dropped from the line."""
-
 QUEUED_IN_PIPE = EmitResult(0, False, Outcome.OK)
 """What `Store.emit` returns for a change it queued in a MULTI."""
 
@@ -115,8 +111,8 @@ class Store:
         self._promote = redis.register_script(PROMOTE_LUA)
         self._heartbeat = redis.register_script(HEARTBEAT_LUA)
         self._usage = redis.register_script(USAGE_LUA)
-        self._capacity = redis.register_script(CAPACITY_LUA)
-        self._pause = redis.register_script(PAUSE_LUA)
+        self.capacity = ModelCapacity(redis, self.keys, settings)
+        """The models' capacity, shared by every worker."""
 
     def create(self, pipe: Pipeline, job_id: str, owner: str, created_ms: int, ts: str,
                fields: Mapping[str, str]) -> None:
@@ -230,47 +226,6 @@ class Store:
         if not budget:
             return None
         return int(budget) - int(prompt or 0) - int(completion or 0)
-
-    def take_capacity(self, model: str, lease: str, owner: str) -> bool:
-        """Ask for one of the model's calls at once (`JOBCAST_MODEL_CONCURRENCY`), in the owner's turn, as
-        `lease` (`lua/capacity.lua`); True when it is held now, False to wait and ask again."""
-        k, s = self.keys, self.settings
-        keys = [k.model_leases(model), k.model_waiting(model), k.model_turns(model)]
-        args: list[str | int] = [lease, owner, s.model_concurrency, int(s.model_lease_s * 1000), STALE_WAIT_MS]
-        return bool(self._capacity(keys=keys, args=args))
-
-    def pause_model(self, model: str, seconds: float) -> None:
-        """Every call to the model waits `seconds` from now (unless a longer wait holds already)."""
-        self._pause(keys=[self.keys.model_pause(model)], args=[now_ms() + int(seconds * 1000)])
-
-    def model_pause_left(self, model: str) -> float:
-        """The seconds calls to the model must still wait (0: none)."""
-        until = cast(bytes | None, self.redis.get(self.keys.model_pause(model)))
-        return max(0.0, (int(until) - now_ms()) / 1000) if until else 0.0
-
-    def observe_model_wait(self, model: str, seconds: float) -> None:
-        """A model call's wait for capacity, into the histogram of `/metrics` (the buckets of `lua/lib.lua`'s
-        `observe`: at most 4^k ms)."""
-        ms = seconds * 1000
-        k = next((k for k in range(12) if ms <= 4 ** k), 12)
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hincrby(self.keys.stats, f"model_wait|{model}|{k}", 1)
-            pipe.hincrbyfloat(self.keys.stats, f"model_wait_sum|{model}", seconds)
-            pipe.execute()
-
-    def renew_capacity(self, model: str, lease: str) -> None:
-        """Hold the lease for another `JOBCAST_MODEL_LEASE_MS` (a call still streaming)."""
-        self.redis.zadd(self.keys.model_leases(model), {lease: now_ms() + int(self.settings.model_lease_s * 1000)},
-                        xx=True)
-
-    def give_back_capacity(self, model: str, lease: str) -> None:
-        """The call is over: its place goes to the next waiting one (or, if it was waiting still, it waits no more)."""
-        k = self.keys
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(k.model_leases(model), lease)
-            pipe.zrem(k.model_waiting(model), lease)
-            pipe.hdel(k.model_turns(model), f"seen:{lease}")
-            pipe.execute()
 
     def heartbeat(self, job_id: str, attempt: int) -> bool:
         """Push a running attempt's deadline out by `JOBCAST_HEARTBEAT_S`; False if that attempt is over."""

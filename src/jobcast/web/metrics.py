@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import REGISTRY, Collector
 
-from jobcast.store import AsyncStore
+from jobcast.store import AsyncStore, ModelInUse
 
 __all__ = ["BUCKETS_S", "EVENTS_DELIVERED", "STREAMS_OPEN", "fresh_multiprocess_dir", "process_exits", "render"]
 
@@ -98,7 +98,7 @@ def _histogram(name: str, doc: str, fields: dict[str, dict[int, float]], sums: d
 
 
 def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int, running: int,
-                 workers: int, in_flight: dict[str, int] | None = None) -> list[Metric]:
+                 workers: int, in_use: dict[str, ModelInUse] | None = None) -> list[Metric]:
     """The cluster-wide figures from the stats hash and the live counts."""
     submitted = CounterMetricFamily("jobcast_jobs_submitted", "Jobs accepted by POST /jobs.", labels=["type"])
     finished = CounterMetricFamily("jobcast_jobs_finished", "Ends of jobs by terminal status (a job run again "
@@ -135,10 +135,17 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
                 hist[name].setdefault(label, {})[int(k)] = value
             case ["run_sum" | "wait_sum" | "model_wait_sum" as name, label]:
                 sums[name[:-4]][label] = value
-    held = GaugeMetricFamily("jobcast_model_calls_in_flight", "Calls holding one of the model's "
-                             "JOBCAST_MODEL_CONCURRENCY now, across every worker.", labels=["model"])
-    for model, n in sorted((in_flight or {}).items()):
-        held.add_metric([model], n)
+    held = GaugeMetricFamily("jobcast_model_calls_in_flight", "Model calls in flight now, across every worker "
+                             "(JOBCAST_MODEL_CONCURRENCY caps them).", labels=["model"])
+    minute_requests = GaugeMetricFamily("jobcast_model_minute_requests", "Requests to the model in the last "
+                                        "minute, across every worker (JOBCAST_MODEL_RPM caps them; counted with "
+                                        "a limit set).", labels=["model"])
+    minute_tokens = GaugeMetricFamily("jobcast_model_minute_tokens", "Tokens of those requests, reserved or, once "
+                                      "a call is over, used (JOBCAST_MODEL_TPM caps them).", labels=["model"])
+    for model, use in sorted((in_use or {}).items()):
+        held.add_metric([model], use.calls)
+        minute_requests.add_metric([model], use.requests)
+        minute_tokens.add_metric([model], use.tokens)
     depth = GaugeMetricFamily("jobcast_queue_depth", "Jobs waiting in an RQ queue.", labels=["queue"])
     for queue, n in sorted(queues.items()):
         depth.add_metric([queue], n)
@@ -147,10 +154,10 @@ def job_families(stats: dict[bytes, bytes], queues: dict[str, int], delayed: int
         _histogram("jobcast_job_run_seconds", "Run time of each attempt, start to end.", hist["run"], sums["run"]),
         _histogram("jobcast_job_queue_wait_seconds", "From submit (or a retry's due time) to the start.",
                    hist["wait"], sums["wait"]),
-        _histogram("jobcast_model_capacity_wait_seconds", "How long model calls waited for capacity (a slot of "
-                   "JOBCAST_MODEL_CONCURRENCY, or a 429's Retry-After).", hist["model_wait"], sums["model_wait"],
-                   label="model"),
-        held,
+        _histogram("jobcast_model_capacity_wait_seconds", "How long model calls waited for the model's shared "
+                   "capacity (calls at once, requests or tokens per minute, a 429's Retry-After).",
+                   hist["model_wait"], sums["model_wait"], label="model"),
+        held, minute_requests, minute_tokens,
         depth,
         GaugeMetricFamily("jobcast_jobs_delayed", "Jobs waiting out a retry's back-off (or just given a slot).",
                           value=delayed),
@@ -168,10 +175,10 @@ async def render(store: AsyncStore, job_queue: str, queues: list[str], models: l
     """
     stats, depths, delayed, running = await store.figures(queues)
     workers = await store.workers_alive(job_queue)
-    in_flight = {model: await store.model_calls_in_flight(model) for model in models}
+    in_use = {model: await store.model_in_use(model) for model in models}
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(job_families(stats, dict(zip(queues, depths, strict=True)), delayed, running, workers,
-                                          in_flight)))
+                                          in_use)))
     path = multiprocess_dir()
     if path:
         _forget_dead_processes(path)
