@@ -30,7 +30,28 @@ export interface Job {
   ended_at: string | null;
   last_event_id: number;
   webhook: { url?: string; state: "pending" | "delivered" | "failed"; attempts: number; last_status: number | null } | null;
+  /** For a part of a batch, the id of the job it belongs to. */
+  parent_id: string | null;
+  /** For a job split into parts, where its parts stand. */
+  parts: { total: number; queued: number; running: number; completed: number; failed: number; canceled: number } | null;
+  /** For a job that called a model, what it used so far (`state` events bring it up to date live). */
+  usage: JobUsage | null;
   links: { self: string; events: string; cancel: string };
+}
+
+/** What a job's model calls used: tokens, calls and cost (null without a price for the model). */
+export interface UsageFigures {
+  calls: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cost_usd: number | null;
+  /** Some of the tokens are an estimate: the model server reported none. */
+  estimated: boolean;
+}
+
+/** In all attempts, and in this `attempt`. */
+export interface JobUsage extends UsageFigures {
+  attempt: UsageFigures;
 }
 
 /** A registered job type (`GET /job-types`). */

@@ -2,7 +2,7 @@
 
 A job function gets a `JobContext`. Everything it reports goes to Redis through
 the atomic emit (`Store.emit`: `lua/report.lua` and `lua/output.lua`), but not one call at a time: pure progress
-changes are coalesced to at most one write per `JOBCAST_PROGRESS_INTERVAL_MS`
+changes (and a model call's usage) are coalesced to at most one write per `JOBCAST_PROGRESS_INTERVAL_MS`
 (50 ms) with the latest value always sent, and text deltas are merged the same
 way; a change of message or stage, and every output item, is sent at once.
 A tight loop of 100,000 `progress()` calls therefore costs about 20 writes a
@@ -173,7 +173,7 @@ class JobContext(Scope):
         self._progress = self._sent_progress
         self._message = record["message"]
         self._stage: str | None = record.get("stage") or None
-        self._progress_pending = False
+        self._state_pending = False
         self._text: list[str] = []
         self._pending_text: list[str] = []
         self._items: deque[bytes] = deque(maxlen=store.settings.items_kept)
@@ -309,7 +309,7 @@ class JobContext(Scope):
                 if time.monotonic() - self._last_flush >= self._interval:
                     self._flush_state()
                 else:
-                    self._progress_pending = True
+                    self._state_pending = True
                     self._cond.notify()
 
     def _eta(self) -> str:
@@ -328,7 +328,7 @@ class JobContext(Scope):
             "eta_s": self._eta(),
         }
         self._send("state", ts=now_iso(), fields=fields)
-        self._progress_pending = False
+        self._state_pending = False
         self._sent_progress = progress
 
     def _flush_text(self) -> None:
@@ -386,6 +386,9 @@ class JobContext(Scope):
                                     estimated)
         if now is not None:
             self._record.update(now)  # (the runner's record: the job object its end sends carries the usage)
+            with self._cond:  # the next `state` event carries it, at the coalesced rate of progress
+                self._state_pending = True
+                self._cond.notify()
 
     def parts(self, job_type: str, payloads: Sequence[Any], weights: Sequence[float] | None = None, *,
               state: Any = None) -> NoReturn:
@@ -406,7 +409,7 @@ class JobContext(Scope):
         """Send whatever is pending now (the runner calls this before the job ends)."""
         with self._cond:
             self._flush_text()
-            if self._progress_pending:
+            if self._state_pending:
                 self._flush_state()
 
     def _flush_loop(self) -> None:
@@ -443,7 +446,7 @@ class JobContext(Scope):
                 on_overdue()
                 return 0
             waits.append(overdue_in)
-        if self._progress_pending or self._pending_text:
+        if self._state_pending or self._pending_text:
             due = self._last_flush + self._interval - now
             if due <= 0:
                 self.flush()

@@ -278,7 +278,10 @@ def test_usage_is_what_the_model_reported_summed_over_a_batch_and_priced(make_st
                            JOBCAST_MODEL="stand-in", OPENAI_API_KEY="test-key",
                            JOBCAST_MODEL_PRICES="stand-in=2/8,other=1/1")
     fake_llm.script({"content": "one two three four five"})
-    chat = _run(st, "chat", {"messages": [GO]}).events[-1].data
+    chat_stream = _run(st, "chat", {"messages": [GO]})
+    chat = chat_stream.events[-1].data
+    live = [e.data["usage"] for e in chat_stream.events if e.event == "state" and "usage" in e.data]
+    assert live == [chat["usage"]], "the usage came in a state event as soon as the call ended, before the end"
     # the stand-in reports 10 prompt tokens and a completion token a word
     assert chat["usage"] == {"calls": 1, "prompt_tokens": 10, "completion_tokens": 5, "estimated": False,
                              "cost_usd": round((10 * 2 + 5 * 8) / 1e6, 6),
@@ -288,7 +291,10 @@ def test_usage_is_what_the_model_reported_summed_over_a_batch_and_priced(make_st
     fake_llm.script({"content": "one two three four five"})
     cli = jobcast_cli(st, "submit", "chat", "--payload", '{"messages": [{"role": "user", "content": "go"}]}', "--watch")
     assert cli.returncode == 0 and f"(15 tokens in 1 call, ${(10 * 2 + 5 * 8) / 1e6:.4f})" in cli.stderr, cli.stderr
-    batch = _run(st, "generate_personas", {"count": 25}).events[-1].data
+    batch_stream = _run(st, "generate_personas", {"count": 25})
+    batch = batch_stream.events[-1].data
+    calls_seen = [e.data["usage"]["calls"] for e in batch_stream.events if e.event == "state" and "usage" in e.data]
+    assert calls_seen[-1] == 3 and calls_seen == sorted(calls_seen), calls_seen  # (live, as each part's call ended)
     with st.client() as c:
         parts = c.get("/jobs", params={"parent": batch["id"]}).json()["jobs"]
         metrics = c.get("/metrics").text

@@ -210,7 +210,8 @@ export async function run(): Promise<string> {
   handle.close();
   const state = useJob(job.id);
   const set = useJobs({ tag: { project: "apollo" } });
-  watchJobs({ ids: [job.id] }, { onDone: (j) => console.log(j.status) }).close();
+  const onDone = (j: Job) => console.log(j.status, j.usage?.attempt.prompt_tokens, j.parts?.total, j.parent_id);
+  watchJobs({ ids: [job.id] }, { onDone }).close();
   return describe(state.job) + String(state.status) + set.jobs.map((j) => j.id).join();
 }
 """

@@ -171,3 +171,23 @@ def test_usage_adds_up_per_attempt_and_in_all_priced_and_a_new_attempt_starts_af
                      "cost_usd": round((160 * 1 + 16 * 2) / 1e6, 6),
                      "attempt": {"calls": 1, "prompt_tokens": 10, "completion_tokens": 1, "estimated": False,
                                  "cost_usd": round((10 + 2) / 1e6, 6)}}
+
+
+def test_a_state_event_after_a_model_call_carries_the_usage_as_the_job_object_does(redis, new_job) -> None:
+    store = Store(redis, replace(Settings(prefix="t", max_running_per_owner=0), model_prices={"m": (1.5, 2.0)}))
+    job = new_job()
+    live = redis.pubsub()
+    live.subscribe(store.keys.channel(job["id"]))
+    assert live.get_message(timeout=1)["type"] == "subscribe"
+    store.emit(job["id"], "state", ts=now_iso(), fields={"progress": "10"})
+    store.add_usage(job["id"], 1, None, "m", 100, 10, False)
+    # the usage alone is a change a client sees: a state event, though progress, message and stage stay
+    assert store.emit(job["id"], "state", ts=now_iso(), fields={"progress": "10"}).outcome == "ok"
+    assert store.emit(job["id"], "state", ts=now_iso(), fields={"progress": "10"}).outcome == "same"
+    logged = events(store, job["id"])
+    published = [orjson.loads(m["data"].split(b" ", 2)[2]) for m in iter(lambda: live.get_message(timeout=0.2), None)]
+    usage = job_object(store.load(job["id"]) or {}, [], None)["usage"]
+    assert logged[-1][1] == "state" and logged[-1][2]["usage"] == usage and logged[-1][2]["progress"] == 10
+    assert published[-1] == logged[-1][2], "what the log keeps is what was sent live"
+    assert usage["cost_usd"] == round((100 * 1.5 + 10 * 2) / 1e6, 6)
+    assert "usage" not in logged[-2][2] and "usage" not in published[-2], "no usage before any model call"

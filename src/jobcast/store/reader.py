@@ -66,14 +66,16 @@ STATE_KEYS = ("status", "progress", "message", "stage", "attempt", "queue_positi
 
 def logged_data(name: bytes, data: bytes) -> bytes:
     """An event's data as clients get it: the log keeps a `state` event's values as an array (`state_json`),
-    its time as digits (`20261125120000120` for `2026-11-25T12:00:00.120Z`)."""
+    its time as digits (`20261125120000120` for `2026-11-25T12:00:00.120Z`), a job's usage after it if any."""
     if name != b"state" or not data.startswith(b"["):
         return data
     values = orjson.loads(data)
-    if isinstance(values[-1], int):  # (arrays of an earlier version kept the ISO string: left as it is)
-        d = str(values[-1])
-        values[-1] = f"{d[0:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}.{d[14:17]}Z"
-    return orjson.dumps(dict(zip(STATE_KEYS, values, strict=True)))
+    ts = len(STATE_KEYS) - 1
+    if isinstance(values[ts], int):  # (arrays of an earlier version kept the ISO string: left as it is)
+        d = str(values[ts])
+        values[ts] = f"{d[0:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}.{d[14:17]}Z"
+    keys = STATE_KEYS + ("usage",) if len(values) > len(STATE_KEYS) else STATE_KEYS
+    return orjson.dumps(dict(zip(keys, values, strict=True)))
 
 
 

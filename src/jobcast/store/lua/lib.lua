@@ -6,15 +6,44 @@ local function json_string(s) return (string.gsub(cjson.encode(s), '\\/', '/')) 
 -- The data of a `state` event, twice: the JSON object clients get live, and
 -- the same values as an array (no keys, the time as its digits: under half the
 -- bytes) that the job's log keeps; `store.logged_data` turns it back into the
--- object when it reads the log. An empty string is null.
-local function state_json(status, progress, message, stage, attempt, position, eta, ts)
+-- object when it reads the log. An empty string is null. `usage` (JSON, of a
+-- job that called a model: `usage_json`) comes last when given.
+local function state_json(status, progress, message, stage, attempt, position, eta, ts, usage)
   local function str(v) if v == nil or v == '' then return 'null' end return json_string(v) end
   local function num(v) if v == nil or v == '' then return 'null' end return v end
   local s, m, st, p, e = json_string(status), json_string(message), str(stage), num(position), num(eta)
+  local u, tail = '', ']'
+  if usage then u, tail = ',"usage":' .. usage, ',' .. usage .. ']' end
   return '{"status":' .. s .. ',"progress":' .. progress .. ',"message":' .. m .. ',"stage":' .. st ..
-         ',"attempt":' .. attempt .. ',"queue_position":' .. p .. ',"eta_s":' .. e .. ',"ts":"' .. ts .. '"}',
+         ',"attempt":' .. attempt .. ',"queue_position":' .. p .. ',"eta_s":' .. e .. ',"ts":"' .. ts .. '"' ..
+         u .. '}',
          '[' .. s .. ',' .. progress .. ',' .. m .. ',' .. st .. ',' .. attempt .. ',' .. p .. ',' .. e ..
-         ',' .. (ts ~= '' and string.gsub(ts, '%D', '') or 'null') .. ']'
+         ',' .. (ts ~= '' and string.gsub(ts, '%D', '') or 'null') .. tail
+end
+
+-- A job's `usage` as JSON (the job object's: `record._usage`), from its
+-- record's `usage_*` (all attempts) and `usage_a_*` (this one) fields, those
+-- in `set` (a change about to be written) first; nil for a job that called no
+-- model.
+local USAGE = {'calls', 'prompt', 'completion', 'cost', 'estimated'}
+local function usage_json(job, set)
+  local fields = {}
+  for _, scope in ipairs({'usage_', 'usage_a_'}) do
+    for _, name in ipairs(USAGE) do fields[#fields + 1] = scope .. name end
+  end
+  local v = redis.call('HMGET', job, unpack(fields))
+  for i, f in ipairs(fields) do if set[f] then v[i] = set[f] end end
+  if not v[1] or v[1] == '' then return nil end
+  local function int(x) if not x or x == '' then return '0' end return x end
+  local function figures(i)
+    local cost = 'null'
+    if v[i + 3] and v[i + 3] ~= '' then  -- (rounded to 6 places, as the job object's)
+      cost = string.gsub(string.format('%.6f', tonumber(v[i + 3])), '%.?0+$', '')
+    end
+    return '"calls":' .. int(v[i]) .. ',"prompt_tokens":' .. int(v[i + 1]) .. ',"completion_tokens":' ..
+           int(v[i + 2]) .. ',"cost_usd":' .. cost .. ',"estimated":' .. ((v[i + 4] == '1') and 'true' or 'false')
+  end
+  return '{' .. figures(1) .. ',"attempt":{' .. figures(6) .. '}}'
 end
 
 
@@ -53,7 +82,8 @@ local function feed_of(at, o)
 end
 
 -- The record's fields a change reads before it decides anything.
-local CURRENT = {'status', 'attempt', 'progress', 'message', 'stage', 'queue_position', 'cancel', 'seq', 'op', 'run'}
+local CURRENT = {'status', 'attempt', 'progress', 'message', 'stage', 'queue_position', 'cancel', 'seq', 'op', 'run',
+                 'usage_calls', 'usage_shown'}
 
 -- What every change of a job (`start`, `report`, `output`, `again`, `finish`)
 -- does first: read the record and check the writer's guards. `o` is the
@@ -93,6 +123,8 @@ end
 -- The `state` event of setting `set` on a record now at `cur`: its data as
 -- published and as logged (`state_json`), or nil when nothing a client sees
 -- would change (then only a new `eta_s` is written, and there is no event).
+-- A job's usage is seen to change by its calls: `usage_shown` (in `set`, so
+-- written with the change) is the count of calls of the last event's usage.
 local STATE = {'status', 'attempt', 'progress', 'message', 'stage', 'queue_position'}
 local function state_event(job, cur, set, ts)
   local new, changed = {}, false
@@ -100,12 +132,16 @@ local function state_event(job, cur, set, ts)
     new[f] = set[f] or cur[f] or ''
     if new[f] ~= (cur[f] or '') then changed = true end
   end
+  if (cur.usage_calls or '') ~= (cur.usage_shown or '') then changed = true end
   if not changed then
     if set.eta_s then redis.call('HSET', job, 'eta_s', set.eta_s) end
     return nil
   end
   local eta = set.eta_s or redis.call('HGET', job, 'eta_s') or ''
-  return state_json(new.status, new.progress, new.message, new.stage, new.attempt, new.queue_position, eta, ts)
+  local usage = cur.usage_calls and usage_json(job, set)
+  if usage then set.usage_shown = cur.usage_calls end
+  return state_json(new.status, new.progress, new.message, new.stage, new.attempt, new.queue_position, eta, ts,
+                    usage)
 end
 
 -- Write `set` on the record with the next event id, and the write's id with
@@ -147,7 +183,7 @@ local function parent_of(o)
 end
 
 local PARENT = {'status', 'attempt', 'progress', 'message', 'stage', 'seq', 'parts_psum', 'parts_wsum', 'parts_total',
-                'parts_completed', 'parts_failed', 'parts_canceled', 'parts_from'}
+                'parts_completed', 'parts_failed', 'parts_canceled', 'parts_from', 'usage_calls', 'usage_shown'}
 
 local function to_parent(p, o, stats, feed_key, c)
   local job = p.job
@@ -184,10 +220,11 @@ local function to_parent(p, o, stats, feed_key, c)
     redis.call('ZADD', p.delayed, now_ms(), p.id)
   end
   local shown = string.format('%g', progress)
-  if shown ~= v[3] or message ~= v[4] or stage ~= v[5] then
+  if shown ~= v[3] or message ~= v[4] or stage ~= v[5] or (v[14] or '') ~= (v[15] or '') then
     seq = seq + 1
-    local data, stored = state_json('running', shown, message, stage, v[2], '', '', o.ts)
-    redis.call('HSET', job, 'progress', shown, 'message', message, 'stage', stage)
+    local usage = v[14] and usage_json(job, {})
+    local data, stored = state_json('running', shown, message, stage, v[2], '', '', o.ts, usage)
+    redis.call('HSET', job, 'progress', shown, 'message', message, 'stage', stage, 'usage_shown', v[14] or '')
     append_event(p.events, stats, p.channel, seq, 'state', data, o.events_kept, stored, feed)
   end
   redis.call('HSET', job, 'seq', seq)

@@ -20,5 +20,7 @@ if not data then return {cur.seq, cur.cancel, 'same'} end
 local seq = commit(job, cur, set, o.op, 'ok')
 append_event(events, stats, o.channel, seq, o.event, data, o.events_kept, stored, feed_of(4, o))
 local parent = parent_of(o)
-if parent and set.progress then to_parent(parent, o, stats, KEYS[4], {progress = set.progress}) end
+if parent and (set.progress or set.usage_shown) then
+  to_parent(parent, o, stats, KEYS[4], {progress = set.progress})  -- (its batch's usage moved with its own)
+end
 return {seq, cur.cancel, 'ok'}
