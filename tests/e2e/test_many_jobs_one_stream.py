@@ -71,7 +71,8 @@ def test_fifty_jobs_cut_off_three_times_arrive_exactly_once(make_stack) -> None:
     with st.client() as c:
         last = {i: c.get(f"/jobs/{i}").json()["last_event_id"] for i in ids}
     for job_id, seen in per_job.items():
-        assert seen[0].event == "snapshot", (job_id, seen[0])
+        # (a job that ended before the stream opened comes as its terminal event, as on a job's own stream)
+        assert seen[0].event == "snapshot" or [e.event for e in seen] == ["completed"], (job_id, seen[0])
         seqs = [e.data["seq"] for e in seen]
         assert seqs == list(range(seqs[0], last[job_id] + 1)), f"job {job_id}: {seqs}"
         assert seen[-1].event == "completed"
