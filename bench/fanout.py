@@ -92,11 +92,12 @@ async def _watch(port: int, path: str, clients: int, items: int, ends: int, star
 PER_S = 300
 
 
-async def _single(url: str, clients: int, items: int) -> Delivery:
+async def _single(url: str, clients: int, items: int, sse_starlette: bool = False) -> Delivery:
     async with httpx.AsyncClient(base_url=url) as http:
         job = (await http.post("/jobs", json={"type": "bench_burst", "payload": {
             "items": items, "per_s": PER_S, "wait_s": 3 if clients < 1000 else 8, "stamp": True}})).json()
-    return await _watch(int(url.rsplit(":", 1)[1]), job["links"]["events"], clients, items, 1, asyncio.Event())
+    path = f"/sse-starlette/jobs/{job['id']}/events" if sse_starlette else job["links"]["events"]
+    return await _watch(int(url.rsplit(":", 1)[1]), path, clients, items, 1, asyncio.Event())
 
 
 async def _set(url: str, clients: int, items: int, jobs: int) -> Delivery:
@@ -124,6 +125,13 @@ def run(quick: bool) -> list[Figure]:
     def whole(d: Delivery) -> str:
         return "every client got every item once" if not d.short else f"{d.short} clients missed items"
 
+    # The design card's package, on the same hub and bytes (bench/sse_starlette_variant.py).
+    with private_redis() as server, bench_stack(server, workers=1, sse_starlette=True) as stack:
+        theirs = asyncio.run(_single(stack.url, clients, items, sse_starlette=True))
+    variant = [Figure(f"events/s to {clients:,} clients on one hot job, sse-starlette's EventSourceResponse",
+                      theirs.rate, "/s", "switch to it if ≥ 0.9× ours", theirs.rate >= 0.9 * one.rate
+                      and not theirs.short, one.rate, note=f"p99 {percentile(theirs.delays_ms, 99):.0f} ms; "
+                                                           f"{whole(theirs)}")]
     return [
         Figure(f"events/s to {clients:,} clients on one hot job", one.rate, "/s", "≥ 50,000",
                one.rate >= 50_000 and not one.short,
@@ -137,4 +145,5 @@ def run(quick: bool) -> list[Figure]:
         Figure("same, delay of an item, p99", percentile(many.delays_ms, 99), "ms", "≤ 1.25× one hot job",
                percentile(many.delays_ms, 99) <= 1.25 * percentile(one.delays_ms, 99),
                percentile(one.delays_ms, 99)),
+        *variant,
     ]

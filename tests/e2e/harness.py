@@ -138,6 +138,8 @@ class Stack:
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
     api: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    api_command: tuple[str, ...] = ("-m", "jobcast", "serve")
+    """What the API process runs (`python` and these): `jobcast serve`, or a bench's variant of it."""
 
     @property
     def url(self) -> str:
@@ -159,7 +161,7 @@ class Stack:
         return env
 
     def start_api(self) -> None:
-        self.api = _spawn([sys.executable, "-m", "jobcast", "serve"], self.env(), self.workdir / "api.log")
+        self.api = _spawn([sys.executable, *self.api_command], self.env(), self.workdir / "api.log")
         with self.client(timeout=1) as c:
             wait_for(lambda: c.get("/healthz").status_code == 200, 20, "the API's /healthz")
 
@@ -211,9 +213,10 @@ class Stack:
 
 
 @contextmanager
-def running_stack(redis_server: RedisServer, workdir: Path, workers: int = 2, **env: str) -> Iterator[Stack]:
+def running_stack(redis_server: RedisServer, workdir: Path, workers: int = 2, *,
+                  api_command: tuple[str, ...] = Stack.api_command, **env: str) -> Iterator[Stack]:
     workdir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(redis_server, workdir, env_overrides=env)
+    stack = Stack(redis_server, workdir, env_overrides=env, api_command=api_command)
     try:
         stack.start_api()
         for _ in range(workers):
