@@ -60,6 +60,9 @@ async def job_events(request: Request) -> Response:
         return JSONResponse({"error": {"code": "not_found", "message": f"no job {job_id}"}}, status_code=404)
     listener = await svc.hub.listen(job_id, head[0], "")
     first = await backlog(svc.store, svc.encode, job_id, None)
+    if first is None:  # (deleted meanwhile)
+        await svc.hub.unlisten(listener)
+        return JSONResponse({"error": {"code": "not_found", "message": f"no job {job_id}"}}, status_code=404)
     base = str(request.base_url).rstrip("/").encode()
     return EventSourceResponse(_events(svc.hub, listener, first, base, svc.settings.sse_retry_ms), sep="\n",
                                ping=svc.settings.ping_interval_s,
