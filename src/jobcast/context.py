@@ -161,7 +161,7 @@ class JobContext(Scope):
         super().__init__(self, 0, 100, None)
         self.id = record["id"]
         self.owner = record.get("owner") or ""
-        """Whose job it is (the API key's owner; empty without auth)."""
+        """Whose job it is (its API key's owner; `anonymous` with auth off)."""
         self.type = record["type"]
         self.attempt = int(record["attempt"])
         self.max_attempts = int(record["max_attempts"])

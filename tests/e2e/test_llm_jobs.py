@@ -433,6 +433,16 @@ def test_with_an_rpm_of_60_the_model_never_sees_more_than_60_requests_in_any_min
     print(f"{len(times)} requests over {max(times) - min(times):.1f}s; at most {_most_in_a_minute(times)} in any "
           f"60 s; {first_minute} in the first minute, while work waited")
     assert len(times) == 71 and _most_in_a_minute(times) <= 60 and first_minute >= 50
+    with st.client() as c:
+        metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in c.get("/metrics").text.splitlines()
+                   if line.startswith("jobcast_model_minute_")}
+    last_minute = sum(1 for t in times if time.time() - t < 60)
+    print(f"/metrics: {metrics}; the stand-in saw {last_minute} requests in the last 60 s")
+    # (the window is 61 s, on Redis's clock: it may count a few more than the stand-in's last 60 s)
+    assert last_minute <= metrics['jobcast_model_minute_requests{model="stand-in"}'] <= 60
+    # each chat reserved 1 token ("go", no max_tokens) and used what the stand-in reported: 10 and a word each
+    assert metrics['jobcast_model_minute_tokens{model="stand-in"}'] > 20 * metrics[
+        'jobcast_model_minute_requests{model="stand-in"}']
 
 
 def test_tokens_per_minute_hold_a_call_back_until_an_earlier_ones_real_usage_makes_room(make_stack: Any,

@@ -111,7 +111,8 @@ def test_the_test_page_runs_the_installed_packages() -> None:
 
 def test_the_react_hook_follows_a_job_to_its_end(hook_page: tuple[Page, list[str]], stack: Stack) -> None:
     page, problems = hook_page
-    job = stack.submit({"steps": 5, "interval_ms": 150, "emit_output": True})
+    # (2 s of steps: a slow machine's page may take longer than a quicker job to open, and see only its end)
+    job = stack.submit({"steps": 5, "interval_ms": 400, "emit_output": True})
     open_with(page, job)
     page.wait_for_function("() => window.renders?.at(-1)?.status === 'completed'", timeout=15_000)
     renders = page.evaluate("window.renders")

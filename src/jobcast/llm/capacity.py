@@ -40,9 +40,10 @@ class Call:
             self._capacity.shared.renew(self._capacity.model, self._lease)
 
     def used(self, tokens: int) -> None:
-        """What the call used in all, as the server reported it: the minute's count of tokens is corrected."""
-        if self._capacity.ctx.settings.model_tpm:
-            self._capacity.shared.used(self._capacity.model, self._lease, tokens)
+        """What the call used in all, as the server reported it: the minute's count of tokens is corrected (a
+        call not counted in a minute, with neither `JOBCAST_MODEL_RPM` nor `JOBCAST_MODEL_TPM` set, changes
+        nothing)."""
+        self._capacity.shared.used(self._capacity.model, self._lease, tokens)
 
 
 class Capacity:

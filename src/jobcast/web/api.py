@@ -518,7 +518,7 @@ async def healthz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     svc = _services(request)
     queues = [svc.settings.queue, svc.settings.webhook_queue]
-    models = [svc.settings.model] if svc.settings.model and svc.settings.model_concurrency else []
+    models = [svc.settings.model] if svc.settings.model else []  # (every call of it takes a lease and a turn)
     body = await render_metrics(svc.store, svc.settings.queue, queues, models)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
