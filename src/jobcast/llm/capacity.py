@@ -40,10 +40,11 @@ class Call:
             self._capacity.shared.renew(self._capacity.model, self._lease)
 
     def used(self, tokens: int) -> None:
-        """What the call used in all, as the server reported it: the minute's count of tokens is corrected (a
-        call not counted in a minute, with neither `JOBCAST_MODEL_RPM` nor `JOBCAST_MODEL_TPM` set, changes
-        nothing)."""
-        self._capacity.shared.used(self._capacity.model, self._lease, tokens)
+        """What the call used in all, as the server reported it: the minute's count of tokens is corrected (the
+        minute is kept with `JOBCAST_MODEL_RPM` or `JOBCAST_MODEL_TPM` set; without either, nothing to do)."""
+        settings = self._capacity.ctx.settings
+        if settings.model_rpm or settings.model_tpm:
+            self._capacity.shared.used(self._capacity.model, self._lease, tokens)
 
 
 class Capacity:
