@@ -43,7 +43,7 @@ class Subscription:
         return cast(list[bytes] | None, await self._pubsub.parse_response(block=False, timeout=timeout))
 
     async def close(self) -> None:
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
 
 
 class Subscriptions:
