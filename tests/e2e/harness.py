@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import redis
+import redis.sentinel
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,6 +84,66 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         self.r.close()
+
+
+class SentinelRedis:
+    """A primary, its replica and three Sentinels watching them (quorum 2), all private, on free ports.
+
+    `url` is the `redis+sentinel://` URL jobcast is given; `r` follows the primary the Sentinels name (as
+    jobcast does). A Sentinel takes the primary for down after `down_after_ms` without an answer.
+    """
+
+    SERVICE = "jobcast"
+
+    def __init__(self, workdir: Path, down_after_ms: int = 1000) -> None:
+        self.workdir = workdir
+        self.primary = RedisServer(workdir / "a")
+        self.replica = RedisServer(workdir / "b")
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+        self.down_after_ms = down_after_ms
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        self.url = f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+        self._watchers = [redis.Redis(port=port, socket_timeout=2) for port in self.sentinel_ports]
+        self.r = redis.sentinel.Sentinel([("127.0.0.1", p) for p in self.sentinel_ports],
+                                         socket_timeout=2).master_for(self.SERVICE)
+        """A client for tests to look inside with, on whichever server is the primary now."""
+
+    def start(self) -> None:
+        for server in (self.primary, self.replica):
+            server.workdir.mkdir(parents=True, exist_ok=True)
+        self.primary.start()
+        self.replica.start()
+        self.replica.r.replicaof("127.0.0.1", self.primary.port)
+        wait_for(lambda: self.replica.r.info("replication")["master_link_status"] == "up", 10, "the replica to sync")
+        for i, port in enumerate(self.sentinel_ports):
+            conf = self.workdir / f"sentinel-{i}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.SERVICE} 10000\n"
+            )
+            self.sentinels.append(subprocess.Popen([self.primary.binary, str(conf), "--sentinel"],
+                                                   stdout=subprocess.DEVNULL))
+        # Ready for a failover once each Sentinel knows the replica and the two other Sentinels.
+        wait_for(lambda: all(w.sentinel_master(self.SERVICE)["num-other-sentinels"] == 2
+                             and w.sentinel_slaves(self.SERVICE) for w in self._watchers), 30,
+                 "the Sentinels to know each other and the replica")
+
+    def primary_port(self) -> int:
+        """The primary's port, as the Sentinels say now."""
+        _, port = self._watchers[0].sentinel_get_master_addr_by_name(self.SERVICE)
+        return int(port)
+
+    def close(self) -> None:
+        for proc in self.sentinels:
+            proc.kill()
+            proc.wait()
+        for watcher in self._watchers:
+            watcher.close()
+        self.primary.close()
+        self.replica.close()
 
 
 @dataclass

@@ -11,8 +11,8 @@ import pytest
 
 LUA = Path(__file__).resolve().parents[2] / "src" / "jobcast" / "store" / "lua"
 LIB = (LUA / "lib.lua").read_text()
-KEYLESS = {"TIME", "PUBLISH"}  # commands whose first argument is not a key
-CALL = re.compile(r"redis\.p?call\('(\w+)',\s*([^,)]+)")
+KEYLESS = {"TIME", "PUBLISH", "INFO"}  # commands whose first argument is not a key
+CALL = re.compile(r"redis\.p?call\('(\w+)',\s*(?:'STREAM',\s*)?([^,)]+)")  # (XINFO STREAM's key comes second)
 
 
 def _parameters(source: str) -> set[str]:

@@ -2,7 +2,8 @@
 
 | key                        | type   | holds                                                      |
 |----------------------------|--------|------------------------------------------------------------|
-| `{p}:job:{id}`             | hash   | the job record: the job object's fields, `seq`, `cancel`   |
+| `{p}:job:{id}`             | hash   | the job record: the job object's fields, `seq`, `cancel`,  |
+|                            |        | `primary` (the Redis that last wrote it: `SEQ_JUMP`)       |
 | `{p}:ev:{id}`              | stream | the job's events, entry id `0-{seq}`, about 1,000 kept     |
 | `{p}:out:{id}`             | list   | the current attempt's output items (raw JSON), 1,000 kept  |
 | `{p}:ch:{id}`              | pubsub | the same events, live: `"{seq} {event} {data}"`            |
@@ -18,6 +19,7 @@
 | `{p}:rate:{owner}:{min}`   | string | the owner's submissions in that minute (expires after 2)   |
 | `{p}:feed:{owner}`         | stream | every event of the owner's jobs in order, entry `0-{n}`:   |
 |                            |        | `j` job id, `s` its event id (`JOBCAST_FEED_KEPT` kept)     |
+| `{p}:feed:{owner}:primary` | string | the Redis that last wrote the feed (`SEQ_JUMP`)            |
 | `{p}:fch:{owner}`          | pubsub | the same, live: `"{n} {job id} {seq} {event} {data}"`      |
 | `{p}:stats`                | hash   | the counters and histograms of `/metrics` (`web/metrics.py`)   |
 | `{p}:told:{queue}`         | string | set for 200 ms when a start told the queue's front its places |
@@ -70,6 +72,10 @@ class Keys:
 
     def feed(self, owner: str) -> str:
         return f"{self.prefix}:feed:{{{owner}}}"
+
+    def feed_primary(self, owner: str) -> str:
+        """The Redis that last wrote the owner's feed (`SEQ_JUMP` in `lua/lib.lua`)."""
+        return f"{self.feed(owner)}:primary"
 
     def feed_channel(self, owner: str) -> str:
         return f"{self.prefix}:fch:{{{owner}}}"

@@ -12,7 +12,7 @@ from jobcast.settings import Settings
 from jobcast.store.capacity import WINDOW_MS, ModelInUse
 from jobcast.store.keys import Keys
 from jobcast.store.record import job_object, now_ms
-from jobcast.store.scripts import DELETE_IF_SAME_LUA, SNAPSHOT_LUA
+from jobcast.store.scripts import CARRY_LUA, DELETE_IF_SAME_LUA, SNAPSHOT_LUA
 from jobcast.store.writer import count_submission
 
 __all__ = ["AsyncStore", "Event", "FeedEvent", "IDEMPOTENCY_TTL_S", "Snapshot", "logged_data"]
@@ -97,6 +97,7 @@ class AsyncStore:
         self.redis = redis
         self.keys = Keys(settings.prefix)
         self._snapshot = redis.register_script(SNAPSHOT_LUA)
+        self._carry = redis.register_script(CARRY_LUA)
         self._delete_if_same = redis.register_script(DELETE_IF_SAME_LUA)
         self._queue, self._queue_key = settings.queue, Keys.rq_queue(settings.queue)
 
@@ -223,6 +224,14 @@ class AsyncStore:
             oldest, newest, entries = await pipe.execute()
         events = [Event(_seq(eid), f[b"e"], logged_data(f[b"e"], f[b"d"])) for eid, f in entries]
         return (_seq(oldest[0][0]) if oldest else 0), (_seq(newest[0][0]) if newest else 0), events
+
+    async def carry(self, job_id: str) -> None:
+        """Carry a job over from the primary that wrote it last, if this one was promoted since (`SEQ_JUMP` in
+        `lua/lib.lua`): for a client holding an event id past the job's log, before it gets a snapshot."""
+        head = await self.head(job_id)
+        if head is not None:
+            k = self.keys
+            await self._carry(keys=[k.job(job_id), k.events(job_id), k.feed(head[0]), k.feed_primary(head[0])])
 
     async def last_event(self, job_id: str) -> Event | None:
         """The newest event kept in the job's log."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.resources import files
 
 __all__ = [
-    "CAPACITY_LUA", "CHANGE_LUA", "CREATE_LUA", "DELETE_IF_SAME_LUA", "DELETE_LUA", "HEARTBEAT_LUA",
+    "CAPACITY_LUA", "CARRY_LUA", "CHANGE_LUA", "CREATE_LUA", "DELETE_IF_SAME_LUA", "DELETE_LUA", "HEARTBEAT_LUA",
     "PAUSE_LUA", "POSITIONS_LUA", "PROMOTE_LUA", "SNAPSHOT_LUA", "TOKENS_USED_LUA", "USAGE_LUA",
 ]
 
@@ -25,6 +25,7 @@ CHANGE_LUA = {kind: _LIB + _lua(script) for kind, script in (
 )}
 """The script of each kind of change `Store.emit` makes (`item` and `delta` share one)."""
 CREATE_LUA = _LIB + _lua("create")
+CARRY_LUA = _LIB + _lua("carry")
 POSITIONS_LUA = _LIB + _lua("positions")
 DELETE_LUA = _lua("delete")
 PROMOTE_LUA = _LIB + _lua("promote")

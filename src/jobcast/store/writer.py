@@ -119,7 +119,7 @@ class Store:
         """Queue the creation of a record in `pipe` (a MULTI that RQ's enqueue joins next)."""
         k = self.keys
         keys = [k.job(job_id), k.events(job_id), k.owner(owner), k.rq_queue(fields["queue"]), k.stats,
-                k.feed(owner)]
+                k.feed(owner), k.feed_primary(owner)]
         args: list[str | int] = [job_id, owner_entry(created_ms, job_id), ts, QUEUED_MESSAGE, k.feed_channel(owner),
                                  self.settings.feed_kept]
         for name, value in fields.items():
@@ -154,7 +154,7 @@ class Store:
         keys = [line, k.stats]
         args: list[str | int] = [now_iso(), message, self.settings.events_kept, stage, self.settings.feed_kept]
         for line_id, job_id, owner in zip(ids, job_ids, owners, strict=True):
-            keys += [k.job(job_id), k.events(job_id), k.feed(owner)]
+            keys += [k.job(job_id), k.events(job_id), k.feed(owner), k.feed_primary(owner)]
             args += [line_id, job_id, k.channel(job_id), k.feed_channel(owner)]
         told: int = self._positions(keys=keys, args=args)
         return told
@@ -166,7 +166,8 @@ class Store:
         promoted: list[str] = []
         for _ in range(PROMOTE_ROUNDS if limit > 0 else 0):
             front = [i.decode() for i in cast(list[bytes], self.redis.lrange(k.waiting(owner), 0, limit - 1))]
-            keys = [k.active(owner), k.waiting(owner), k.waiting_owners, k.delayed, k.stats, k.feed(owner)]
+            keys = [k.active(owner), k.waiting(owner), k.waiting_owners, k.delayed, k.stats, k.feed(owner),
+                    k.feed_primary(owner)]
             args: list[str | int] = [limit, owner, now_iso(), self.settings.events_kept, now_ms(),
                                      k.feed_channel(owner), self.settings.feed_kept]
             for job_id in front:
@@ -412,18 +413,18 @@ class Store:
         """The keys the script of `kind` touches, in the order its `KEYS` lists them."""
         k = self.keys
         job, events, items = k.job(job_id), k.events(job_id), k.items(job_id)
-        feed = k.feed(owner)
+        feed = k.feed(owner), k.feed_primary(owner)
         if kind == "state":
-            return [job, events, k.stats, feed]
+            return [job, events, k.stats, *feed]
         if kind in ("item", "delta"):
-            return [job, events, items, k.stats, feed]
+            return [job, events, items, k.stats, *feed]
         if kind == "start":
             return [job, events, items, k.running, k.queued, k.stats, k.active(owner), k.waiting(owner),
-                    k.waiting_owners, feed]
+                    k.waiting_owners, *feed]
         if kind == "again":
-            return [job, events, items, k.running, k.delayed, k.queued, k.stats, feed]
+            return [job, events, items, k.running, k.delayed, k.queued, k.stats, *feed]
         return [job, events, items, k.running, k.delayed, k.queued, k.stats, k.active(owner), k.waiting(owner),
-                feed]
+                *feed]
 
 
 def _text(value: int | None) -> str:

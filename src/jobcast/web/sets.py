@@ -99,7 +99,7 @@ class Follower:
 
     async def follow(self, entries: list[Entry]) -> list[Entry]:
         """Of feed entries (in order), what to send: the set's events not sent yet; a job that joins, as a
-        snapshot of it as of its first event."""
+        snapshot of it as of its first event; a job whose ids skip ahead, as a snapshot of it now."""
         await self._resolve({e.job_id for e in entries})
         out = []
         for e in entries:
@@ -108,6 +108,13 @@ class Follower:
             last = self.sent.get(e.job_id)
             if last is not None and e.job_seq <= last:
                 continue  # (a snapshot covered it)
+            if last is not None and e.job_seq > last + 1:
+                # The job's ids skipped ahead: a promoted Redis carried it over (`SEQ_JUMP` in lua/lib.lua),
+                # and what the client has may include events the failover lost. It goes on from the job now.
+                snap = await self.store.snapshot(e.job_id)
+                if snap is not None:
+                    out.append(self.snapshot(snap, e.seq))
+                continue
             if last is None and e.job_seq == 1:
                 first = await self.facts.joined(e.job_id, e.seq)
                 if first is None:

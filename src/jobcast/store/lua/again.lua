@@ -7,7 +7,7 @@
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] running jobs (zset)
 -- KEYS[5] delayed retries (zset)   KEYS[6] jobs handed to RQ and not started yet (zset)
--- KEYS[7] the counters of `web/metrics.py`   KEYS[8] the owner's feed
+-- KEYS[7] the counters of `web/metrics.py`   KEYS[8] the owner's feed   KEYS[9] its marker
 -- (a part's parent's keys last: `parent_of` in lib.lua)
 -- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); feed_channel, feed_kept; id, event, channel, ts;
 --   events_kept; retry_at_ms (when the next attempt is due)
@@ -16,7 +16,7 @@
 local job, events, items, running, delayed, queued, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
   KEYS[7]
 local o = cjson.decode(ARGV[1])
-local cur, reply = begin(job, o)
+local cur, reply = begin(job, o, events, 8)
 if not cur then return reply end
 local set, id = changes(ARGV), o.id
 set.status = 'queued'
@@ -39,5 +39,5 @@ redis.call('ZREM', queued, id)
 redis.call('PERSIST', job)
 redis.call('PERSIST', events)
 redis.call('PERSIST', items)
-if parent then to_parent(parent, o, stats, KEYS[8], {from = cur.status, to = 'queued', progress = '0'}) end
+if parent then to_parent(parent, o, stats, 8, {from = cur.status, to = 'queued', progress = '0'}) end
 return {seq, cur.cancel, 'ok'}

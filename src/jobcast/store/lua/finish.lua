@@ -6,7 +6,7 @@
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] running jobs (zset)
 -- KEYS[5] delayed retries (zset)   KEYS[6] jobs handed to RQ and not started yet (zset)
 -- KEYS[7] the counters of `web/metrics.py`   KEYS[8] the owner's slots (set)   KEYS[9] the owner's waiting list
--- KEYS[10] the owner's feed   (a part's parent's keys last: `parent_of` in lib.lua)
+-- KEYS[10] the owner's feed   KEYS[11] its marker   (a part's parent's keys last: `parent_of` in lib.lua)
 -- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); feed_channel, feed_kept; id, event, channel;
 --   events_kept, ttl (seconds); limit (jobs one owner may run at once, 0 = no limit)
 -- ARGV[2] the job object's JSON without its opening brace ('last_event_id' is put in front here)
@@ -15,7 +15,7 @@
 local job, events, items, running, delayed, queued, stats, active, waiting =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local o = cjson.decode(ARGV[1])
-local cur, reply = begin(job, o)
+local cur, reply = begin(job, o, events, 10)
 if not cur then return reply end
 local set, id = changes(ARGV), o.id
 if tonumber(o.limit) > 0 then
@@ -45,5 +45,5 @@ redis.call('EXPIRE', job, ttl)
 redis.call('EXPIRE', events, ttl)
 redis.call('EXPIRE', items, ttl)
 local parent = parent_of(o)
-if parent then to_parent(parent, o, stats, KEYS[10], {from = cur.status, to = set.status, progress = '100'}) end
+if parent then to_parent(parent, o, stats, 10, {from = cur.status, to = set.status, progress = '100'}) end
 return {seq, cur.cancel, 'ok'}

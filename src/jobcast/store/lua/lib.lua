@@ -52,6 +52,57 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Event ids are never handed out twice. A failover to a replica can lose the
+-- last writes the old primary acknowledged: their events reached clients, and
+-- a job's next event here would take one of their ids. So each record and
+-- owner's feed notes the primary that last wrote it (its replication id); on a
+-- promoted primary (one with a `master_replid2`: it was a replica), the first
+-- write to one another primary wrote skips SEQ_JUMP ids and empties its log,
+-- so a client holding a lost id resumes with a `snapshot` under a new id,
+-- never with another event under an old one. A restart from the server's own
+-- files changes the replication id too, but loses nothing acknowledged with
+-- `appendfsync always`: no jump then. (`jobcast dev`'s in-memory Redis has no
+-- INFO, and no failover.)
+local SEQ_JUMP = 1000000
+local here, promoted
+local function primary()
+  if here == nil then
+    local info = redis.pcall('INFO', 'replication')
+    here = type(info) == 'string' and string.match(info, 'master_replid:(%x+)') or false
+    promoted = here and string.match(info, 'master_replid2:(%x+)') ~= string.rep('0', #here)
+  end
+  return here
+end
+
+-- An owner's feed `feed` continues after every place another primary may have handed out (see SEQ_JUMP):
+-- its marker `mark` (`Keys.feed_primary`) names the primary that last wrote it.
+local function carry_feed(feed, mark)
+  local was = redis.call('GET', mark)
+  if was == primary() then return end
+  if was and promoted and redis.call('EXISTS', feed) == 1 then
+    local info, last = redis.call('XINFO', 'STREAM', feed), '0-0'
+    for i = 1, #info, 2 do if info[i] == 'last-generated-id' then last = info[i + 1] end end
+    redis.call('XTRIM', feed, 'MAXLEN', 0)
+    redis.call('XSETID', feed, '0-' .. (tonumber(string.match(last, '%-(%d+)$')) + SEQ_JUMP))
+  end
+  redis.call('SET', mark, primary())
+end
+
+-- The event id job `job` continues from, `seq` as its record says: past every id another primary may have
+-- handed out when `written_on` (its `primary` field) names another and this one was promoted (see
+-- SEQ_JUMP), its log `events` then emptied; its owner's feed (KEYS[`at`], its marker KEYS[`at` + 1]) is
+-- carried over too.
+local function carried(job, events, at, seq, written_on)
+  if not primary() or written_on == primary() then return seq end
+  if written_on and promoted then
+    seq = seq + SEQ_JUMP
+    redis.call('DEL', events)
+  end
+  redis.call('HSET', job, 'primary', primary(), 'seq', seq)
+  carry_feed(KEYS[at], KEYS[at + 1])
+  return seq
+end
+
 -- A duration (ms) into histogram `name` of job type `jtype`: field
 -- `name|type|k` counts the durations of at most 4^k ms (k = 0..11), k = 12 the
 -- longer ones (`metrics.BUCKETS_S` holds the same bounds in seconds).
@@ -83,17 +134,18 @@ end
 
 -- The record's fields a change reads before it decides anything.
 local CURRENT = {'status', 'attempt', 'progress', 'message', 'stage', 'queue_position', 'cancel', 'seq', 'op', 'run',
-                 'usage_calls', 'usage_shown'}
+                 'usage_calls', 'usage_shown', 'primary'}
 
 -- What every change of a job (`start`, `report`, `output`, `again`, `finish`)
--- does first: read the record and check the writer's guards. `o` is the
+-- does first: read the record (its log `events`, its owner's feed KEYS[`at`]),
+-- carry it over from another primary (`carried`) and check the writer's guards. `o` is the
 -- script's options (ARGV[1]): `statuses` (',a,b,', '' = any), `attempt` and
 -- `run` ('' = any) the writer belongs to, and `op`, the write's own id ('' =
 -- none): a write sent again after a lost reply (the worker rides out Redis
 -- trouble by resending) finds its id on the record and gets the first answer
 -- back instead of being applied twice. Returns the current values, or nil and
 -- the script's reply: {seq, cancel, 'missing' | 'refused' | the first answer}.
-local function begin(job, o)
+local function begin(job, o, events, at)
   local v = redis.call('HMGET', job, unpack(CURRENT))
   if not v[1] then return nil, {0, 0, 'missing'} end
   local cur = {}
@@ -110,6 +162,7 @@ local function begin(job, o)
      or (o.run ~= '' and o.run ~= (cur.run or '1')) then
     return nil, {cur.seq, cur.cancel, 'refused'}
   end
+  cur.seq = carried(job, events, at, cur.seq, cur.primary)
   return cur
 end
 
@@ -183,9 +236,10 @@ local function parent_of(o)
 end
 
 local PARENT = {'status', 'attempt', 'progress', 'message', 'stage', 'seq', 'parts_psum', 'parts_wsum', 'parts_total',
-                'parts_completed', 'parts_failed', 'parts_canceled', 'parts_from', 'usage_calls', 'usage_shown'}
+                'parts_completed', 'parts_failed', 'parts_canceled', 'parts_from', 'usage_calls', 'usage_shown',
+                'primary'}
 
-local function to_parent(p, o, stats, feed_key, c)
+local function to_parent(p, o, stats, at, c)
   local job = p.job
   if redis.call('EXISTS', job) == 0 then return end
   if c.from then redis.call('HINCRBY', job, 'parts_' .. c.from, -1) end
@@ -198,8 +252,8 @@ local function to_parent(p, o, stats, feed_key, c)
     redis.call('HSET', job, 'parts_psum', tostring(psum), 'pp:' .. p.part, c.progress)
   end
   if v[1] ~= 'running' or (v[5] ~= 'parts' and v[5] ~= 'retry') then return end
-  local feed = {key = feed_key, channel = o.feed_channel, kept = o.feed_kept, job = p.id}
-  local seq = tonumber(v[6])
+  local feed = {key = KEYS[at], channel = o.feed_channel, kept = o.feed_kept, job = p.id}
+  local seq = carried(job, p.events, at, tonumber(v[6]), v[16])
   if c.item then
     redis.call('RPUSH', p.items, c.item)
     redis.call('LTRIM', p.items, -tonumber(o.items_kept), -1)

@@ -8,7 +8,7 @@
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] output item list   KEYS[4] running jobs (zset)
 -- KEYS[5] jobs handed to RQ and not started yet (zset)   KEYS[6] the counters of `web/metrics.py`
 -- KEYS[7] the owner's slots (set)   KEYS[8] the owner's waiting list   KEYS[9] owners with waiting jobs (set)
--- KEYS[10] the owner's feed (see `append_event` in lib.lua); a part's parent's keys last (`parent_of` in lib.lua)
+-- KEYS[10] the owner's feed (see `append_event` in lib.lua)   KEYS[11] its marker; a part's parent's keys last (`parent_of` in lib.lua)
 -- ARGV[1] options (JSON): statuses, attempt, run, op (see `begin` in lib.lua); feed_channel, feed_kept; id, event, channel, ts;
 --   events_kept; heartbeat_ms (the first deadline, '' = none); limit (jobs one owner may run at once, 0 = no limit);
 --   waiting_message ('{n}' for the number ahead)
@@ -17,7 +17,7 @@
 local job, events, items, running, queued, stats, active, waiting, waiting_owners =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local o = cjson.decode(ARGV[1])
-local cur, reply = begin(job, o)
+local cur, reply = begin(job, o, events, 10)
 if not cur then return reply end
 local set, id, outcome = changes(ARGV), o.id, 'ok'
 
@@ -53,7 +53,7 @@ append_event(events, stats, o.channel, seq, o.event, data, o.events_kept, stored
 
 if outcome == 'ok' and o.heartbeat_ms ~= '' then redis.call('ZADD', running, o.heartbeat_ms, id) end
 local parent = parent_of(o)
-if parent and outcome == 'ok' then to_parent(parent, o, stats, KEYS[10], {from = cur.status, to = 'running'}) end
+if parent and outcome == 'ok' then to_parent(parent, o, stats, 10, {from = cur.status, to = 'running'}) end
 -- Started or parked: no longer in RQ's hands waiting to start.
 redis.call('ZREM', queued, id)
 return {seq, cur.cancel, outcome}
