@@ -173,8 +173,9 @@ def _public_url(name: str, raw: str) -> str | None:
 class Settings:
     """What a jobcast process needs to know; see the README for each variable."""
 
-    redis_url: str | None = knob(None, "REDIS_URL", raw_text, f"""The Redis for jobs, events and RQ; unset:
-        `{DEFAULT_REDIS_URL}` (`jobcast dev`: a private Redis).""")
+    redis_url: str | None = knob(None, "REDIS_URL", raw_text, f"""The Redis for jobs, events and RQ: `redis://`,
+        `rediss://`, or Sentinel nodes and the primary's name, `redis+sentinel://host:26379,host:26379/name/db`;
+        unset: `{DEFAULT_REDIS_URL}` (`jobcast dev`: a private Redis).""")
     prefix: str = knob("jc", "JOBCAST_PREFIX", _prefix, "The first part of every jobcast Redis key.")
     queue: str = knob("default", "JOBCAST_QUEUE", text,
                       "The RQ queue that jobs are enqueued on and workers listen to.")
