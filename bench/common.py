@@ -56,10 +56,14 @@ def private_redis() -> Iterator[RedisServer]:
 
 
 @contextlib.contextmanager
-def bench_stack(redis: RedisServer, workers: int = 1, *, sse_starlette: bool = False, **env: str) -> Iterator[Stack]:
+def bench_stack(redis: RedisServer, workers: int = 1, *, sse_starlette: bool = False, api_processes: int = 1,
+                **env: str) -> Iterator[Stack]:
     """API + workers with the bench job types, auth off, no stream limit, pings every second; with
-    `sse_starlette`, the API is `bench/sse_starlette_variant.py` (a second stream route on sse-starlette)."""
+    `sse_starlette`, the API is `bench/sse_starlette_variant.py` (a second stream route on sse-starlette); with
+    `api_processes` over 1, `jobcast serve --workers N` (N processes on one port)."""
     command = ("-m", "bench.sse_starlette_variant") if sse_starlette else Stack.api_command
+    if api_processes > 1:
+        command = (*command, "--workers", str(api_processes))
     with tempfile.TemporaryDirectory(prefix="jobcast-bench-stack-") as tmp:
         settings = {"JOBCAST_JOB_MODULES": "bench.jobs", "JOBCAST_MAX_STREAMS_PER_OWNER": "0",
                     "JOBCAST_SUBMIT_RATE": "0", "JOBCAST_MAX_RUNNING_PER_OWNER": "0", "JOBCAST_LOG_LEVEL": "warning",

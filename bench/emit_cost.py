@@ -10,10 +10,13 @@ owner's feed channel in the second), reading the script time from `INFO commands
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 from redis import Redis
+from redis.client import Pipeline
 
 from bench.common import Figure, private_redis
 from jobcast.settings import Settings
@@ -22,8 +25,10 @@ from jobcast.store import Store, logged_data
 from jobcast.store.record import now_iso
 
 
-def _redis_us_per_report(r: Redis, store: Store, reports: int, feed_listener: bool) -> tuple[float, float]:
-    """Redis's time per report (us), and per plain PUBLISH of the last report's message to the job's channel."""
+@contextlib.contextmanager
+def running_job(r: Redis, store: Store, feed_listener: bool) -> Iterator[tuple[str, list[str]]]:
+    """A running job of owner `bench`, with a subscriber reading its channel (and the owner's feed channel with
+    `feed_listener`) as it goes: its id and those channels, the job's first."""
     job_id = f"{int(time.time_ns()):032x}"[-32:]
     record = {"id": job_id, "type": "demo", "owner": "bench", "status": Status.QUEUED, "progress": "0",
               "stage": "queued", "attempt": "1", "max_attempts": "1", "timeout_s": "60", "tags": "{}",
@@ -45,20 +50,33 @@ def _redis_us_per_report(r: Redis, store: Store, reports: int, feed_listener: bo
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     time.sleep(0.2)
-    r.config_resetstat()
-    for i in range(reports):
-        store.emit(job_id, "state", owner="bench", ts=now_iso(), fields={"progress": f"{100 * i / reports:.1f}"},
-                   guard_status=(Status.RUNNING,), guard_attempt=1)
-    stats = r.info("commandstats")["cmdstat_evalsha"]
-    (entry_id, fields), = r.xrevrange(store.keys.events(job_id), count=1)
-    message = entry_id.split(b"-")[1] + b" state " + logged_data(b"state", fields[b"d"])  # (as the script sent it)
-    r.config_resetstat()
-    for _ in range(reports):
-        r.publish(channels[0], message)
-    publish = r.info("commandstats")["cmdstat_publish"]
-    stop.set()
-    reader.join()
-    pubsub.close()
+    try:
+        yield job_id, channels
+    finally:
+        stop.set()
+        reader.join()
+        pubsub.close()
+
+
+def report(store: Store, job_id: str, i: int, reports: int, pipe: Pipeline | None = None) -> None:
+    """The `i`th of `reports` progress reports of a job that `running_job` started (queued in `pipe` if given)."""
+    store.emit(job_id, "state", owner="bench", ts=now_iso(), fields={"progress": f"{100 * i / reports:.1f}"},
+               guard_status=(Status.RUNNING,), guard_attempt=1, pipe=pipe)
+
+
+def _redis_us_per_report(r: Redis, store: Store, reports: int, feed_listener: bool) -> tuple[float, float]:
+    """Redis's time per report (us), and per plain PUBLISH of the last report's message to the job's channel."""
+    with running_job(r, store, feed_listener) as (job_id, channels):
+        r.config_resetstat()
+        for i in range(reports):
+            report(store, job_id, i, reports)
+        stats = r.info("commandstats")["cmdstat_evalsha"]
+        (entry_id, fields), = r.xrevrange(store.keys.events(job_id), count=1)
+        message = entry_id.split(b"-")[1] + b" state " + logged_data(b"state", fields[b"d"])  # (as the script sent it)
+        r.config_resetstat()
+        for _ in range(reports):
+            r.publish(channels[0], message)
+        publish = r.info("commandstats")["cmdstat_publish"]
     return float(stats["usec_per_call"]), float(publish["usec_per_call"])
 
 

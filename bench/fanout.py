@@ -128,6 +128,12 @@ def run(quick: bool) -> list[Figure]:
     # The design card's package, on the same hub and bytes (bench/sse_starlette_variant.py).
     with private_redis() as server, bench_stack(server, workers=1, sse_starlette=True) as stack:
         theirs = asyncio.run(_single(stack.url, clients, items, sse_starlette=True))
+    # Two API processes on one port (`jobcast serve --workers 2`): the clients spread over both.
+    with private_redis() as server, bench_stack(server, workers=1, api_processes=2) as stack:
+        two = asyncio.run(_single(stack.url, clients, items))
+    scaled = Figure(f"events/s to {clients:,} clients on one hot job, 2 API processes", two.rate, "/s", "measured",
+                    not two.short, one.rate, note=f"p99 {percentile(two.delays_ms, 99):.0f} ms; {whole(two)}; "
+                                                  "the clients share the same 2 cores")
     variant = [Figure(f"events/s to {clients:,} clients on one hot job, sse-starlette's EventSourceResponse",
                       theirs.rate, "/s", "switch to it if ≥ 0.9× ours", theirs.rate >= 0.9 * one.rate
                       and not theirs.short, one.rate, note=f"p99 {percentile(theirs.delays_ms, 99):.0f} ms; "
@@ -146,4 +152,5 @@ def run(quick: bool) -> list[Figure]:
                percentile(many.delays_ms, 99) <= 1.25 * percentile(one.delays_ms, 99),
                percentile(one.delays_ms, 99)),
         *variant,
+        scaled,
     ]

@@ -28,7 +28,8 @@ from tests.e2e.harness import ROOT
 WORKERS = 2
 
 
-async def _submit(url: str, jobs: int) -> None:
+async def submit_noops(url: str, jobs: int) -> None:
+    """Submit `jobs` trivial jobs through `POST /jobs`, 16 at a time."""
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         sem = asyncio.Semaphore(16)
 
@@ -44,7 +45,7 @@ def _jobcast(server: RedisServer, jobs: int, simple: bool) -> float:
     with bench_stack(server, workers=WORKERS, JOBCAST_WORKER_SIMPLE="1" if simple else "0") as stack:
         finished = f"{stack.prefix}:stats"
         t0 = time.perf_counter()
-        asyncio.run(_submit(stack.url, jobs))
+        asyncio.run(submit_noops(stack.url, jobs))
         wait_for(lambda: int(server.r.hget(finished, "finished|bench_noop|completed") or 0) >= jobs, 300,
                  "the jobs to complete", interval=0.005)
         return jobs / (time.perf_counter() - t0)
