@@ -32,6 +32,8 @@ def test_a_sentinel_url_gives_clients_of_the_primary_it_names() -> None:
     ("redis+sentinel://127.0.0.1:not-a-port/jobcast", "is not a Sentinel URL"),
     ("redis+sentinel://127.0.0.1:26379/jobcast/zero", "is not a Sentinel URL"),
     ("http://127.0.0.1:6379/0", "is not a Redis URL"),
+    (f"redis+sentinel://{NODES}/jobcast/0?sentinel_password=pw", "query parameters sentinel_password"),
+    (f"redis+sentinel://ops:pw@{NODES}/jobcast/0", "a user name"),
 ])
 def test_a_bad_redis_url_says_what_to_write_before_anything_connects(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:

@@ -5,7 +5,10 @@ the name of the primary they watch, in the form rq-dashboard reads too (its
 parser, `redis_sentinel_url`, reads ours, so the dashboard follows the same
 primary):
 
-    redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db][?sentinel_password=...]
+    redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]
+
+(the password is the primary's and its replicas'; Sentinels that need one of
+their own, and ACL user names, are not supported: that parser drops them).
 
 Every client made from such a URL asks the Sentinels where the primary is when
 it connects, and again when a connection fails or finds the old primary demoted
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from redis import Redis
 from redis.asyncio import BlockingConnectionPool
@@ -52,12 +55,23 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     `BlockingConnectionPool`), instead of failing with "Too many connections"."""
 
 
+_SENTINEL_OPTIONS = {"db", "service", "client_type", "min_other_sentinels", "socket_timeout", "socket_connect_timeout",
+                     "sentinel_socket_timeout", "sentinel_socket_connect_timeout"}
+"""The query parameters of a Sentinel URL that its parser reads; it passes over any other without a word."""
+
+
 def _sentinel(url: str) -> SentinelUrlParseResult:
     """The Sentinel nodes, options and primary's name of a `redis+sentinel://` URL."""
     try:
+        parts = urlsplit(url)
+        ignored = sorted(set(parse_qs(parts.query)) - _SENTINEL_OPTIONS)
         parsed = parse_sentinel_url(url)
     except ValueError as exc:
         raise ConfigError(f"REDIS_URL={url!r} is not a Sentinel URL ({exc}); use {_URL_FORMS}.") from None
+    if parts.username or ignored:
+        what = f"query parameters {', '.join(ignored)}" if ignored else "a user name"
+        raise ConfigError(f"REDIS_URL={url!r} has {what}, which the Sentinel form does not take (rq-dashboard's "
+                          f"parser would pass over them): use {_URL_FORMS}, the password being the primary's.")
     if not parsed.default_client.service:
         raise ConfigError(f"REDIS_URL={url!r} names no primary: put the name the Sentinels know it by (their "
                           f"`sentinel monitor NAME ...`) after the nodes, as in "

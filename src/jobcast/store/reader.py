@@ -225,13 +225,22 @@ class AsyncStore:
         events = [Event(_seq(eid), f[b"e"], logged_data(f[b"e"], f[b"d"])) for eid, f in entries]
         return (_seq(oldest[0][0]) if oldest else 0), (_seq(newest[0][0]) if newest else 0), events
 
-    async def carry(self, job_id: str) -> None:
-        """Carry a job over from the primary that wrote it last, if this one was promoted since (`SEQ_JUMP` in
-        `lua/lib.lua`): for a client holding an event id past the job's log, before it gets a snapshot."""
-        head = await self.head(job_id)
-        if head is not None:
-            k = self.keys
-            await self._carry(keys=[k.job(job_id), k.events(job_id), k.feed(head[0]), k.feed_primary(head[0])])
+    async def carry(self, job_ids: list[str], owner: str | None = None) -> None:
+        """Carry jobs over from the Redis that wrote them last, if it was another (a failover, a restart:
+        `SEQ_JUMP` in `lua/lib.lua`), before a client that holds ids this one may never have had gets their
+        snapshots; with `owner`, only that owner's jobs."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(k.job(job_id), "owner")
+            owners = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, raw in zip(job_ids, owners, strict=True):
+                if raw is not None and (owner is None or raw.decode() == owner):
+                    of = raw.decode()
+                    await self._carry(keys=[k.job(job_id), k.events(job_id), k.feed(of), k.feed_primary(of)],
+                                      client=pipe)
+            await pipe.execute()
 
     async def last_event(self, job_id: str) -> Event | None:
         """The newest event kept in the job's log."""

@@ -109,8 +109,9 @@ class Follower:
             if last is not None and e.job_seq <= last:
                 continue  # (a snapshot covered it)
             if last is not None and e.job_seq > last + 1:
-                # The job's ids skipped ahead: a promoted Redis carried it over (`SEQ_JUMP` in lua/lib.lua),
-                # and what the client has may include events the failover lost. It goes on from the job now.
+                # The job's ids skipped ahead: a failover or a restart carried it over (`SEQ_JUMP` in
+                # lua/lib.lua), and what the client has may include events lost on the way. It goes on from
+                # the job now.
                 snap = await self.store.snapshot(e.job_id)
                 if snap is not None:
                     out.append(self.snapshot(snap, e.seq))
@@ -181,6 +182,8 @@ async def open_set(facts: JobFacts, jobs: JobSet, cursor: int | None) -> Opened:
         return follower, [], cursor, True
     p0 = await store.feed_position(jobs.owner)
     ids = list(jobs.ids) if jobs.ids is not None else await store.owner_jobs(jobs.owner)
+    if cursor is not None:  # (a cursor this feed cannot resume: the client may hold ids a failover lost)
+        await store.carry(ids, jobs.owner)
     first: list[Entry] = []
     for i in range(0, len(ids), SNAPSHOT_PAGE):
         for snap in await store.snapshots(ids[i:i + SNAPSHOT_PAGE]):

@@ -126,15 +126,16 @@ async def backlog(store: AsyncStore, encode: EventEncoder, job_id: str, after: i
 
     When the log no longer holds every event after `after` (or `after` is no
     id of this job's), the job's current state comes as one snapshot. An id past
-    the log may be one a primary handed out before a failover lost it: the job
-    is carried over first (`AsyncStore.carry`), so the snapshot's id is new.
+    the log may be one a Redis handed out before a failover or a restart lost
+    it: the job is carried over first (`AsyncStore.carry`), so the snapshot's
+    id is new.
     """
     if after is not None:
         oldest, newest, events = await store.events_after(job_id, after, LOG_PAGE)
         if 0 < oldest <= after + 1 and after <= newest:
             return after, [encode(job_id, e.seq, e.name, e.data) for e in events], len(events) == LOG_PAGE
         if after > newest:
-            await store.carry(job_id)
+            await store.carry([job_id])
     snap = await store.snapshot(job_id)
     return None if snap is None else (snap.seq - 1, [await _job_entry(store, encode, snap)], False)
 

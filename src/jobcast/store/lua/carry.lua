@@ -1,7 +1,8 @@
--- A job read for a client whose Last-Event-ID is past the job's log: on a
--- promoted primary, an id the old one handed out and this one never had. The
--- job is carried over first (`carried` in lib.lua), so the snapshot the client
--- gets next has an id no event ever had.
+-- A job read for a client holding ids this Redis may never have had (a
+-- Last-Event-ID past the job's log, a set cursor past the owner's feed): after
+-- a failover or a restart, ids the old server handed out and lost. The job is
+-- carried over first (`carried` in lib.lua), so the snapshot the client gets
+-- next has an id no event ever had.
 --
 -- KEYS[1] job hash   KEYS[2] event stream   KEYS[3] the owner's feed   KEYS[4] its marker
 -- Returns the job's event id now (0: no such job).

@@ -53,33 +53,32 @@ local function now_ms()
 end
 
 -- Event ids are never handed out twice. A failover to a replica can lose the
--- last writes the old primary acknowledged: their events reached clients, and
--- a job's next event here would take one of their ids. So each record and
--- owner's feed notes the primary that last wrote it (its replication id); on a
--- promoted primary (one with a `master_replid2`: it was a replica), the first
--- write to one another primary wrote skips SEQ_JUMP ids and empties its log,
+-- last writes the old primary acknowledged, and so can a restart from an
+-- append-only file fsynced once a second: their events reached clients, and a
+-- job's next event would take one of their ids. So each record and owner's
+-- feed notes the server history that last wrote it (the replication id, which
+-- a promotion, a restart, and an hour without replicas change); the first
+-- write to one written under another skips SEQ_JUMP ids and empties its log,
 -- so a client holding a lost id resumes with a `snapshot` under a new id,
--- never with another event under an old one. A restart from the server's own
--- files changes the replication id too, but loses nothing acknowledged with
--- `appendfsync always`: no jump then. (`jobcast dev`'s in-memory Redis has no
--- INFO, and no failover.)
+-- never with another event under an old one. (`jobcast dev`'s in-memory Redis
+-- has no INFO: no ids to keep apart. A record of a version before this one has
+-- no `primary` and is only marked.)
 local SEQ_JUMP = 1000000
-local here, promoted
+local here
 local function primary()
   if here == nil then
     local info = redis.pcall('INFO', 'replication')
     here = type(info) == 'string' and string.match(info, 'master_replid:(%x+)') or false
-    promoted = here and string.match(info, 'master_replid2:(%x+)') ~= string.rep('0', #here)
   end
   return here
 end
 
--- An owner's feed `feed` continues after every place another primary may have handed out (see SEQ_JUMP):
--- its marker `mark` (`Keys.feed_primary`) names the primary that last wrote it.
+-- An owner's feed `feed` continues after every place another server history may have handed out (see
+-- SEQ_JUMP): its marker `mark` (`Keys.feed_primary`) names the one that last wrote it.
 local function carry_feed(feed, mark)
   local was = redis.call('GET', mark)
   if was == primary() then return end
-  if was and promoted and redis.call('EXISTS', feed) == 1 then
+  if was and redis.call('EXISTS', feed) == 1 then
     local info, last = redis.call('XINFO', 'STREAM', feed), '0-0'
     for i = 1, #info, 2 do if info[i] == 'last-generated-id' then last = info[i + 1] end end
     redis.call('XTRIM', feed, 'MAXLEN', 0)
@@ -88,13 +87,12 @@ local function carry_feed(feed, mark)
   redis.call('SET', mark, primary())
 end
 
--- The event id job `job` continues from, `seq` as its record says: past every id another primary may have
--- handed out when `written_on` (its `primary` field) names another and this one was promoted (see
--- SEQ_JUMP), its log `events` then emptied; its owner's feed (KEYS[`at`], its marker KEYS[`at` + 1]) is
--- carried over too.
+-- The event id job `job` continues from, `seq` as its record says: past every id another server history may
+-- have handed out when `written_on` (its `primary` field) names another (see SEQ_JUMP), its log `events`
+-- then emptied; its owner's feed (KEYS[`at`], its marker KEYS[`at` + 1]) is carried over too.
 local function carried(job, events, at, seq, written_on)
   if not primary() or written_on == primary() then return seq end
-  if written_on and promoted then
+  if written_on then
     seq = seq + SEQ_JUMP
     redis.call('DEL', events)
   end
