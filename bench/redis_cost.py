@@ -19,10 +19,6 @@ many jobs, events and watchers one Redis core carries.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -33,10 +29,9 @@ from rq.registry import FinishedJobRegistry
 
 from bench.common import Figure, RedisServer, bench_stack, private_redis, wait_for
 from bench.emit_cost import report, running_job
-from bench.throughput import WORKERS, submit_noops
+from bench.throughput import WORKERS, raw_rq_workers, submit_noops
 from jobcast.settings import Settings
 from jobcast.store import Store, logged_data
-from tests.e2e.harness import ROOT
 
 CORE_US = 1_000_000
 """One core's time in a second (us)."""
@@ -78,12 +73,9 @@ def _rq_enqueue_and_life(server: RedisServer, jobs: int) -> tuple[float, float]:
     queue = Queue("bench-raw-cost", connection=conn)
     enqueue = _cost_us(conn, jobs, lambda: [queue.enqueue("bench.raw_jobs.noop") for _ in range(jobs)])
     queue.empty()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    workers = [subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "-u", server.url, "-q", queue.name,
-                                 "-w", "rq.worker.SimpleWorker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL) for _ in range(WORKERS)]
-    try:
-        wait_for(lambda: conn.scard(f"rq:workers:{queue.name}") >= WORKERS, 30, "the raw RQ workers")
+    conn.close()
+    with raw_rq_workers(server, queue.name, simple=True) as conn:
+        queue = Queue(queue.name, connection=conn)
         registry = FinishedJobRegistry(queue=queue)
         before = registry.count
 
@@ -93,16 +85,6 @@ def _rq_enqueue_and_life(server: RedisServer, jobs: int) -> tuple[float, float]:
             wait_for(lambda: registry.count >= before + jobs, 300, "the raw jobs to finish", interval=0.01)
 
         life = _cost_us(conn, jobs, whole_lives)
-    finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            try:
-                w.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait()
-        conn.close()
     return enqueue, life
 
 

@@ -11,11 +11,13 @@ once with `SimpleWorker` (jobs in the worker process).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import httpx
 import redis
@@ -51,23 +53,19 @@ def _jobcast(server: RedisServer, jobs: int, simple: bool) -> float:
         return jobs / (time.perf_counter() - t0)
 
 
-def _raw(server: RedisServer, jobs: int, simple: bool) -> float:
-    queue_name = "bench-raw"
+@contextlib.contextmanager
+def raw_rq_workers(server: RedisServer, queue_name: str, simple: bool) -> Iterator[redis.Redis]:
+    """`WORKERS` plain `rq worker` processes on `queue_name` (`SimpleWorker`s or RQ's forking `Worker`),
+    registered; a client of the server. Stopped after."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     workers = [subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "-u", server.url, "-q", queue_name,
                                  "-w", "rq.worker.SimpleWorker" if simple else "rq.worker.Worker"],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for _ in range(WORKERS)]
+    conn = redis.Redis.from_url(server.url)
     try:
-        conn = redis.Redis.from_url(server.url)
         wait_for(lambda: conn.scard(f"rq:workers:{queue_name}") >= WORKERS, 30, "the raw RQ workers")
-        queue = Queue(queue_name, connection=conn)
-        registry = FinishedJobRegistry(queue=queue)
-        t0 = time.perf_counter()
-        for _ in range(jobs):
-            queue.enqueue("bench.raw_jobs.noop")
-        wait_for(lambda: registry.count >= jobs, 300, "the raw jobs to finish", interval=0.005)
-        return jobs / (time.perf_counter() - t0)
+        yield conn
     finally:
         for w in workers:
             w.send_signal(signal.SIGTERM)
@@ -77,6 +75,18 @@ def _raw(server: RedisServer, jobs: int, simple: bool) -> float:
             except subprocess.TimeoutExpired:  # RQ's warm shutdown can hang on a stray horse: the bench is over
                 w.kill()
                 w.wait()
+        conn.close()
+
+
+def _raw(server: RedisServer, jobs: int, simple: bool) -> float:
+    with raw_rq_workers(server, "bench-raw", simple) as conn:
+        queue = Queue("bench-raw", connection=conn)
+        registry = FinishedJobRegistry(queue=queue)
+        t0 = time.perf_counter()
+        for _ in range(jobs):
+            queue.enqueue("bench.raw_jobs.noop")
+        wait_for(lambda: registry.count >= jobs, 300, "the raw jobs to finish", interval=0.005)
+        return jobs / (time.perf_counter() - t0)
 
 
 def run(quick: bool) -> list[Figure]:
