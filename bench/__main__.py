@@ -17,7 +17,7 @@ import time
 from bench.common import Figure
 
 BENCHMARKS = ["latency", "idle_streams", "fanout", "stalled_clients", "throughput", "progress_loop", "get_rps",
-              "memory", "emit_cost", "redis_cost", "batches"]
+              "memory", "emit_cost", "redis_cost", "first_progress", "batches"]
 
 
 def machine() -> str:
