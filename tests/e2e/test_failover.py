@@ -20,7 +20,7 @@ import pytest
 
 from tests.e2e.harness import Event, SentinelRedis, SetEvent, Stream, parse_lines, read_set, running_stack, wait_for
 
-SEQ_JUMP = 1_000_000  # (lua/lib.lua: a promoted primary's first write to a job skips this many ids)
+SEQ_JUMP = 1_000_000  # (lua/lib.lua: the first write to a job under another replication id skips this many ids)
 JOBS = 8
 
 
