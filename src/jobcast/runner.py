@@ -57,10 +57,6 @@ def _result_json(result: Any) -> str:
     return orjson.dumps(result).decode()
 
 
-TELL_POSITIONS_EVERY_MS = 200
-"""How often starts tell the queue's front jobs their places at most (the janitor catches up the rest)."""
-
-
 def run_job(job_id: str, run: int = 1) -> None:
     """Run one attempt of the jobcast job `job_id`, on its `run`-th trip through RQ (RQ's entry point)."""
     token = current_job.set(job_id)  # every log line of the attempt carries the job id (logs.py)
@@ -112,7 +108,6 @@ class Attempt:
             return None
         record.update(start_fields, text="", seq=str(res.seq))
         log.info("job %s: %s attempt %s started", job_id, record["type"], record["attempt"])
-        store.tell_positions(record["queue"], at_most_every_ms=TELL_POSITIONS_EVERY_MS)
         return cls(runtime, record, bool(res.cancel))
 
     @classmethod

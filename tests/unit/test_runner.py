@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 import tests.fixtures  # noqa: F401  (registers the test job types)
+from jobcast import runner
 from jobcast.context import JobFailed
 from jobcast.registry import load_job_types
 from jobcast.runner import run_job
@@ -98,3 +99,22 @@ def test_a_stale_rq_job_of_an_earlier_run_is_skipped(store: Store, new_job, runt
     job = new_job(running=False, run="2")
     run_job(job["id"], 1)
     assert store.load(job["id"])["status"] == "queued"
+
+
+def test_redis_gone_for_a_moment_right_after_the_start_does_not_strand_the_job(
+        server, redis, settings, new_job, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a worker's store does: ride out Redis trouble (for JOBCAST_HEARTBEAT_S).
+    store = Store(redis, settings, ride_out_s=5)
+    job = new_job(running=False)
+    started = runner.start
+
+    def start_then_lose_redis(*args, **kwargs):  # Redis restarts the moment the job has started
+        res = started(*args, **kwargs)
+        server.connected = False
+        threading.Timer(0.3, lambda: setattr(server, "connected", True)).start()
+        return res
+
+    monkeypatch.setattr(runner, "start", start_then_lose_redis)
+    with running(Runtime(settings, store, load_job_types())):
+        run_job(job["id"])
+    assert [name for _, name, _ in events(store, job["id"])][-1] == "completed"

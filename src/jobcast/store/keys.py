@@ -22,7 +22,7 @@
 | `{p}:feed:{owner}:primary` | string | the Redis that last wrote the feed (`SEQ_JUMP`)            |
 | `{p}:fch:{owner}`          | pubsub | the same, live: `"{n} {job id} {seq} {event} {data}"`      |
 | `{p}:stats`                | hash   | the counters and histograms of `/metrics` (`web/metrics.py`)   |
-| `{p}:told:{queue}`         | string | set for 200 ms when a start told the queue's front its places |
+| `{p}:told:{queue}`         | string | set for 200 ms when a worker told the queue's front its places |
 | `{p}:alive:{worker}`       | string | set by a worker's janitor every few seconds, gone          |
 |                            |        | `JOBCAST_HEARTBEAT_S` after its last beat                  |
 | `{p}:queued`               | zset   | jobs handed to RQ and not started yet, scored by when they |

@@ -126,15 +126,14 @@ class Store:
             args += [name, value]
         self._create(keys=keys, args=args, client=pipe)
 
-    def tell_positions(self, queue: str, at_most_every_ms: int = 0) -> int:
+    def tell_positions(self, queue: str, at_most_every_ms: int = 0) -> int | None:
         """Send the jobs at the front of RQ's `queue` their new place in line; return how many changed.
 
-        With `at_most_every_ms`, skip it if it was done that recently (for every start: a queue
-        emptied at hundreds of jobs a second would tell its front 20 jobs as often); the janitor's
-        next sweep tells them whatever was skipped.
+        With `at_most_every_ms`, skip it (None) if any process did it that recently: a queue emptied
+        at hundreds of jobs a second would tell its front 20 jobs as often (`worker/places.py`).
         """
         if at_most_every_ms and not self.redis.set(self.keys.told(queue), 1, px=at_most_every_ms, nx=True):
-            return 0
+            return None
         return self._tell(self.keys.rq_queue(queue), QUEUED_MESSAGE, Stage.QUEUED)
 
     def tell_waiting(self, owner: str) -> int:

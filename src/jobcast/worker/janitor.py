@@ -60,7 +60,7 @@ class Janitor:
                 reconcile(self.store, job_id)
             for owner in self.store.waiting_owners():
                 promote(self.store, owner)
-            # Places that busy starts skipped telling (runner.TELL_POSITIONS_EVERY_MS).
+            # (the workers tell places as they take jobs: this is for queues no worker takes from)
             self.store.tell_positions(self.store.settings.queue)
         finally:
             with contextlib.suppress(LockError):

@@ -37,6 +37,7 @@ from rq.timeouts import TimerDeathPenalty
 from jobcast.settings import Settings
 from jobcast.store.connections import REDIS_TROUBLE, RedisFactory
 from jobcast.worker.janitor import Janitor
+from jobcast.worker.places import PlaceTeller
 from jobcast.worker.runtime import Runtime, running, stopped_by
 
 __all__ = ["SimpleWorker", "ThreadWorker", "Worker", "make_worker", "run_worker"]
@@ -47,9 +48,10 @@ OUTAGE_LOG_EVERY_S = 5.0
 
 
 class _RuntimeMixin:
-    """Makes the worker's `Runtime` current while it works, and runs a janitor beside it."""
+    """Makes the worker's `Runtime` current while it works, and runs a janitor and a place teller beside it."""
 
     runtime: Runtime | None = None
+    places: PlaceTeller | None = None
     quit_by: BaseException | None = None
     """The error that made RQ's work loop quit (RQ logs it and returns normally); None for a requested stop."""
 
@@ -61,11 +63,14 @@ class _RuntimeMixin:
             import jobcast.llm  # noqa: F401 (loaded once here, not in every forked work horse)
         janitor = Janitor(self.runtime.store, worker_name=self.name)  # type: ignore[attr-defined]
         janitor.start()
+        self.places = PlaceTeller(self.runtime.store)
+        self.places.start()
         try:
             with running(self.runtime):
                 return super().work(*args, **kwargs)  # type: ignore[misc, no-any-return]
         finally:
             janitor.stop()
+            self.places.stop()
 
     def _noting(self, step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
@@ -86,7 +91,10 @@ class _RuntimeMixin:
         return self._noting(super().run_maintenance_tasks, *args, **kwargs)  # type: ignore[misc]
 
     def dequeue_job_and_maintain_ttl(self, *args: Any, **kwargs: Any) -> Any:
-        return self._noting(super().dequeue_job_and_maintain_ttl, *args, **kwargs)  # type: ignore[misc]
+        taken = self._noting(super().dequeue_job_and_maintain_ttl, *args, **kwargs)  # type: ignore[misc]
+        if taken is not None and self.places is not None:
+            self.places.taken(taken[1].name)  # (job, queue): the jobs behind it moved up
+        return taken
 
     def execute_job(self, *args: Any, **kwargs: Any) -> Any:
         return self._noting(super().execute_job, *args, **kwargs)  # type: ignore[misc]
