@@ -1,7 +1,8 @@
 """Redis memory per finished 20-step demo job, everything it leaves included (events, output, RQ's keys).
 
-`used_memory` before and after N demo jobs of 20 steps have run to the end,
-divided by N; and what each of one job's keys holds (`MEMORY USAGE`).
+`used_memory` before and after N demo jobs of 20 steps have run to the end (and RQ's
+own copy of each run, kept for a second, has expired), divided by N; and what each of
+one job's keys holds (`MEMORY USAGE`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def run(quick: bool) -> list[Figure]:
         ids = asyncio.run(_submit(stack.url, jobs))
         wait_for(lambda: int(r.hget(f"{stack.prefix}:stats", "finished|demo|completed") or 0) >= jobs + 1, 300,
                  "the jobs to end", interval=0.02)
+        rq_copies = [f"rq:{kind}:{i}" for i in ids for kind in ("job", "results")]
+        wait_for(lambda: r.exists(*rq_copies) == 0, 30, "RQ's copies of the runs to expire (RQ_RESULT_TTL_S)",
+                 interval=0.1)
         per_job = (int(r.info("memory")["used_memory"]) - before) / jobs
         one = ids[-1].encode()
         parts = {key.decode(): int(r.memory_usage(key) or 0)

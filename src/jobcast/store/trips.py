@@ -26,9 +26,8 @@ from jobcast.store.record import now_ms
 from jobcast.store.writer import Store, count_submission
 
 __all__ = [
-    "DELIVER", "DELIVERY_DEADLINE_S", "DELIVERY_RETRIES", "RUN_JOB", "Whereabouts", "check", "create", "create_parts",
-    "delete_runs",
-    "enqueue_delivery", "remove", "rq_job_id", "send_again",
+    "DELIVER", "DELIVERY_DEADLINE_S", "DELIVERY_RETRIES", "RQ_RESULT_TTL_S", "RUN_JOB", "Whereabouts", "check",
+    "create", "create_parts", "delete_runs", "enqueue_delivery", "remove", "rq_job_id", "send_again",
 ]
 
 RUN_JOB = "jobcast.runner.run_job"
@@ -36,6 +35,10 @@ RUN_JOB = "jobcast.runner.run_job"
 DELIVER = "jobcast.webhooks.deliver"
 """The function of every webhook delivery's RQ job (kept the same way)."""
 
+RQ_RESULT_TTL_S = 1
+"""How long RQ keeps a run that returned (its job hash and result stream, about 6 KiB): a second, as the
+record holds the outcome. Not 0: RQ deletes such a run at once with three more round trips (and, in a
+forked work horse, a second connection), which cost trivial jobs on forking workers about 8 % of their rate."""
 DELIVERY_RETRIES = 5
 """How often a webhook delivery that failed is tried again."""
 DELIVERY_DEADLINE_S = 20.0
@@ -58,10 +61,9 @@ def _enqueue(store: Store, pipe: Pipeline, record: Mapping[str, str], run: int) 
     rq_id = rq_job_id(job_id, run)
     pipe.hset(store.keys.job(job_id), mapping={"run": run, "rq_id": rq_id})
     pipe.zadd(store.keys.queued, {job_id: now_ms()})
-    # result_ttl=0: RQ forgets a run that returned (the record holds the outcome; RQ's copy of a
-    # finished job and its result stream would cost about 6 KiB a job); failed runs stay in its registry.
+    # (failed runs stay in RQ's failed registry for the job TTL)
     Queue(record["queue"], connection=store.redis).enqueue_call(
-        RUN_JOB, args=(job_id, run), job_id=rq_id, timeout=int(record["timeout_s"]), result_ttl=0,
+        RUN_JOB, args=(job_id, run), job_id=rq_id, timeout=int(record["timeout_s"]), result_ttl=RQ_RESULT_TTL_S,
         failure_ttl=store.settings.job_ttl_s, description=f"{record['type']} {job_id} (run {run})", pipeline=pipe,
     )
 
@@ -204,5 +206,6 @@ def enqueue_delivery(store: Store, job_id: str, attempt: int) -> None:
     Queue(store.settings.webhook_queue, connection=store.redis).enqueue_call(
         DELIVER, args=(job_id, attempt), timeout=int(DELIVERY_DEADLINE_S * 2),
         retry=Retry(max=DELIVERY_RETRIES, interval=[int(base * 4 ** i) for i in range(DELIVERY_RETRIES)]),
-        description=f"webhook of {job_id} (attempt {attempt})", result_ttl=0, failure_ttl=store.settings.job_ttl_s,
+        description=f"webhook of {job_id} (attempt {attempt})", result_ttl=RQ_RESULT_TTL_S,
+        failure_ttl=store.settings.job_ttl_s,
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import logging
 import os
 import signal
@@ -36,6 +37,7 @@ from rq.timeouts import TimerDeathPenalty
 
 from jobcast.settings import Settings
 from jobcast.store.connections import REDIS_TROUBLE, RedisFactory
+from jobcast.store.trips import DELIVER, RUN_JOB
 from jobcast.worker.janitor import Janitor
 from jobcast.worker.places import PlaceTeller
 from jobcast.worker.runtime import Runtime, running, stopped_by
@@ -59,8 +61,12 @@ class _RuntimeMixin:
         if self.runtime is None:
             settings = Settings.from_env()
             self.runtime = Runtime.build(settings, RedisFactory(settings.redis_target))
+        # Loaded once here, not in every forked work horse (an import there is paid again for each job,
+        # and compiled from source where no bytecode is cached): the functions RQ calls, and the LLM client.
+        for function in (RUN_JOB, DELIVER):
+            importlib.import_module(function.rpartition(".")[0])
         if self.runtime.settings.model_unavailable() is None:
-            import jobcast.llm  # noqa: F401 (loaded once here, not in every forked work horse)
+            import jobcast.llm  # noqa: F401
         janitor = Janitor(self.runtime.store, worker_name=self.name)  # type: ignore[attr-defined]
         janitor.start()
         self.places = PlaceTeller(self.runtime.store)
