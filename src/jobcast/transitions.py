@@ -130,7 +130,8 @@ def end_job(
         part=part_of(record),
     )
     if res.outcome == Outcome.OK:
-        promote(store, record["owner"])  # the end freed one of the owner's slots (or a place in its line)
+        if res.waiting:
+            promote(store, record["owner"])  # the end freed a slot (or a place in the line) for them
         if hook:
             trips.enqueue_delivery(store, record["id"], int(record["attempt"]))
         if record.get("parent_id"):

@@ -10,7 +10,7 @@ import orjson
 from jobcast.settings import Settings
 from jobcast.store import Store, logged_data
 from jobcast.store.record import job_object, now_iso
-from jobcast.transitions import start
+from jobcast.transitions import promote, start
 from tests.unit.conftest import events
 
 
@@ -191,3 +191,22 @@ def test_a_state_event_after_a_model_call_carries_the_usage_as_the_job_object_do
     assert published[-1] == logged[-1][2], "what the log keeps is what was sent live"
     assert usage["cost_usd"] == round((100 * 1.5 + 10 * 2) / 1e6, 6)
     assert "usage" not in logged[-2][2] and "usage" not in published[-2], "no usage before any model call"
+
+
+def test_an_end_says_how_many_of_the_owners_jobs_wait_for_a_slot(redis, new_job) -> None:
+    limited = Store(redis, Settings(prefix="t", max_running_per_owner=1))  # (new_job's store: same keys)
+    first, second, third = (new_job(running=False) for _ in range(3))
+    outcomes = [start(limited, job, 1)[0].outcome for job in (first, second, third)]
+    assert outcomes == ["ok", "parked", "parked"]
+
+    def end(job: dict[str, str]) -> int:
+        fields = {"status": "completed", "ended_at": now_iso()}
+        return limited.emit(job["id"], "end", owner="anonymous", event="completed", data=b'"id":"x"}',
+                            fields=fields, guard_status=("running", "queued")).waiting
+
+    assert end(second) == 1  # (a waiting job that ends leaves its place in line)
+    assert end(first) == 1
+    promote(limited, "anonymous")  # the third gets the slot: to RQ again, on its next trip
+    third = limited.load(third["id"]) or {}
+    assert start(limited, third, int(third["run"]))[0].outcome == "ok"
+    assert end(third) == 0  # nobody waits: the end's caller promotes nobody (no round trips)

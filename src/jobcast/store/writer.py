@@ -66,6 +66,8 @@ class EmitResult:
     """Whether a cancel has been requested for the job."""
     outcome: Outcome
     """`ok`, `same` (nothing visible changed, no event), `refused` (a guard failed) or `missing`."""
+    waiting: int = 0
+    """After an end: how many of the owner's jobs wait for a slot (0: none to promote)."""
 
 
 USAGE_FIELDS = tuple(f"usage_{scope}{name}" for scope in ("", "a_")
@@ -405,8 +407,8 @@ class Store:
         if pipe is not None:
             script(keys=keys, args=args, client=pipe)
             return QUEUED_IN_PIPE
-        seq, cancel, outcome = self._ride_out(lambda: script(keys=keys, args=args), job_id)
-        return EmitResult(int(seq), bool(cancel), Outcome(outcome.decode()))
+        seq, cancel, outcome, *waiting = self._ride_out(lambda: script(keys=keys, args=args), job_id)
+        return EmitResult(int(seq), bool(cancel), Outcome(outcome.decode()), int(waiting[0]) if waiting else 0)
 
     def _change_keys(self, kind: EmitKind, job_id: str, owner: str) -> list[str]:
         """The keys the script of `kind` touches, in the order its `KEYS` lists them."""

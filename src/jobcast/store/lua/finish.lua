@@ -11,16 +11,17 @@
 --   events_kept, ttl (seconds); limit (jobs one owner may run at once, 0 = no limit)
 -- ARGV[2] the job object's JSON without its opening brace ('last_event_id' is put in front here)
 -- ARGV[3] unused   ARGV[4..] field, value pairs of the ended job (its `status` among them)
--- Returns {seq, cancel, 'ok' | 'refused' | 'missing'}.
+-- Returns {seq, cancel, 'ok' | 'refused' | 'missing', how many of the owner's jobs wait for a slot now}.
 local job, events, items, running, delayed, queued, stats, active, waiting =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local o = cjson.decode(ARGV[1])
 local cur, reply = begin(job, o, events, 10)
 if not cur then return reply end
-local set, id = changes(ARGV), o.id
+local set, id, still_waiting = changes(ARGV), o.id, 0
 if tonumber(o.limit) > 0 then
   redis.call('SREM', active, id)
   redis.call('LREM', waiting, 0, id)
+  still_waiting = redis.call('LLEN', waiting)
 end
 if cur.status == 'running' then observe_run(job, stats, now_ms()) end
 redis.call('HINCRBY', stats, 'finished|' .. redis.call('HGET', job, 'type') .. '|' .. set.status, 1)
@@ -46,4 +47,4 @@ redis.call('EXPIRE', events, ttl)
 redis.call('EXPIRE', items, ttl)
 local parent = parent_of(o)
 if parent then to_parent(parent, o, stats, 10, {from = cur.status, to = set.status, progress = '100'}) end
-return {seq, cur.cancel, 'ok'}
+return {seq, cur.cancel, 'ok', still_waiting}
