@@ -22,8 +22,8 @@ import orjson
 from tests.e2e.harness import RedisServer, Stack, free_port, running_stack, wait_for
 
 __all__ = [
-    "Figure", "RedisServer", "Stack", "bench_stack", "free_port", "http_get_loop", "median", "open_sse", "percentile",
-    "private_redis", "rss_kib", "tick_latencies", "wait_for",
+    "Figure", "RedisServer", "Stack", "bench_stack", "free_port", "http_get_loop", "http_post_many", "median",
+    "open_sse", "percentile", "private_redis", "rss_kib", "tick_latencies", "wait_for",
 ]
 
 
@@ -114,6 +114,38 @@ async def tick_latencies(port: int, path: str, latencies: list[float]) -> None:
         writer.close()
 
 
+async def _response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response off a keep-alive connection: its head and its body (by Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return head, await reader.readexactly(length)
+
+
+async def http_post_many(port: int, path: str, body: bytes, count: int, connections: int) -> None:
+    """POST `body` (JSON) to `path` `count` times over `connections` keep-alive sockets; raise unless
+    every answer is a 2xx."""
+    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    left = [count]
+
+    async def one() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while left[0] > 0:
+                left[0] -= 1
+                writer.write(request)
+                head, answer = await _response(reader)
+                if not head.startswith(b"HTTP/1.1 2"):
+                    raise RuntimeError(f"POST {path}: {head[:40]!r} {answer[:200]!r}")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one() for _ in range(min(connections, count))))
+
+
 async def http_get_loop(port: int, path: str, connections: int, seconds: float) -> int:
     """Keep-alive GETs of `path` on `connections` sockets for `seconds`; how many got a 200."""
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
@@ -127,12 +159,7 @@ async def http_get_loop(port: int, path: str, connections: int, seconds: float) 
         try:
             while loop.time() < deadline:
                 writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                await reader.readexactly(length)
+                head, _ = await _response(reader)
                 if head.startswith(b"HTTP/1.1 200"):
                     done += 1
         finally:

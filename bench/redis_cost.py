@@ -18,7 +18,6 @@ many jobs, events and watchers one Redis core carries.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -55,12 +54,12 @@ def _cost_us(r: redis.Redis, count: int, work: Callable[[], None]) -> float:
 def _jobcast_submit_and_life(server: RedisServer, jobs: int) -> tuple[float, float]:
     r = server.r
     with bench_stack(server, workers=0) as stack:
-        submit = _cost_us(r, jobs, lambda: asyncio.run(submit_noops(stack.url, jobs)))
+        submit = _cost_us(r, jobs, lambda: submit_noops(stack, jobs))
     with bench_stack(server, workers=WORKERS, JOBCAST_WORKER_SIMPLE="1") as stack:
         done = f"{stack.prefix}:stats"
 
         def whole_lives() -> None:
-            asyncio.run(submit_noops(stack.url, jobs))
+            submit_noops(stack, jobs)
             wait_for(lambda: int(r.hget(done, "finished|bench_noop|completed") or 0) >= jobs, 300,
                      "the jobs to complete", interval=0.01)
 

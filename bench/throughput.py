@@ -1,6 +1,6 @@
 """Trivial jobs per second end to end, against raw RQ: the same worker class and count, one Redis.
 
-jobcast: jobs submitted through `POST /jobs` (16 at a time), timed from the
+jobcast: jobs submitted through `POST /jobs` (16 at a time, on bare sockets), timed from the
 first submit to the last `completed` (the `finished` counter of /metrics).
 Raw RQ: `Queue.enqueue` of a function that does nothing, worked by the same
 number of `rq.Worker` processes, timed from the first enqueue to the last job
@@ -19,35 +19,27 @@ import sys
 import time
 from collections.abc import Iterator
 
-import httpx
 import redis
 from rq import Queue
 from rq.registry import FinishedJobRegistry
 
-from bench.common import Figure, RedisServer, bench_stack, private_redis, wait_for
+from bench.common import Figure, RedisServer, Stack, bench_stack, http_post_many, private_redis, wait_for
 from tests.e2e.harness import ROOT
 
 WORKERS = 2
 
 
-async def submit_noops(url: str, jobs: int) -> None:
-    """Submit `jobs` trivial jobs through `POST /jobs`, 16 at a time."""
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        sem = asyncio.Semaphore(16)
-
-        async def one() -> None:
-            async with sem:
-                r = await client.post("/jobs", json={"type": "bench_noop", "payload": {}})
-                r.raise_for_status()
-
-        await asyncio.gather(*(one() for _ in range(jobs)))
+def submit_noops(stack: Stack, jobs: int) -> None:
+    """Submit `jobs` trivial jobs through `POST /jobs`, 16 at a time (on bare sockets: the load generator
+    shares the cores with what it measures)."""
+    asyncio.run(http_post_many(stack.port, "/jobs", b'{"type":"bench_noop","payload":{}}', jobs, 16))
 
 
 def _jobcast(server: RedisServer, jobs: int, simple: bool) -> float:
     with bench_stack(server, workers=WORKERS, JOBCAST_WORKER_SIMPLE="1" if simple else "0") as stack:
         finished = f"{stack.prefix}:stats"
         t0 = time.perf_counter()
-        asyncio.run(submit_noops(stack.url, jobs))
+        submit_noops(stack, jobs)
         wait_for(lambda: int(server.r.hget(finished, "finished|bench_noop|completed") or 0) >= jobs, 300,
                  "the jobs to complete", interval=0.005)
         return jobs / (time.perf_counter() - t0)
@@ -92,10 +84,10 @@ def _raw(server: RedisServer, jobs: int, simple: bool) -> float:
 def run(quick: bool) -> list[Figure]:
     jobs = 40 if quick else 400
     figures = []
-    for simple, kind in ((False, "Worker: a fork per job"), (True, "SimpleWorker")):
+    for simple, kind, target in ((False, "Worker: a fork per job", 0.9), (True, "SimpleWorker", 0.8)):
         with private_redis() as server:
             raw = _raw(server, jobs, simple)
             ours = _jobcast(server, jobs, simple)
-        figures.append(Figure(f"trivial jobs/s, {WORKERS} × {kind}", ours, "/s", "≥ 0.8× raw RQ", ours >= 0.8 * raw,
-                              raw, f"{jobs} jobs"))
+        figures.append(Figure(f"trivial jobs/s, {WORKERS} × {kind}", ours, "/s", f"≥ {target}× raw RQ",
+                              ours >= target * raw, raw, f"{jobs} jobs"))
     return figures
