@@ -7,7 +7,9 @@ changes (and a model call's usage) are coalesced to at most one write per `JOBCA
 way; a change of message or stage, and every output item, is sent at once.
 A tight loop of 100,000 `progress()` calls therefore costs about 20 writes a
 second. The methods are thread-safe, and async job functions may call them
-too (each write is one short Redis round trip).
+too (each write is one short Redis round trip). What is due later (coalesced
+progress, heartbeats, cancel polls) is done by the process's one reporter
+thread (`reporter.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, NoReturn
 import orjson
 from pydantic import BaseModel
 
+from jobcast.reporter import IDLE_WAKE_S, reporter
 from jobcast.states import Outcome, Status
 from jobcast.store import EmitResult, Store
 from jobcast.store.record import format_progress, now_iso, part_of
@@ -137,16 +140,16 @@ class Tracker:
         self.advance(item, self._steps, message)
 
 
-CANCEL_POLL_S = 0.5
-"""How often the background thread asks whether the job was canceled."""
+CANCEL_POLL_S = IDLE_WAKE_S
+"""How often the reporter thread asks whether the job was canceled."""
 
 
 class JobContext(Scope):
     """The job's handle on jobcast: report progress and output, and notice a cancel.
 
-    A background thread sends coalesced progress, keeps the job's heartbeat
-    alive (a job whose heartbeat stops is declared lost by the janitor), and
-    watches for a cancel: job code that has not stopped `JOBCAST_CANCEL_GRACE_MS`
+    The process's reporter thread sends coalesced progress, keeps the job's
+    heartbeat alive (a job whose heartbeat stops is declared lost by the
+    janitor), and watches for a cancel: job code that has not stopped `JOBCAST_CANCEL_GRACE_MS`
     after one is given up on through `on_overdue`.
     """
 
@@ -195,8 +198,10 @@ class JobContext(Scope):
         self._last_cancel_poll = time.monotonic()
         self._beat_every = self.settings.heartbeat_deadline_s / 4
         self._next_beat = time.monotonic() + self._beat_every
-        self._flusher = threading.Thread(target=self._flush_loop, name=f"jobcast-flush-{self.id}", daemon=True)
-        self._flusher.start()
+        self._reporter = reporter()
+        self._reporter.add(self)
+        if canceled:  # (its grace period may end before the reporter's next look)
+            self._reporter.wake()
 
     # -- what job code reads ------------------------------------------------
 
@@ -275,7 +280,7 @@ class JobContext(Scope):
             if time.monotonic() - self._last_flush >= self._interval:
                 self._flush_text()
             else:
-                self._cond.notify()
+                self._reporter.wake()
 
     @property
     def output_items(self) -> list[bytes]:
@@ -310,7 +315,7 @@ class JobContext(Scope):
                     self._flush_state()
                 else:
                     self._state_pending = True
-                    self._cond.notify()
+                    self._reporter.wake()
 
     def _eta(self) -> str:
         elapsed = time.monotonic() - self._started
@@ -388,7 +393,7 @@ class JobContext(Scope):
             self._record.update(now)  # (the runner's record: the job object its end sends carries the usage)
             with self._cond:  # the next `state` event carries it, at the coalesced rate of progress
                 self._state_pending = True
-                self._cond.notify()
+                self._reporter.wake()
 
     def parts(self, job_type: str, payloads: Sequence[Any], weights: Sequence[float] | None = None, *,
               state: Any = None) -> NoReturn:
@@ -412,16 +417,16 @@ class JobContext(Scope):
             if self._state_pending:
                 self._flush_state()
 
-    def _flush_loop(self) -> None:
+    def background(self) -> float | None:
+        """The reporter's call: do what is due; seconds until the next task, None once the context is closed."""
         with self._cond:
-            while not self._stopped:
-                try:
-                    wait = self._background_round()
-                except Exception:  # a Redis hiccup: what is pending stays pending and is tried again
-                    log.warning("job %s: background write failed; retrying", self.id, exc_info=True)
-                    wait = 1.0
-                if wait > 0:
-                    self._cond.wait(wait)
+            if self._stopped:
+                return None
+            try:
+                return self._background_round()
+            except Exception:  # a Redis hiccup: what is pending stays pending and is tried again
+                log.warning("job %s: background write failed; retrying", self.id, exc_info=True)
+                return 1.0
 
     def _background_round(self) -> float:
         """Do what is due; return how long to wait before the next round."""
@@ -455,16 +460,13 @@ class JobContext(Scope):
         return min(waits)
 
     def close(self) -> None:
-        """Flush and stop the background thread; nothing is sent after this.
-
-        Not waited for: the thread writes only under the lock taken here, and
-        once this returns it finds `_stopped` and ends by itself.
-        """
+        """Flush, and leave the reporter; nothing is sent after this (the reporter writes only under the lock
+        taken here, and finds `_stopped` should it look once more)."""
         with self._cond:
             try:
                 if not self._stopped:
                     self.flush()
-            finally:  # even when Redis fails the last flush: the thread must not outlive the attempt
+            finally:  # even when Redis fails the last flush: nothing of the attempt's may outlive it
                 self._stopped = True
-                self._cond.notify_all()
+        self._reporter.remove(self)
 

@@ -112,7 +112,7 @@ def test_a_tight_loop_is_coalesced_and_the_last_value_always_arrives(store: Stor
     elapsed = time.monotonic() - t0
     deadline = time.monotonic() + 2
     while _progress(store, ctx) != 100 and time.monotonic() < deadline:
-        time.sleep(0.01)  # the background flusher delivers the last value by itself
+        time.sleep(0.01)  # the reporter thread delivers the last value by itself
     assert _progress(store, ctx) == 100
     writes = len(_states(store, ctx))
     assert writes <= (elapsed + 0.2) / 0.05 + 2, f"{writes} writes in {elapsed:.2f}s"
@@ -150,6 +150,23 @@ def test_items_are_sent_in_order_after_the_text_before_them(store: Store, ctx_fo
     assert out == [{"kind": "delta", "text": "intro"}, {"kind": "item", "item": {"name": "Ada"}},
                    {"kind": "item", "item": {"name": "Grace"}}]
     assert ctx.output_items == [b'{"name":"Ada"}', b'{"name":"Grace"}']
+
+
+def test_one_reporter_thread_serves_every_job_of_the_process(store: Store, ctx_for) -> None:
+    def reporters() -> int:
+        return sum(t.name == "jobcast-reporter" for t in threading.enumerate())
+
+    for _ in range(20):  # jobs one after another: no thread each
+        ctx_for().close()
+    together = [ctx_for() for _ in range(5)]
+    for i, ctx in enumerate(together):
+        ctx.progress(10 + i)
+        ctx.progress(20 + i)  # coalesced: only the reporter sends it, 50 ms after the start event
+    deadline = time.monotonic() + 2
+    while any(_progress(store, c) != 20 + i for i, c in enumerate(together)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [_progress(store, c) for c in together] == [20, 21, 22, 23, 24]
+    assert reporters() == 1
 
 
 def test_check_and_sleep_notice_a_cancel(store: Store, ctx_for) -> None:
