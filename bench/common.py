@@ -22,8 +22,8 @@ import orjson
 from tests.e2e.harness import RedisServer, Stack, free_port, running_stack, wait_for
 
 __all__ = [
-    "Figure", "RedisServer", "Stack", "bench_stack", "free_port", "http_get_loop", "http_post_many", "median",
-    "open_sse", "percentile", "private_redis", "rss_kib", "tick_latencies", "wait_for",
+    "Figure", "RedisServer", "Stack", "bench_stack", "free_port", "http_get_loop", "http_post", "http_post_many",
+    "median", "open_sse", "percentile", "private_redis", "rss_kib", "tick_latencies", "wait_for",
 ]
 
 
@@ -124,11 +124,19 @@ async def _response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     return head, await reader.readexactly(length)
 
 
+async def http_post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes) -> bytes:
+    """POST `body` (JSON) to `path` on a keep-alive connection; the answer's body (raise unless a 2xx)."""
+    writer.write((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+    head, answer = await _response(reader)
+    if not head.startswith(b"HTTP/1.1 2"):
+        raise RuntimeError(f"POST {path}: {head[:40]!r} {answer[:200]!r}")
+    return answer
+
+
 async def http_post_many(port: int, path: str, body: bytes, count: int, connections: int) -> None:
     """POST `body` (JSON) to `path` `count` times over `connections` keep-alive sockets; raise unless
     every answer is a 2xx."""
-    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     left = [count]
 
     async def one() -> None:
@@ -136,10 +144,7 @@ async def http_post_many(port: int, path: str, body: bytes, count: int, connecti
         try:
             while left[0] > 0:
                 left[0] -= 1
-                writer.write(request)
-                head, answer = await _response(reader)
-                if not head.startswith(b"HTTP/1.1 2"):
-                    raise RuntimeError(f"POST {path}: {head[:40]!r} {answer[:200]!r}")
+                await http_post(reader, writer, path, body)
         finally:
             writer.close()
 

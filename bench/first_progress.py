@@ -1,6 +1,7 @@
 """From submit to the first progress a client sees, against raw RQ's enqueue to a job's first pub/sub message.
 
-jobcast: the client POSTs a `demo` job of one step (`/jobs`), opens its event
+jobcast: the client POSTs a `demo` job of one step (`/jobs`, on a kept-alive
+bare socket: the load generator shares the cores), opens its event
 stream on a bare socket (a snapshot comes first), and stops the clock at the
 first event that shows progress (the step's `state`, or the end if it came
 first). Raw RQ: a subscriber already on a channel, `Queue.enqueue` of a job
@@ -14,18 +15,17 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import orjson
 import redis
 from rq import Queue
 
-from bench.common import Figure, RedisServer, bench_stack, open_sse, percentile, private_redis, wait_for
+from bench.common import Figure, RedisServer, bench_stack, http_post, open_sse, percentile, private_redis, wait_for
 from bench.throughput import WORKERS, raw_rq_workers
 
 
-async def _jobcast_one(http: httpx.AsyncClient, port: int) -> float:
+async def _jobcast_one(http: tuple[asyncio.StreamReader, asyncio.StreamWriter], port: int) -> float:
     t0 = time.perf_counter()
-    job = (await http.post("/jobs", json={"type": "demo", "payload": {"steps": 1, "interval_ms": 0}})).json()
+    job = orjson.loads(await http_post(*http, "/jobs", b'{"type":"demo","payload":{"steps":1,"interval_ms":0}}'))
     reader, writer = await open_sse(port, job["links"]["events"])
     try:
         async for line in reader:
@@ -40,10 +40,12 @@ async def _jobcast_one(http: httpx.AsyncClient, port: int) -> float:
 
 async def _jobcast(server: RedisServer, trials: int) -> list[float]:
     with bench_stack(server, workers=WORKERS) as stack:
-        async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
-            port = int(stack.url.rsplit(":", 1)[1])
-            await _jobcast_one(http, port)  # (warm: the workers' first job loads their code)
-            return [await _jobcast_one(http, port) for _ in range(trials)]
+        http = await asyncio.open_connection("127.0.0.1", stack.port)  # (keep-alive, as a browser's)
+        try:
+            await _jobcast_one(http, stack.port)  # (warm: the workers' first job loads their code)
+            return [await _jobcast_one(http, stack.port) for _ in range(trials)]
+        finally:
+            http[1].close()
 
 
 def _raw(server: RedisServer, trials: int) -> list[float]:
