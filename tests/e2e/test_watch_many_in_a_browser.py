@@ -54,7 +54,9 @@ def _open_the_page(page: Page) -> list[str]:
     """Open the page, its list live; the URLs of its requests for streams and jobs from then on, as they come."""
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url) if "/events" in r.url or "/jobs/" in r.url else None)
-    page.goto("/")
+    # (its list's stream asked for: with no jobs listed yet, the wait below would pass before it)
+    with page.expect_request(lambda r: "/events" in r.url and "/jobs/" not in r.url):
+        page.goto("/")
     page.wait_for_function("() => [...document.querySelectorAll('.job .mode')].every(m => m.textContent === 'live')")
     return requests
 
