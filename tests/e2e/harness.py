@@ -188,6 +188,11 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+STOP_GRACE_S = 2.0
+"""How long a stack's processes get to exit by themselves at the end of a test (an idle one takes about 1 s);
+the tests of graceful exits wait on their own."""
+
+
 @dataclass
 class Stack:
     """An API server and workers over one Redis, with their own key prefix and queue."""
@@ -242,13 +247,16 @@ class Stack:
             self.api = None
 
     def stop(self) -> None:
+        """SIGTERM the API and workers, and SIGKILL (with their sessions) what has not exited within
+        `STOP_GRACE_S`: a worker in the middle of a job a test left running would finish it first."""
         procs = [*self.workers, *([self.api] if self.api else [])]
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
         for proc in procs:
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
             try:
