@@ -205,10 +205,23 @@ def run_worker(
             return 0
 
 
+class _StopPinging(BaseException):
+    """Raised by `_wait_for_redis`'s signal handler into a ping still retrying (not an Exception: nothing on the
+    way catches it)."""
+
+
 def _wait_for_redis(runtime: Runtime, stop: threading.Event) -> bool:
-    """Wait until Redis answers (True), saying so every few seconds, or until SIGTERM/SIGINT (False)."""
+    """Wait until Redis answers (True), saying so every few seconds, or until SIGTERM/SIGINT (False).
+
+    A signal ends the wait at once, even in the middle of a ping: redis-py tries a refused connection again
+    ten times (about 4 s) before the ping fails.
+    """
+    pinging = False
+
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
+        if pinging:
+            raise _StopPinging
 
     handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -216,9 +229,15 @@ def _wait_for_redis(runtime: Runtime, stop: threading.Event) -> bool:
         delay = 0.1
         while not stop.is_set():
             try:
-                runtime.store.ping()
+                pinging = True
+                try:
+                    runtime.store.ping()
+                finally:
+                    pinging = False
                 log.info("Redis answers again after %.1f s; the worker starts again", time.monotonic() - since)
                 return True
+            except _StopPinging:
+                return False
             except REDIS_TROUBLE as exc:
                 if time.monotonic() - last_said >= OUTAGE_LOG_EVERY_S:
                     last_said = time.monotonic()
