@@ -60,7 +60,7 @@ class Janitor:
                 reconcile(self.store, job_id)
             for owner in self.store.waiting_owners():
                 promote(self.store, owner)
-            # (the workers tell places as they take jobs: this is for queues no worker takes from)
+            # Places in line, whatever moved them (workers also tell them as they take jobs: worker/places.py).
             self.store.tell_positions(self.store.settings.queue)
         finally:
             with contextlib.suppress(LockError):
