@@ -105,7 +105,7 @@ def test_redis_gone_for_a_moment_right_after_the_start_does_not_strand_the_job(
         server, redis, settings, new_job, monkeypatch: pytest.MonkeyPatch) -> None:
     # What a worker's store does: ride out Redis trouble (for JOBCAST_HEARTBEAT_S).
     store = Store(redis, settings, ride_out_s=5)
-    job = new_job(running=False)
+    job = new_job(running=False, payload='{"steps": 2, "interval_ms": 0}')
     started = runner.start
 
     def start_then_lose_redis(*args, **kwargs):  # Redis restarts the moment the job has started
