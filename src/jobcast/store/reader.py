@@ -236,8 +236,8 @@ class AsyncStore:
             owners = await pipe.execute()
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, raw in zip(job_ids, owners, strict=True):
-                if raw is not None and (owner is None or raw.decode() == owner):
-                    of = raw.decode()
+                of = raw.decode() if raw is not None else None
+                if of is not None and owner in (None, of):
                     await self._carry(keys=[k.job(job_id), k.events(job_id), k.feed(of), k.feed_primary(of)],
                                       client=pipe)
             await pipe.execute()
