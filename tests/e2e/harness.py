@@ -237,8 +237,10 @@ class Stack:
         return proc
 
     def wait_workers(self, count: int) -> None:
+        # Each worker imports jobcast, RQ and the job modules (~1 s of CPU on a slow core), all at once.
         with self.client() as c:
-            wait_for(lambda: c.get("/readyz").json()["workers"] >= count, 20, f"{count} workers to register")
+            wait_for(lambda: c.get("/readyz").json()["workers"] >= count, 10 + 2 * count,
+                     f"{count} workers to register")
 
     def stop_api(self, sig: int = signal.SIGTERM) -> None:
         if self.api is not None:
