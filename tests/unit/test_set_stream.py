@@ -1,6 +1,7 @@
 """The set stream (`GET /events`) over the hub, on fakeredis: a client that stops reading while more events
-come than the hub's ring holds catches up from the owner's feed, and gets every job's events once, in order;
-and what every stream asks of a job that joins is read once for all of them."""
+come than the hub's ring holds catches up from the owner's feed, and one within the ring from the ring only;
+either gets every job's events once, in order; and what every stream asks of a job that joins is read once
+for all of them."""
 
 from __future__ import annotations
 
@@ -38,10 +39,10 @@ def _events(body: bytes) -> list[tuple[str | None, str, dict]]:
     return out
 
 
-def test_a_set_client_further_behind_than_the_ring_catches_up_from_the_feed_and_misses_nothing(
-    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job, monkeypatch
-) -> None:
-    jobs = [new_job() for _ in range(3)]
+def _stall_and_read(server: fakeredis.FakeServer, store: Store, settings: Settings, jobs: list[dict],
+                    per_job: int, monkeypatch) -> tuple[bytes, list[int]]:
+    """A set stream of `jobs` whose client stops reading after the first write while each job sends
+    `per_job` items and ends, then reads on: what the client got, and the feed pages the stream read."""
     pages: list[int] = []
     read_page = Follower.page
 
@@ -50,7 +51,6 @@ def test_a_set_client_further_behind_than_the_ring_catches_up_from_the_feed_and_
         return await read_page(self, after, until)
 
     monkeypatch.setattr(Follower, "page", counted)
-    per_job = hub_module.RING  # three jobs' worth: more than the ring holds
 
     async def scenario() -> bytes:
         encode = EventEncoder(links)
@@ -103,7 +103,27 @@ def test_a_set_client_further_behind_than_the_ring_catches_up_from_the_feed_and_
         items = [data["item"] for name, data in seen if name == "output"]
         assert items == list(range(per_job))
     assert re.search(rb"^retry: ", body, re.M)
+    return body, pages
+
+
+def test_a_set_client_further_behind_than_the_ring_catches_up_from_the_feed_and_misses_nothing(
+    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job, monkeypatch
+) -> None:
+    monkeypatch.setattr(hub_module, "FEED_RING", hub_module.RING)  # (a smaller ring: fewer events to fill)
+    jobs = [new_job() for _ in range(3)]
+    _, pages = _stall_and_read(server, store, settings, jobs, hub_module.RING, monkeypatch)  # 3x the ring
     assert pages, "the stream never fell behind the ring: this tested nothing"
+
+
+def test_a_set_client_behind_by_more_than_one_take_but_within_the_ring_reads_only_the_ring(
+    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job, monkeypatch
+) -> None:
+    """Once, a stream that took a whole ring's worth (`RING`) read the feed from Redis next, on its own: with
+    1,000 set streams that lagged for a moment, every one of them did, and the API's pool ran dry."""
+    jobs = [new_job() for _ in range(3)]
+    body, pages = _stall_and_read(server, store, settings, jobs, hub_module.RING, monkeypatch)
+    assert len(body) > 3 * hub_module.RING * 40 and 3 * hub_module.RING < hub_module.FEED_RING
+    assert pages == [], "it read the feed although the ring held every event it was behind by"
 
 
 def test_events_a_jobs_log_no_longer_holds_come_as_one_snapshot_of_it_now(

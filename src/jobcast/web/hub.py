@@ -14,7 +14,8 @@ costs nothing until it reads, and catching up costs the same whatever the
 number of listeners. A listener further behind than the ring is told so
 (`after` returns None) and its stream sends a `snapshot`, read once for all of
 the job's listeners that need one at the time (`snapshot`). The ring keeps at
-most `RING` events, and drops those every listener has sent.
+most `RING` events (an owner's feed: `FEED_RING`), and drops those every
+listener has sent.
 
 When the connection to Redis breaks, the hub reconnects at once and then reads
 what it missed from each job's log, once per job and in pages (`_repair`),
@@ -42,12 +43,19 @@ from jobcast.store.keys import Keys
 from jobcast.store.subscription import Subscription, Subscriptions
 from jobcast.web.metrics import STREAMS_OPEN
 
-__all__ = ["Entry", "Hub", "Listener", "RING"]
+__all__ = ["Entry", "FEED_RING", "Hub", "Listener", "RING"]
 
 log = logging.getLogger("jobcast.hub")
 
 RING = 512
-"""Events of one job the hub keeps for its listeners at most; a listener further behind gets a snapshot."""
+"""Events of one job the hub keeps for its listeners at most; a listener further behind gets a snapshot.
+Also the most a stream takes from a ring at once."""
+
+FEED_RING = 4096
+"""Events of an owner's feed the hub keeps at most. A set stream further behind reads the feed itself, a
+read of its own (there is no one snapshot for all, as for a job), so its ring rides out longer stalls: at
+1,000 events a second to 1,000 set streams, 512 was less than one stall of a loaded process, and every
+stream then read Redis at once and ran the pool dry."""
 
 TRIM_EVERY = 64
 """A ring drops what every listener has sent once this many events have come since it last looked."""
@@ -116,13 +124,14 @@ class Listener:
 class _Channel:
     """A watched job: its listeners, its recent events, and the shared reads that serve them."""
 
-    __slots__ = ("job_id", "feed_owner", "listeners", "ring", "newest", "since_trim", "repairing", "missed",
-                 "snapshot")
+    __slots__ = ("job_id", "feed_owner", "size", "listeners", "ring", "newest", "since_trim", "repairing",
+                 "missed", "snapshot")
 
     def __init__(self, job_id: str, feed_owner: str | None = None) -> None:
         self.job_id = job_id
         self.feed_owner = feed_owner
         """Set for an owner's feed (its ids are places in the feed), None for a job's channel."""
+        self.size = RING if feed_owner is None else FEED_RING
         self.listeners: set[Listener] = set()
         self.ring: deque[Entry] = deque()
         """Consecutive events, oldest first."""
@@ -140,7 +149,7 @@ class _Channel:
             self.ring.clear()  # (only after a repair could not reach back: listeners behind get snapshots)
         self.ring.append(entry)
         self.newest = entry.seq
-        if len(self.ring) > RING:
+        if len(self.ring) > self.size:
             self.ring.popleft()
         self.since_trim += 1
         if self.since_trim >= TRIM_EVERY:

@@ -99,32 +99,41 @@ class Follower:
 
     async def follow(self, entries: list[Entry]) -> list[Entry]:
         """Of feed entries (in order), what to send: the set's events not sent yet; a job that joins, as a
-        snapshot of it as of its first event; a job whose ids skip ahead, as a snapshot of it now."""
-        await self._resolve({e.job_id for e in entries})
+        snapshot of it as of its first event; a job whose ids skip ahead, as a snapshot of it now.
+
+        Every set stream runs this on every event of its owner's jobs, so the usual case (a known job's next
+        event) is kept to a few dictionary look-ups."""
+        members, sent, ended = self.members, self.sent, self.ended
         out = []
-        for e in entries:
-            if not self.members.get(e.job_id):
+        for i, e in enumerate(entries):
+            job_id, seq = e.job_id, e.job_seq
+            member = members.get(job_id)
+            if member is None:
+                await self._resolve({f.job_id for f in entries[i:]})
+                member = members[job_id]
+            if not member:
                 continue
-            last = self.sent.get(e.job_id)
-            if last is not None and e.job_seq <= last:
+            last = sent.get(job_id)
+            if last is not None and seq == last + 1:  # the usual case
+                sent[job_id], ended[job_id] = seq, e.terminal
+                out.append(e)
+            elif last is not None and seq <= last:
                 continue  # (a snapshot covered it)
-            if last is not None and e.job_seq > last + 1:
+            elif last is not None:
                 # The job's ids skipped ahead: a failover or a restart carried it over (`SEQ_JUMP` in
                 # lua/lib.lua), and what the client has may include events lost on the way. It goes on from
                 # the job now.
-                snap = await self.store.snapshot(e.job_id)
+                snap = await self.store.snapshot(job_id)
                 if snap is not None:
                     out.append(self.snapshot(snap, e.seq))
-                continue
-            if last is None and e.job_seq == 1:
-                first = await self.facts.joined(e.job_id, e.seq)
-                if first is None:
-                    continue  # gone already
-                self._took(e.job_id, 1, False)
-                out.append(first)
-                continue
-            self._took(e.job_id, e.job_seq, e.terminal)
-            out.append(e)
+            elif seq == 1:
+                first = await self.facts.joined(job_id, e.seq)
+                if first is not None:  # (else gone already)
+                    self._took(job_id, 1, False)
+                    out.append(first)
+            else:
+                self._took(job_id, seq, e.terminal)
+                out.append(e)
         return out
 
     async def page(self, after: int, until: int | None = None) -> tuple[list[Entry], int, bool] | None:
@@ -258,7 +267,9 @@ class SetStream(EventStream):
                     break
                 ring = None if resuming else self.hub.after(listener, at)
                 if ring:  # the usual case: what came since, from the hub's ring
-                    entries, at, resuming = await follower.follow(ring), ring[-1].seq, len(ring) >= RING
+                    entries, at = await follower.follow(ring), ring[-1].seq
+                    if len(ring) >= RING:
+                        listener.wake.set()  # the ring may hold more than one take: the next one reads it too
                 elif ring is None:  # resuming from the feed, or further behind than the ring reaches
                     got = await follower.page(at)
                     if got is None:
