@@ -109,20 +109,20 @@ def _stall_and_read(server: fakeredis.FakeServer, store: Store, settings: Settin
 def test_a_set_client_further_behind_than_the_ring_catches_up_from_the_feed_and_misses_nothing(
     server: fakeredis.FakeServer, store: Store, settings: Settings, new_job, monkeypatch
 ) -> None:
-    monkeypatch.setattr(hub_module, "FEED_RING", hub_module.RING)  # (a smaller ring: fewer events to fill)
+    monkeypatch.setattr(hub_module, "RING", 512)  # (a smaller ring: fewer events to fill)
     jobs = [new_job() for _ in range(3)]
-    _, pages = _stall_and_read(server, store, settings, jobs, hub_module.RING, monkeypatch)  # 3x the ring
+    _, pages = _stall_and_read(server, store, settings, jobs, 512, monkeypatch)  # 3x the ring
     assert pages, "the stream never fell behind the ring: this tested nothing"
 
 
 def test_a_set_client_behind_by_more_than_one_take_but_within_the_ring_reads_only_the_ring(
     server: fakeredis.FakeServer, store: Store, settings: Settings, new_job, monkeypatch
 ) -> None:
-    """Once, a stream that took a whole ring's worth (`RING`) read the feed from Redis next, on its own: with
+    """Once, a stream that took a whole take's worth (`TAKE`) read the feed from Redis next, on its own: with
     1,000 set streams that lagged for a moment, every one of them did, and the API's pool ran dry."""
     jobs = [new_job() for _ in range(3)]
-    body, pages = _stall_and_read(server, store, settings, jobs, hub_module.RING, monkeypatch)
-    assert len(body) > 3 * hub_module.RING * 40 and 3 * hub_module.RING < hub_module.FEED_RING
+    body, pages = _stall_and_read(server, store, settings, jobs, hub_module.TAKE, monkeypatch)
+    assert len(body) > 3 * hub_module.TAKE * 40 and 3 * hub_module.TAKE < hub_module.RING
     assert pages == [], "it read the feed although the ring held every event it was behind by"
 
 

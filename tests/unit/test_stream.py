@@ -16,7 +16,7 @@ from jobcast.store import AsyncStore, Store
 from jobcast.store.keys import Keys
 from jobcast.store.subscription import Subscriptions
 from jobcast.web import hub as hub_module
-from jobcast.web.hub import Hub
+from jobcast.web.hub import Entry, Hub
 from jobcast.web.sse import EventEncoder, EventStream, backlog
 
 
@@ -77,8 +77,9 @@ def _stream_scenario(server: fakeredis.FakeServer, store: Store, settings: Setti
 
 
 def test_a_client_further_behind_than_the_ring_gets_a_snapshot_and_continues(
-    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job
+    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job, monkeypatch
 ) -> None:
+    monkeypatch.setattr(hub_module, "RING", 512)  # (a smaller ring: fewer events to fill)
     job = new_job()
     n_events = hub_module.RING * 3
     body, _ = _stream_scenario(server, store, settings, job["id"], n_events, None, stall_first=True)
@@ -137,3 +138,11 @@ def test_the_hub_keeps_its_link_alive_and_serves_many_listens_at_once(
 
     got = asyncio.run(scenario())
     assert all(seqs == [3] for seqs in got)
+
+
+def test_a_ring_of_large_events_keeps_at_most_ring_bytes_of_them() -> None:
+    channel = hub_module._Channel("j")
+    for seq in range(1, 11):
+        channel.add(Entry(seq, b"x" * (1024 * 1024), False, 0.0))
+    assert [e.seq for e in channel.ring] == [7, 8, 9, 10] and channel.held == hub_module.RING_BYTES
+

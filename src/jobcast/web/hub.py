@@ -14,8 +14,8 @@ costs nothing until it reads, and catching up costs the same whatever the
 number of listeners. A listener further behind than the ring is told so
 (`after` returns None) and its stream sends a `snapshot`, read once for all of
 the job's listeners that need one at the time (`snapshot`). The ring keeps at
-most `RING` events (an owner's feed: `FEED_RING`), and drops those every
-listener has sent.
+most `RING` events (and `RING_BYTES`), and drops those every listener has
+sent; a stream takes at most `TAKE` of them at once.
 
 When the connection to Redis breaks, the hub reconnects at once and then reads
 what it missed from each job's log, once per job and in pages (`_repair`),
@@ -43,19 +43,20 @@ from jobcast.store.keys import Keys
 from jobcast.store.subscription import Subscription, Subscriptions
 from jobcast.web.metrics import STREAMS_OPEN
 
-__all__ = ["Entry", "FEED_RING", "Hub", "Listener", "RING"]
+__all__ = ["Entry", "Hub", "Listener", "RING", "TAKE"]
 
 log = logging.getLogger("jobcast.hub")
 
-RING = 512
-"""Events of one job the hub keeps for its listeners at most; a listener further behind gets a snapshot.
-Also the most a stream takes from a ring at once."""
+RING = 4096
+"""Events of one job (or of one owner's feed) the hub keeps at most; a listener further behind gets a
+snapshot (a set stream: reads the feed itself). At 1,000 events a second to 1,000 listeners, a ring of 512
+was less than one stall of a loaded process (a full garbage collection took 0.2-0.3 s here)."""
 
-FEED_RING = 4096
-"""Events of an owner's feed the hub keeps at most. A set stream further behind reads the feed itself, a
-read of its own (there is no one snapshot for all, as for a job), so its ring rides out longer stalls: at
-1,000 events a second to 1,000 set streams, 512 was less than one stall of a loaded process, and every
-stream then read Redis at once and ran the pool dry."""
+RING_BYTES = 4 * 1024 * 1024
+"""And their bytes at most: a job's items can be large."""
+
+TAKE = 512
+"""The most events a stream takes from a ring at once."""
 
 TRIM_EVERY = 64
 """A ring drops what every listener has sent once this many events have come since it last looked."""
@@ -124,17 +125,18 @@ class Listener:
 class _Channel:
     """A watched job: its listeners, its recent events, and the shared reads that serve them."""
 
-    __slots__ = ("job_id", "feed_owner", "size", "listeners", "ring", "newest", "since_trim", "repairing",
+    __slots__ = ("job_id", "feed_owner", "listeners", "ring", "held", "newest", "since_trim", "repairing",
                  "missed", "snapshot")
 
     def __init__(self, job_id: str, feed_owner: str | None = None) -> None:
         self.job_id = job_id
         self.feed_owner = feed_owner
         """Set for an owner's feed (its ids are places in the feed), None for a job's channel."""
-        self.size = RING if feed_owner is None else FEED_RING
         self.listeners: set[Listener] = set()
         self.ring: deque[Entry] = deque()
         """Consecutive events, oldest first."""
+        self.held = 0
+        """The bytes of the ring's events."""
         self.newest = 0
         """The newest id the ring has held (0: none yet)."""
         self.since_trim = 0
@@ -145,18 +147,21 @@ class _Channel:
         self.snapshot: asyncio.Task[Snapshot | None] | None = None
 
     def add(self, entry: Entry) -> None:
-        if self.ring and entry.seq != self.ring[-1].seq + 1:
-            self.ring.clear()  # (only after a repair could not reach back: listeners behind get snapshots)
-        self.ring.append(entry)
+        ring = self.ring
+        if ring and entry.seq != ring[-1].seq + 1:
+            ring.clear()  # (only after a repair could not reach back: listeners behind get snapshots)
+            self.held = 0
+        ring.append(entry)
+        self.held += len(entry.chunk)
         self.newest = entry.seq
-        if len(self.ring) > self.size:
-            self.ring.popleft()
+        while len(ring) > RING or (self.held > RING_BYTES and len(ring) > 1):
+            self.held -= len(ring.popleft().chunk)
         self.since_trim += 1
         if self.since_trim >= TRIM_EVERY:
             self.since_trim = 0
             slowest = min((lst.last for lst in self.listeners), default=entry.seq)
-            while self.ring and self.ring[0].seq <= slowest:
-                self.ring.popleft()
+            while ring and ring[0].seq <= slowest:
+                self.held -= len(ring.popleft().chunk)
 
     def wake_all(self) -> None:
         for listener in self.listeners:
@@ -285,7 +290,7 @@ class Hub:
             except (RedisError, OSError):
                 pass  # the connection is going; the reader loop deals with it
 
-    def after(self, listener: Listener, last: int, limit: int = RING) -> list[Entry] | None:
+    def after(self, listener: Listener, last: int, limit: int = TAKE) -> list[Entry] | None:
         """The ring's events after `last` (at most `limit`), or None if the ring no longer reaches back to
         `last + 1`: the listener is too far behind (or the hub is still filling in what it missed)."""
         ch = self._channels.get(listener.channel)
@@ -297,7 +302,10 @@ class Hub:
         if ring[0].seq > last + 1:
             return None
         start = last + 1 - ring[0].seq
-        return list(itertools.islice(ring, start, start + limit))
+        stop = min(len(ring), start + limit)
+        if start > len(ring) // 2:  # (a deque is walked from one end: from the nearer one)
+            return list(itertools.islice(reversed(ring), len(ring) - stop, len(ring) - start))[::-1]
+        return list(itertools.islice(ring, start, stop))
 
     async def snapshot(self, listener: Listener) -> Snapshot | None:
         """The job's current state for a listener too far behind the ring; one read serves every listener

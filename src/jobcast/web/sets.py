@@ -37,7 +37,7 @@ from jobcast.states import TERMINAL
 from jobcast.store import AsyncStore, FeedEvent, Snapshot
 from jobcast.submission import invalid
 from jobcast.web.api import base_url, check_stream_limits, owner_of
-from jobcast.web.hub import RING, Entry, Hub, Listener
+from jobcast.web.hub import TAKE, Entry, Hub, Listener
 from jobcast.web.jobfacts import JobFacts
 from jobcast.web.jobsets import JobSet
 from jobcast.web.metrics import EVENTS_DELIVERED
@@ -268,7 +268,7 @@ class SetStream(EventStream):
                 ring = None if resuming else self.hub.after(listener, at)
                 if ring:  # the usual case: what came since, from the hub's ring
                     entries, at = await follower.follow(ring), ring[-1].seq
-                    if len(ring) >= RING:
+                    if len(ring) >= TAKE:
                         listener.wake.set()  # the ring may hold more than one take: the next one reads it too
                 elif ring is None:  # resuming from the feed, or further behind than the ring reaches
                     got = await follower.page(at)

@@ -44,7 +44,7 @@ from starlette.types import Receive, Scope, Send
 from jobcast.settings import Settings
 from jobcast.states import TERMINAL
 from jobcast.store import AsyncStore, Snapshot
-from jobcast.web.hub import RING, Entry, Hub, Listener
+from jobcast.web.hub import TAKE, Entry, Hub, Listener
 from jobcast.web.metrics import EVENTS_DELIVERED
 
 __all__ = ["EventEncoder", "EventStream", "StreamTransport", "TRANSPORT", "backlog", "rebase", "size_send_buffer"]
@@ -266,7 +266,7 @@ class EventStream(Response):
                 if out:
                     await self._send(send, out)
                     EVENTS_DELIVERED.inc(len(out))
-                if not done and (len(entries) >= RING or (entries and entries[-1].seq > last)):
+                if not done and (len(entries) >= TAKE or (entries and entries[-1].seq > last)):
                     listener.wake.set()  # there is more than one write took
         except (TimeoutError, OSError) as exc:
             gave_up = True
