@@ -17,7 +17,7 @@ from jobcast.store.keys import Keys
 from jobcast.store.subscription import Subscriptions
 from jobcast.web import hub as hub_module
 from jobcast.web.hub import Entry, Hub
-from jobcast.web.sse import EventEncoder, EventStream, backlog
+from jobcast.web.sse import TRANSPORT, EventEncoder, EventStream, backlog
 
 
 def links(job_id: str, base: str = "") -> dict[str, str]:
@@ -146,3 +146,53 @@ def test_a_ring_of_large_events_keeps_at_most_ring_bytes_of_them() -> None:
         channel.add(Entry(seq, b"x" * (1024 * 1024), False, 0.0))
     assert [e.seq for e in channel.ring] == [7, 8, 9, 10] and channel.held == hub_module.RING_BYTES
 
+
+class _Transport:
+    """A server's transport as `StreamTransport` puts it in the scope: it only notes an abort."""
+
+    aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+
+def test_a_client_slow_to_take_the_last_write_gets_the_end_not_a_reset(
+    server: fakeredis.FakeServer, store: Store, settings: Settings, new_job
+) -> None:
+    """The end of a response once had 1 s to be taken, then the connection was reset: a client still reading
+    a hot job's last events (220 of them on one process, in `test_fanout_faults`) lost its terminal event."""
+    job = new_job()
+
+    async def scenario() -> tuple[bool, bytes]:
+        encode = EventEncoder(links)
+        astore = AsyncStore(fakeredis.FakeAsyncRedis(server=server), settings)
+        hub = Hub(Subscriptions(fakeredis.FakeAsyncRedis(server=server)), Keys(settings.prefix), encode, astore)
+        await hub.start()
+        listener = await hub.listen(job["id"])
+        first = await backlog(astore, encode, job["id"], None)
+        assert first is not None
+        stream = EventStream(hub, astore, encode, settings, listener, first)
+        transport, body = _Transport(), bytearray()
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.body" and not message["more_body"]:
+                await asyncio.sleep(1.5)  # the client is still taking what came before
+            body.extend(message.get("body", b"") + (b"<end>" if message.get("more_body") is False else b""))
+
+        async def receive() -> dict:
+            await asyncio.Event().wait()
+            return {}
+
+        task = asyncio.create_task(stream({"type": "http", TRANSPORT: transport}, receive, send))
+        await asyncio.to_thread(store.emit, job["id"], "end", event="completed", fields={"status": "completed"},
+                                data=b'"id":"%s","status":"completed"}' % job["id"].encode())
+        await asyncio.wait_for(task, 10)
+        await hub.stop()
+        await astore.redis.aclose()
+        return transport.aborted, bytes(body)
+
+    aborted, body = asyncio.run(scenario())
+    assert not aborted and b"event: completed" in body and body.endswith(b"<end>")

@@ -306,10 +306,17 @@ class EventStream(Response):
         if gave_up and transport is not None:
             await abort(transport)  # now: the last write would wait for a peer that does not read
             return
+        # A stream that ended (its terminal event, its token's expiry) waits as long as any write may take,
+        # so that a client still reading the last events gets them and the end (with 1 s, a busy client of a
+        # hot job got a reset instead, and lost the terminal event); one the hub closed (shutdown, Redis
+        # lost) does not hold the server up: its client resumes from its last id.
+        wait = 1.0 if self.listener.closed else self.settings.stream_max_lag_s
         try:
-            async with asyncio.timeout(1):
+            async with asyncio.timeout(wait):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:
+            log.info("stream of job %s: the client did not take the end within %g s; closing",
+                     self.listener.job_id, wait)
             if transport is not None:
                 await abort(transport)
 
