@@ -257,10 +257,10 @@ class SetStream(EventStream):
         watcher = asyncio.ensure_future(self._watch_disconnect(receive))
         gave_up = False
         try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            at, entries, resuming = self.first
+            at, entries, resuming = await self._open(send)
             await self._send(send, [b"retry: %d\n\n" % self.settings.sse_retry_ms, *map(self._chunk, entries)])
             EVENTS_DELIVERED.inc(len(entries))
+            del entries  # (as `EventStream`: an idle stream holds no bytes it has sent)
             while not listener.closed and not (follower.done and not resuming):
                 listener.last = at
                 if not resuming and not await self._wait(send):
