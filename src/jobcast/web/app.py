@@ -121,6 +121,23 @@ def _by_method(**endpoints: Callable[[Request], Awaitable[Response]]) -> Callabl
     return endpoint
 
 
+class _Streaming:
+    """An endpoint whose response can stay open for hours (an event stream), as a plain ASGI app.
+
+    Starlette runs a function endpoint inside two more coroutines and an exception wrapper of its own
+    (`request_response`), which an open stream keeps alive all along: 3.7 KiB of an idle stream's 21 (by
+    tracemalloc). An error raised before the response starts reaches the app's exception handlers all the
+    same, through Starlette's `ExceptionMiddleware`; the route still answers only its methods.
+    """
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 async def _openapi(request: Request) -> Response:
     return api.JSON(request.app.state.openapi)
 
@@ -176,8 +193,8 @@ def create_app(settings: Settings | None = None, factory: RedisFactory | None = 
         Route("/jobs/{job_id}", _by_method(GET=api.get_job, DELETE=api.delete_job), methods=["GET", "DELETE"]),
         Route("/jobs/{job_id}/cancel", api.cancel_job, methods=["POST"]),
         Route("/jobs/{job_id}/retry", api.retry_job, methods=["POST"]),
-        Route("/jobs/{job_id}/events", api.job_events, methods=["GET"]),
-        Route("/events", sets.set_events, methods=["GET"]),
+        Route("/jobs/{job_id}/events", _Streaming(api.job_events), methods=["GET"]),
+        Route("/events", _Streaming(sets.set_events), methods=["GET"]),
         Route("/job-types", api.job_types, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
