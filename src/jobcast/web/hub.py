@@ -100,10 +100,19 @@ class Encoder(Protocol):
     def feed_entry(self, n: int, job_id: str, seq: int, name: bytes, data: bytes) -> Entry: ...
 
 
-class Listener:
-    """One event stream's place in its job's channel."""
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
-    __slots__ = ("job_id", "channel", "owner", "token", "last", "wake", "closed")
+
+class Listener:
+    """One event stream's place in its job's channel, and what wakes the stream.
+
+    (Not an `asyncio.Event`: an open stream holds one for hours, and an Event's deque of waiters alone is
+    over 600 bytes; the stream waits on a future of its own here, made only while it waits.)
+    """
+
+    __slots__ = ("job_id", "channel", "owner", "token", "last", "closed", "_woken", "_waiter")
 
     def __init__(self, job_id: str, channel: bytes, owner: str = "", token: str = "") -> None:
         self.job_id = job_id
@@ -113,13 +122,34 @@ class Listener:
         """The stream token the stream was opened with ('' for an API key)."""
         self.last = 0
         """The id of the last event its stream sent (the stream keeps it up to date)."""
-        self.wake = asyncio.Event()
         self.closed = False
         """The stream must end (client gone, shutdown, Redis lost)."""
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        """There is something for the stream: its next (or current) `wait` returns True."""
+        self._woken = True
+        if self._waiter is not None:
+            _expire(self._waiter)
+
+    async def wait(self, timeout: float) -> bool:
+        """Until woken (True; the wake is used up) or `timeout` seconds have passed (False)."""
+        if not self._woken:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        woken, self._woken = self._woken, False
+        return woken
 
     def close(self) -> None:
         self.closed = True
-        self.wake.set()
+        self.wake()
 
 
 class _Channel:
@@ -165,7 +195,7 @@ class _Channel:
 
     def wake_all(self) -> None:
         for listener in self.listeners:
-            listener.wake.set()
+            listener.wake()
 
 
 def _count(counts: dict[str, int], key: str, by: int) -> None:

@@ -269,7 +269,7 @@ class SetStream(EventStream):
                 if ring:  # the usual case: what came since, from the hub's ring
                     entries, at = await follower.follow(ring), ring[-1].seq
                     if len(ring) >= TAKE:
-                        listener.wake.set()  # the ring may hold more than one take: the next one reads it too
+                        listener.wake()  # the ring may hold more than one take: the next one reads it too
                 elif ring is None:  # resuming from the feed, or further behind than the ring reaches
                     got = await follower.page(at)
                     if got is None:
@@ -285,7 +285,7 @@ class SetStream(EventStream):
                     await self._send(send, list(map(self._chunk, entries)))
                     EVENTS_DELIVERED.inc(len(entries))
                 if resuming:
-                    listener.wake.set()
+                    listener.wake()
         except (TimeoutError, OSError) as exc:
             gave_up = True
             log.info("set stream of %s: client too slow or gone (%s); closing", follower.jobs.owner,

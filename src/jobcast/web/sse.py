@@ -267,7 +267,7 @@ class EventStream(Response):
                     await self._send(send, out)
                     EVENTS_DELIVERED.inc(len(out))
                 if not done and (len(entries) >= TAKE or (entries and entries[-1].seq > last)):
-                    listener.wake.set()  # there is more than one write took
+                    listener.wake()  # there is more than one write took
         except (TimeoutError, OSError) as exc:
             gave_up = True
             log.info("stream of job %s: client too slow or gone (%s); closing", listener.job_id,
@@ -297,17 +297,11 @@ class EventStream(Response):
                 wait = min(wait, self.ends_at - time.time())
                 if wait <= 0:
                     return False
-            try:
-                async with asyncio.timeout(wait):
-                    await listener.wake.wait()
-            except TimeoutError:
+            if not await listener.wait(wait):
                 if self.ends_at is None or time.time() < self.ends_at:
                     await self._send(send, [PING])
                 continue
-            if listener.closed:
-                return False
-            listener.wake.clear()
-            return True
+            return not listener.closed
 
     async def _end(self, send: Send, transport: asyncio.Transport | None, gave_up: bool) -> None:
         """End the response; a stream that gave up on its client drops the connection instead."""
