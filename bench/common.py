@@ -88,9 +88,12 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-async def open_sse(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """An event stream on a bare socket: the response head read, the body left to the caller."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def open_sse(port: int, path: str,
+                   source: str | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An event stream on a bare socket: the response head read, the body left to the caller. `source`: the
+    loopback address to connect from (one address has some 28,000 ports to connect from)."""
+    local = (source, 0) if source else None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=local)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):

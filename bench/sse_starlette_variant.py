@@ -42,8 +42,7 @@ async def _events(hub: Hub, listener: Listener, first: tuple[int, list[Entry], b
             if out:
                 yield b"".join(out)
             listener.last = last
-            await listener.wake.wait()
-            listener.wake.clear()
+            await listener.wait()
             ring = hub.after(listener, last)
             if listener.closed or ring is None:
                 return

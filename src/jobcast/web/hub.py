@@ -133,16 +133,17 @@ class Listener:
         if self._waiter is not None:
             _expire(self._waiter)
 
-    async def wait(self, timeout: float) -> bool:
+    async def wait(self, timeout: float | None = None) -> bool:
         """Until woken (True; the wake is used up) or `timeout` seconds have passed (False)."""
         if not self._woken:
             loop = asyncio.get_running_loop()
             self._waiter = waiter = loop.create_future()
-            timer = loop.call_later(timeout, _expire, waiter)
+            timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
             try:
                 await waiter
             finally:
-                timer.cancel()
+                if timer is not None:
+                    timer.cancel()
                 self._waiter = None
         woken, self._woken = self._woken, False
         return woken
