@@ -1,14 +1,15 @@
 """The event stream of one job, as the WHATWG server-sent events format has it.
 
 Written as a bare ASGI response rather than with sse-starlette: an open stream
-here costs one coroutine, one small disconnect watcher and one inbox, and each
-event is encoded once for all of a job's listeners and written as ready bytes.
-Measured beside sse-starlette 3.7's `EventSourceResponse` fed the same bytes
-from the same hub (`bench/sse_starlette_variant.py`, 2026-12-01): 24.5 KiB per
-idle stream against 47.0 KiB (10,000 streams; it runs four tasks a stream),
-and 270,000-273,000 events/s to 1,000 watchers of one job against
-273,000-274,000 (1.01x). The rule was to switch if it came within 10 % on
-both; it does not (docs/benchmarks.md).
+here costs one coroutine, one small disconnect watcher and a place in the
+hub's ring, and each event is encoded once for all of a job's listeners and
+written as ready bytes. Measured beside sse-starlette 3.7's
+`EventSourceResponse` fed the same bytes from the same hub
+(`bench/sse_starlette_variant.py`, 2026-12-08, one `make bench`): 18.8 KiB per
+idle stream against 45.4 KiB (10,000 streams; it runs four tasks a stream),
+and 846,000 events/s to 1,000 watchers of one job against 874,000 (1.03x).
+The rule was to switch if it came within 10 % on both; it does not
+(docs/benchmarks.md).
 
 The stream: `retry:` first; then the backlog (a `snapshot`, or every event
 after `Last-Event-ID`, read from the log in pages); then live events from the
