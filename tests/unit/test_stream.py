@@ -16,7 +16,7 @@ from jobcast.store import AsyncStore, Store
 from jobcast.store.keys import Keys
 from jobcast.store.subscription import Subscriptions
 from jobcast.web import hub as hub_module
-from jobcast.web.hub import Entry, Hub
+from jobcast.web.hub import Entry, Hub, Listener
 from jobcast.web.sse import TRANSPORT, EventEncoder, EventStream, backlog
 
 
@@ -196,3 +196,16 @@ def test_a_client_slow_to_take_the_last_write_gets_the_end_not_a_reset(
 
     aborted, body = asyncio.run(scenario())
     assert not aborted and b"event: completed" in body and body.endswith(b"<end>")
+
+
+def test_the_ring_gives_a_listener_what_came_after_its_last_id_from_either_end() -> None:
+    hub = Hub(None, Keys("t"), None, None)  # type: ignore[arg-type]  # (`after` reads only the channels)
+    listener = Listener("j", b"ch")
+    channel = hub._channels[b"ch"] = hub_module._Channel("j")
+    channel.listeners.add(listener)  # (at id 0: the ring keeps everything)
+    for seq in range(1, 1001):
+        channel.add(Entry(seq, b"%d" % seq, False, 0.0))
+    for last in (0, 10, 499, 500, 501, 700, 990, 999):
+        got = hub.after(listener, last, limit=64)
+        assert got is not None and [e.seq for e in got] == list(range(last + 1, min(last + 65, 1001))), last
+    assert hub.after(listener, 1000) == []
