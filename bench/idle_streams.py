@@ -98,8 +98,8 @@ def run(quick: bool) -> list[Figure]:
     ours = (alive, per_stream) if compared == count else _measure(compared, sse_starlette=False)
     theirs_alive, theirs = _measure(compared, sse_starlette=True)
     return [*figures,
-            Figure(f"RSS per idle stream at {compared:,}, ours", ours[1], "KiB", "-", True,
+            Figure(f"RSS per idle stream, ours ({compared:,} streams)", ours[1], "KiB", "-", True,
                    note=f"{ours[0]:,} of {compared:,} held with pings"),
-            Figure(f"RSS per idle stream at {compared:,}, sse-starlette's EventSourceResponse (same hub, same "
-                   "bytes)", theirs, "KiB", "switch to it if ≤ 1.1× ours", theirs <= 1.1 * ours[1], ours[1],
+            Figure(f"RSS per idle stream, sse-starlette's EventSourceResponse ({compared:,} streams; same hub, "
+                   "same bytes)", theirs, "KiB", "switch to it if ≤ 1.1× ours", theirs <= 1.1 * ours[1], ours[1],
                    note=f"{theirs_alive:,} of {compared:,} held with pings")]
