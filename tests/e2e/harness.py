@@ -227,9 +227,17 @@ class Stack:
         return env
 
     def start_api(self) -> None:
-        self.api = _spawn([sys.executable, *self.api_command], self.env(), self.workdir / "api.log")
+        """Start the API and wait for its /healthz; a failure says why, with the end of its log."""
+        api = self.api = _spawn([sys.executable, *self.api_command], self.env(), self.workdir / "api.log")
         with self.client(timeout=1) as c:
-            wait_for(lambda: c.get("/healthz").status_code == 200, 20, "the API's /healthz")
+            try:
+                got = wait_for(lambda: "exited" if api.poll() is not None else c.get("/healthz").status_code == 200,
+                               20, "the API's /healthz")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; api.log ends:\n{self.log('api.log')[-3000:]}") from None
+        if got == "exited":
+            raise AssertionError(f"the API exited ({api.returncode}) as it started; api.log ends:\n"
+                                 f"{self.log('api.log')[-3000:]}")
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         proc = _spawn([sys.executable, "worker.py"], self.env(), self.workdir / f"worker-{len(self.workers)}.log")

@@ -44,5 +44,6 @@ def test_every_benchmark_runs_in_quick_mode() -> None:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()  # (reaped, and its pipes closed: else a later test fails on their ResourceWarning)
     for figure in FIGURES:
         assert figure in summary, f"{figure!r} missing from:\n{summary}"
